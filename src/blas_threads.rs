@@ -1,0 +1,53 @@
+//! OpenBLAS's own thread pool, and keeping it out of rayon's way.
+//!
+//! We parallelise by sharding each batch across rayon threads; if every
+//! `sgemm` inside a shard also spawned OpenBLAS threads, the two pools would
+//! oversubscribe the cores (measured 2-8x slower on 2 cores). So with the
+//! `blas` feature, OpenBLAS is pinned to one thread before training.
+
+#[cfg(feature = "blas")]
+mod ffi {
+    use std::os::raw::{c_char, c_int};
+    extern "C" {
+        pub fn openblas_set_num_threads(n: c_int);
+        pub fn openblas_get_num_threads() -> c_int;
+        pub fn openblas_get_config() -> *const c_char;
+        pub fn openblas_get_corename() -> *const c_char;
+    }
+}
+
+/// Pin OpenBLAS to `n` threads (no-op without the `blas` feature).
+pub fn set_openblas_threads(n: usize) {
+    #[cfg(feature = "blas")]
+    // SAFETY: plain setter of OpenBLAS's global thread count.
+    unsafe {
+        ffi::openblas_set_num_threads(n.max(1) as std::os::raw::c_int)
+    }
+    #[cfg(not(feature = "blas"))]
+    let _ = n;
+}
+
+/// OpenBLAS's thread count, or `None` without the `blas` feature.
+pub fn openblas_threads() -> Option<usize> {
+    #[cfg(feature = "blas")]
+    // SAFETY: plain getter.
+    unsafe {
+        Some(ffi::openblas_get_num_threads() as usize)
+    }
+    #[cfg(not(feature = "blas"))]
+    None
+}
+
+/// OpenBLAS's build description and kernel, e.g.
+/// `OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Haswell MAX_THREADS=64; core Haswell`.
+pub fn openblas_config() -> String {
+    #[cfg(feature = "blas")]
+    // SAFETY: both return pointers to static NUL-terminated strings.
+    unsafe {
+        let config = std::ffi::CStr::from_ptr(ffi::openblas_get_config()).to_string_lossy();
+        let core = std::ffi::CStr::from_ptr(ffi::openblas_get_corename()).to_string_lossy();
+        format!("{}; core {}; {} thread(s)", config.trim(), core.trim(), openblas_threads().unwrap_or(0))
+    }
+    #[cfg(not(feature = "blas"))]
+    "not linked".to_string()
+}

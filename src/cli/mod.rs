@@ -1,0 +1,68 @@
+//! The command line: argument definitions and dispatch. Each subcommand's
+//! work lives in its own file; `main.rs` only turns errors into exit codes.
+
+mod eval;
+mod predict;
+mod train;
+
+pub use train::TrainArgs;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mnist-blas",
+    version,
+    about = "Train 784-H-10 networks on MNIST-style data, fast, on OpenBLAS",
+    long_about = "Train 784-H-10 networks on MNIST-style data (Kaggle digit-recognizer CSV or \
+                  MNIST IDX files), fast, on OpenBLAS.\n\nWith no subcommand, `train` runs.",
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  mnist-blas                                  # train on data/train.csv or the shipped sample\n  mnist-blas --preset notebook --data train.csv.gz\n  mnist-blas predict --model model.npz --data test.csv --out submission.csv\n  mnist-blas eval --model model.npz --data t10k-images-idx3-ubyte.gz"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a model (the default) and write it, its metrics and a summary.
+    Train(TrainArgs),
+    /// Predict labels for a CSV/IDX file and write a Kaggle submission.
+    Predict(predict::PredictArgs),
+    /// Score a model on a labeled file: accuracy, per-class report, confusion.
+    Eval(eval::EvalArgs),
+}
+
+/// Parse the command line and run; the error, if any, is for `main` to print.
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => train::run(cli.train),
+        Some(Command::Train(args)) => train::run(args),
+        Some(Command::Predict(args)) => predict::run(args),
+        Some(Command::Eval(args)) => eval::run(args),
+    }
+}
+
+/// A rayon pool of `threads` threads (0: one per core), with OpenBLAS pinned
+/// to one thread so the two never compete for cores.
+pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    crate::blas_threads::set_openblas_threads(1);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("cannot start the thread pool")
+}
+
+/// Shown when a path given by the user does not exist.
+pub(crate) fn check_exists(path: &PathBuf, what: &str) -> Result<()> {
+    if !path.exists() {
+        anyhow::bail!("{}: no such file ({what})", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! `mnist-blas predict`: label every row of a file, write a Kaggle submission.
+
+use super::{check_exists, thread_pool};
+use crate::data::{self, Expect};
+use crate::engine::EngineKind;
+use crate::metrics::evaluate;
+use crate::model::Mlp;
+use crate::output::write_atomic;
+use anyhow::Result;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Example:\n  mnist-blas predict --model model.npz --data test.csv.gz --out submission.csv")]
+pub struct PredictArgs {
+    /// Model written by `train`.
+    #[arg(long, value_name = "PATH", default_value = "model.npz")]
+    pub model: PathBuf,
+    /// Images to label: Kaggle test.csv (or train.csv), plain or .gz, or MNIST IDX images.
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// Submission to write: `ImageId,Label`, ImageId from 1.
+    #[arg(long, value_name = "PATH", default_value = "submission.csv")]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = EngineKind::Blas)]
+    pub engine: EngineKind,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run(args: PredictArgs) -> Result<()> {
+    check_exists(&args.model, "--model")?;
+    check_exists(&args.data, "--data")?;
+    let model = Mlp::load_npz(&args.model)?;
+    let pool = thread_pool(args.threads)?;
+    pool.install(|| {
+        let set = data::load(&args.data, Expect::Unlabeled)?;
+        let eval = evaluate(args.engine.build().as_ref(), &model, &set);
+        write_atomic(&args.out, |w| {
+            writeln!(w, "ImageId,Label")?;
+            for (i, p) in eval.predictions.iter().enumerate() {
+                writeln!(w, "{},{}", i + 1, p)?;
+            }
+            Ok(())
+        })?;
+        if !args.quiet {
+            println!(
+                "predicted {} images of {} with {}; wrote {}",
+                set.len(),
+                args.data.display(),
+                args.model.display(),
+                args.out.display()
+            );
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,124 @@
+//! The data path: files on disk -> [`Dataset`] (pixels stored once as `u8`).
+//!
+//! Readers: Kaggle digit-recognizer CSV (`csv`), original MNIST IDX (`idx`),
+//! each plain or gzipped (`source`). Every error names the file and, where it
+//! has one, the line.
+
+pub mod csv;
+pub mod error;
+pub mod idx;
+pub mod sample;
+pub mod source;
+
+pub use error::DataError;
+
+use std::path::{Path, PathBuf};
+
+/// Pixels per image (28 x 28).
+pub const FEATURES: usize = 784;
+/// Number of classes (digits 0-9).
+pub const CLASSES: usize = 10;
+
+/// A set of images, stored once, compactly: one row of [`FEATURES`] `u8` per
+/// sample, rows contiguous, so any run of rows is a plain slice.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// `rows * FEATURES` bytes, row-major.
+    pub pixels: Vec<u8>,
+    /// One label 0-9 per row; `None` for unlabeled data (Kaggle `test.csv`).
+    pub labels: Option<Vec<u8>>,
+    /// Where the data came from, for messages.
+    pub source: PathBuf,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.pixels.len() / FEATURES
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pixels.is_empty()
+    }
+
+    /// Pixels of row `i`.
+    pub fn row(&self, i: usize) -> &[u8] {
+        &self.pixels[i * FEATURES..(i + 1) * FEATURES]
+    }
+
+    /// Pixels of rows `start..end`, as one contiguous slice.
+    pub fn rows(&self, start: usize, end: usize) -> &[u8] {
+        &self.pixels[start * FEATURES..end * FEATURES]
+    }
+
+    /// A new dataset holding `indices` rows, in that order (used for splits).
+    pub fn gather(&self, indices: &[usize]) -> Dataset {
+        let mut pixels = Vec::with_capacity(indices.len() * FEATURES);
+        for &i in indices {
+            pixels.extend_from_slice(self.row(i));
+        }
+        let labels = self
+            .labels
+            .as_ref()
+            .map(|l| indices.iter().map(|&i| l[i]).collect());
+        Dataset { pixels, labels, source: self.source.clone() }
+    }
+
+    /// Builds a dataset from raw parts (synthetic data in tests, other
+    /// readers), checking what every reader guarantees: whole rows, one label
+    /// per row, labels 0-9. `source` names the data in messages.
+    pub fn from_parts(
+        pixels: Vec<u8>,
+        labels: Option<Vec<u8>>,
+        source: PathBuf,
+    ) -> Result<Dataset, DataError> {
+        if pixels.len() % FEATURES != 0 {
+            let detail = format!("{} pixel bytes is not a whole number of {FEATURES}-pixel rows", pixels.len());
+            return Err(DataError::Shape { path: source, detail });
+        }
+        if let Some(labels) = &labels {
+            let rows = pixels.len() / FEATURES;
+            if labels.len() != rows {
+                let detail = format!("{rows} rows but {} labels", labels.len());
+                return Err(DataError::Shape { path: source, detail });
+            }
+            if let Some(bad) = labels.iter().find(|&&l| usize::from(l) >= CLASSES) {
+                let detail = format!("label {bad} is not a digit 0-9");
+                return Err(DataError::Shape { path: source, detail });
+            }
+        }
+        Ok(Dataset { pixels, labels, source })
+    }
+}
+
+/// Which kind of file the caller expects; the CSV reader checks the header
+/// against it and says which layout it found when they disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Every row has a label (Kaggle `train.csv`, IDX images + labels).
+    Labeled,
+    /// Rows have no label (Kaggle `test.csv`); a labeled file is accepted too
+    /// (its labels are kept), so `predict` can run on a train file.
+    Unlabeled,
+}
+
+/// Load a dataset from `path`, choosing the reader by content.
+///
+/// `path` may be a Kaggle CSV (plain or `.gz`) or an MNIST IDX images file
+/// (plain or `.gz`, e.g. `train-images-idx3-ubyte.gz`); for IDX the labels
+/// file beside it (`*-labels-idx1-ubyte[.gz]`) is read when it exists.
+pub fn load(path: &Path, expect: Expect) -> Result<Dataset, DataError> {
+    let bytes = source::read_bytes(path)?;
+    parse_bytes(&bytes, path, expect)
+}
+
+/// [`load`] for content already in memory (and already gunzipped). `path`
+/// names it in messages; for IDX it is also where the labels are looked for.
+pub fn parse_bytes(bytes: &[u8], path: &Path, expect: Expect) -> Result<Dataset, DataError> {
+    if bytes.is_empty() {
+        Err(DataError::EmptyFile { path: path.to_path_buf() })
+    } else if idx::is_idx(bytes) {
+        idx::load_idx(bytes, path, expect)
+    } else {
+        csv::parse_csv(bytes, path, expect)
+    }
+}

@@ -1,0 +1,104 @@
+//! Engines: the arithmetic of one forward/backward pass, behind one small
+//! interface so the trainer does not care which one runs.
+//!
+//! - [`blas::BlasEngine`]: f32 matrix products through ndarray (OpenBLAS with
+//!   the `blas` feature, matrixmultiply without). The fast path.
+//! - [`naive::NaiveEngine`]: plain loops in f64, written to be read. The
+//!   oracle that tests hold the fast path to.
+
+pub mod blas;
+pub mod naive;
+
+use crate::model::{Gradients, Mlp};
+use ndarray::Array2;
+
+/// Loss and accuracy counts of one pass over some rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BatchStats {
+    /// Sum over rows of the cross-entropy loss.
+    pub loss_sum: f64,
+    /// Rows whose arg-max prediction equals the label.
+    pub correct: usize,
+    pub rows: usize,
+}
+
+impl BatchStats {
+    pub fn merge(&mut self, other: BatchStats) {
+        self.loss_sum += other.loss_sum;
+        self.correct += other.correct;
+        self.rows += other.rows;
+    }
+
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.rows.max(1) as f64
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.rows.max(1) as f64
+    }
+}
+
+/// One forward/backward implementation.
+pub trait Engine: Send + Sync {
+    fn kind(&self) -> EngineKind;
+
+    /// Forward and backward over rows `x` (`rows x 784` pixels) with labels
+    /// `y`: ADD the summed (not averaged) gradients of the cross-entropy loss
+    /// into `grads`, and return the loss and accuracy counts (computed with
+    /// the weights before any update).
+    ///
+    /// Sums rather than means so that shards of a batch can be added up and
+    /// divided once by the batch size.
+    fn accumulate(&self, model: &Mlp, x: &[u8], y: &[u8], grads: &mut Gradients) -> BatchStats;
+
+    /// Class probabilities, `rows x 10`.
+    fn probabilities(&self, model: &Mlp, x: &[u8]) -> Array2<f32>;
+}
+
+/// Which engine to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// f32 matrix products (OpenBLAS when built with `--features blas`).
+    Blas,
+    /// Plain f64 loops: slow, simple, the reference.
+    Naive,
+}
+
+impl EngineKind {
+    pub fn build(self) -> Box<dyn Engine> {
+        match self {
+            EngineKind::Blas => Box::new(blas::BlasEngine),
+            EngineKind::Naive => Box::new(naive::NaiveEngine),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Blas => "blas",
+            EngineKind::Naive => "naive",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `pixel / 255` for every byte value, computed once: exact (one correctly
+/// rounded division each) and a table look-up instead of a division per pixel.
+pub(crate) fn pixel_table() -> &'static [f32; 256] {
+    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|i| i as f32 / 255.0))
+}
+
+/// What the linear-algebra backend is, for the run summary.
+pub fn backend_description() -> String {
+    if cfg!(feature = "blas") {
+        format!("OpenBLAS ({})", crate::blas_threads::openblas_config())
+    } else {
+        "ndarray/matrixmultiply (pure Rust; build with --features blas for OpenBLAS)".to_string()
+    }
+}

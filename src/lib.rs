@@ -1,0 +1,27 @@
+//! mnist-blas: train small dense networks (784 -> H -> 10) on MNIST-style
+//! data, fast (OpenBLAS, rayon) and checked against a plain reference.
+//!
+//! Where things are:
+//! - [`data`]: reading Kaggle CSV and MNIST IDX files into a [`data::Dataset`];
+//! - [`model`]: the network [`model::Mlp`], its init and its `.npz` file;
+//! - [`engine`]: forward/backward arithmetic, `blas` (fast) and `naive` (oracle);
+//! - [`train`]: the training loop, optimizers, and batch sharding;
+//! - [`metrics`]: accuracy, loss, confusion matrix;
+//! - [`output`]: atomic file writes; [`cli`]: the command line.
+
+pub mod blas_threads;
+pub mod cli;
+pub mod data;
+pub mod engine;
+pub mod metrics;
+pub mod model;
+pub mod output;
+pub mod rng;
+pub mod train;
+#[doc(hidden)]
+pub mod testutil;
+
+// With `--features blas`, make sure OpenBLAS is linked into every binary
+// that uses this library (ndarray only references the cblas symbols).
+#[cfg(feature = "blas")]
+extern crate blas_src;

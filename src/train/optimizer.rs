@@ -1,0 +1,141 @@
+//! Update rules: plain SGD (the notebook's gradient descent), SGD with
+//! momentum, and Adam.
+
+use crate::model::{Gradients, Mlp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// `w -= lr * g` (full-batch: the notebook's gradient descent).
+    Sgd,
+    /// Heavy-ball momentum: `v = mu v + g; w -= lr v`.
+    Momentum,
+    /// Adam (Kingma & Ba), bias-corrected, beta1 0.9, beta2 0.999, eps 1e-8.
+    Adam,
+}
+
+impl OptimizerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Momentum => "momentum",
+            OptimizerKind::Adam => "adam",
+        }
+    }
+}
+
+/// An optimizer and its state.
+#[derive(Debug, Clone)]
+pub struct Optimizer {
+    pub kind: OptimizerKind,
+    pub lr: f32,
+    pub momentum: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Steps taken (Adam's bias correction needs it).
+    pub t: u64,
+    /// First moment (momentum's velocity, Adam's m).
+    pub m: Gradients,
+    /// Second moment (Adam's v).
+    pub v: Gradients,
+}
+
+impl Optimizer {
+    pub fn new(kind: OptimizerKind, lr: f32, momentum: f32, hidden: usize) -> Self {
+        let needs = |k| if kind == k { hidden } else { 0 };
+        Optimizer {
+            kind,
+            lr,
+            momentum,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            t: 0,
+            m: Mlp::zeros(if kind == OptimizerKind::Sgd { 0 } else { hidden }),
+            v: Mlp::zeros(needs(OptimizerKind::Adam)),
+        }
+    }
+
+    /// Apply one update with mean gradients `g`.
+    pub fn step(&mut self, model: &mut Mlp, g: &Gradients) {
+        self.t += 1;
+        let lr = self.lr;
+        match self.kind {
+            OptimizerKind::Sgd => {
+                for (w, g) in model.params_mut().into_iter().zip(g.params()) {
+                    w.iter_mut().zip(g).for_each(|(w, g)| *w -= lr * g);
+                }
+            }
+            OptimizerKind::Momentum => {
+                let mu = self.momentum;
+                let blocks = model.params_mut().into_iter().zip(self.m.params_mut()).zip(g.params());
+                for ((w, v), g) in blocks {
+                    for ((w, v), g) in w.iter_mut().zip(v.iter_mut()).zip(g) {
+                        *v = mu * *v + g;
+                        *w -= lr * *v;
+                    }
+                }
+            }
+            OptimizerKind::Adam => {
+                let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+                // Bias corrections in f64: 1 - beta^t loses digits in f32.
+                let c1 = (1.0 - (b1 as f64).powi(self.t as i32)) as f32;
+                let c2 = (1.0 - (b2 as f64).powi(self.t as i32)) as f32;
+                let blocks = model
+                    .params_mut()
+                    .into_iter()
+                    .zip(self.m.params_mut())
+                    .zip(self.v.params_mut())
+                    .zip(g.params());
+                for (((w, m), v), g) in blocks {
+                    for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        let m_hat = *m / c1;
+                        let v_hat = *v / c2;
+                        *w -= lr * m_hat / (v_hat.sqrt() + eps);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Init;
+
+    #[test]
+    fn sgd_moves_against_the_gradient() {
+        let mut m = Mlp::init(3, Init::Uniform, 0);
+        let before = m.clone();
+        let mut g = Mlp::zeros(3);
+        g.fill(1.0);
+        Optimizer::new(OptimizerKind::Sgd, 0.5, 0.0, 3).step(&mut m, &g);
+        assert!((before.w1[[0, 0]] - m.w1[[0, 0]] - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn adam_first_step_is_lr_times_sign() {
+        // With zero state, Adam's first bias-corrected step is lr * g/|g|.
+        let mut m = Mlp::zeros(2);
+        let mut g = Mlp::zeros(2);
+        g.fill(-3.0);
+        Optimizer::new(OptimizerKind::Adam, 0.01, 0.0, 2).step(&mut m, &g);
+        assert!(m.params().iter().all(|p| p.iter().all(|&w| (w - 0.01).abs() < 1e-6)));
+    }
+
+    #[test]
+    fn momentum_accumulates_velocity() {
+        let mut m = Mlp::zeros(2);
+        let mut g = Mlp::zeros(2);
+        g.fill(1.0);
+        let mut opt = Optimizer::new(OptimizerKind::Momentum, 0.1, 0.9, 2);
+        opt.step(&mut m, &g);
+        opt.step(&mut m, &g);
+        // -0.1 * 1 - 0.1 * 1.9
+        assert!((m.b2[0] + 0.29).abs() < 1e-6, "{}", m.b2[0]);
+    }
+}
