@@ -39,7 +39,10 @@ fn openblas_found() -> bool {
         }
     }
     let names = ["libopenblas.so", "libopenblas.a", "libopenblas.dylib"];
-    if dirs.iter().any(|d| names.iter().any(|n| Path::new(d).join(n).exists())) {
+    if dirs
+        .iter()
+        .any(|d| names.iter().any(|n| Path::new(d).join(n).exists()))
+    {
         return true;
     }
     // Anything else pkg-config knows about (openblas-src asks it too).

@@ -46,7 +46,12 @@ pub fn openblas_config() -> String {
     unsafe {
         let config = std::ffi::CStr::from_ptr(ffi::openblas_get_config()).to_string_lossy();
         let core = std::ffi::CStr::from_ptr(ffi::openblas_get_corename()).to_string_lossy();
-        format!("{}; core {}; {} thread(s)", config.trim(), core.trim(), openblas_threads().unwrap_or(0))
+        format!(
+            "{}; core {}; {} thread(s)",
+            config.trim(),
+            core.trim(),
+            openblas_threads().unwrap_or(0)
+        )
     }
     #[cfg(not(feature = "blas"))]
     "not linked".to_string()

@@ -17,9 +17,9 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod rng;
-pub mod train;
 #[doc(hidden)]
 pub mod testutil;
+pub mod train;
 
 // With `--features blas`, make sure OpenBLAS is linked into every binary
 // that uses this library (ndarray only references the cblas symbols).

@@ -27,14 +27,24 @@ impl Evaluation {
                 let tp = self.confusion[c][c] as f64;
                 let predicted: usize = (0..CLASSES).map(|t| self.confusion[t][c]).sum();
                 let actual: usize = self.confusion[c].iter().sum();
-                let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
+                let precision = if predicted > 0 {
+                    tp / predicted as f64
+                } else {
+                    0.0
+                };
                 let recall = if actual > 0 { tp / actual as f64 } else { 0.0 };
                 let f1 = if precision + recall > 0.0 {
                     2.0 * precision * recall / (precision + recall)
                 } else {
                     0.0
                 };
-                ClassReport { class: c, precision, recall, f1, support: actual }
+                ClassReport {
+                    class: c,
+                    precision,
+                    recall,
+                    f1,
+                    support: actual,
+                }
             })
             .collect()
     }
@@ -92,5 +102,9 @@ pub fn evaluate(engine: &dyn Engine, model: &Mlp, data: &Dataset) -> Evaluation 
     } else {
         stats.loss_sum = 0.0;
     }
-    Evaluation { predictions, stats, confusion }
+    Evaluation {
+        predictions,
+        stats,
+        confusion,
+    }
 }

@@ -12,7 +12,9 @@ use ndarray_npy::{NpzReader, NpzWriter};
 use std::path::{Path, PathBuf};
 
 /// How the weights start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Init {
     /// The notebook's: every weight and bias uniform in [-0.5, 0.5).
@@ -62,7 +64,8 @@ impl Mlp {
             Init::He => {
                 for (w, fan_in) in [(&mut m.w1, FEATURES), (&mut m.w2, hidden)] {
                     let std = (2.0 / fan_in as f64).sqrt();
-                    w.iter_mut().for_each(|v| *v = (rng.normal_f64() * std) as f32);
+                    w.iter_mut()
+                        .for_each(|v| *v = (rng.normal_f64() * std) as f32);
                 }
             }
         }
@@ -122,15 +125,25 @@ impl Mlp {
 
     /// True when every parameter is a finite number.
     pub fn is_finite(&self) -> bool {
-        self.params().iter().all(|p| p.iter().all(|v| v.is_finite()))
+        self.params()
+            .iter()
+            .all(|p| p.iter().all(|v| v.is_finite()))
     }
 
     /// Save as `.npz` (float32 `w1` Hx784, `b1` Hx1, `w2` 10xH, `b2` 10x1:
     /// the notebook's names and shapes), atomically.
     pub fn save_npz(&self, path: &Path) -> Result<(), WriteError> {
         let h = self.hidden();
-        let b1 = self.b1.clone().into_shape_with_order((h, 1)).expect("h elements");
-        let b2 = self.b2.clone().into_shape_with_order((CLASSES, 1)).expect("10 elements");
+        let b1 = self
+            .b1
+            .clone()
+            .into_shape_with_order((h, 1))
+            .expect("h elements");
+        let b2 = self
+            .b2
+            .clone()
+            .into_shape_with_order((CLASSES, 1))
+            .expect("10 elements");
         write_atomic(path, |w| {
             let mut npz = NpzWriter::new_compressed(w);
             let arrays: [(&str, &Array2<f32>); 4] =
@@ -154,7 +167,12 @@ impl Mlp {
         let w1 = read_matrix(&mut npz, path, "w1")?;
         let h = w1.nrows();
         if h == 0 || w1.ncols() != FEATURES {
-            return Err(ModelError::shape(path, "w1", format!("(H, {FEATURES})"), w1.dim()));
+            return Err(ModelError::shape(
+                path,
+                "w1",
+                format!("(H, {FEATURES})"),
+                w1.dim(),
+            ));
         }
         let b1 = read_matrix(&mut npz, path, "b1")?;
         let w2 = read_matrix(&mut npz, path, "w2")?;
@@ -163,10 +181,20 @@ impl Mlp {
             return Err(ModelError::shape(path, "b1", format!("({h}, 1)"), b1.dim()));
         }
         if w2.dim() != (CLASSES, h) {
-            return Err(ModelError::shape(path, "w2", format!("({CLASSES}, {h})"), w2.dim()));
+            return Err(ModelError::shape(
+                path,
+                "w2",
+                format!("({CLASSES}, {h})"),
+                w2.dim(),
+            ));
         }
         if b2.dim() != (CLASSES, 1) {
-            return Err(ModelError::shape(path, "b2", format!("({CLASSES}, 1)"), b2.dim()));
+            return Err(ModelError::shape(
+                path,
+                "b2",
+                format!("({CLASSES}, 1)"),
+                b2.dim(),
+            ));
         }
         let m = Mlp {
             w1,
@@ -175,7 +203,10 @@ impl Mlp {
             b2: b2.into_shape_with_order(CLASSES).expect("10 x 1"),
         };
         if !m.is_finite() {
-            return Err(ModelError::new(path, "contains NaN or infinite weights".into()));
+            return Err(ModelError::new(
+                path,
+                "contains NaN or infinite weights".into(),
+            ));
         }
         Ok(m)
     }
@@ -221,7 +252,10 @@ pub struct ModelError {
 
 impl ModelError {
     fn new(path: &Path, problem: String) -> Self {
-        ModelError { path: path.to_path_buf(), problem }
+        ModelError {
+            path: path.to_path_buf(),
+            problem,
+        }
     }
 
     fn shape(path: &Path, name: &str, expected: String, found: (usize, usize)) -> Self {
@@ -239,7 +273,10 @@ mod tests {
     #[test]
     fn uniform_init_is_in_range_and_seeded() {
         let a = Mlp::init(10, Init::Uniform, 0);
-        assert!(a.params().iter().all(|p| p.iter().all(|&v| (-0.5..0.5).contains(&v))));
+        assert!(a
+            .params()
+            .iter()
+            .all(|p| p.iter().all(|&v| (-0.5..0.5).contains(&v))));
         assert_eq!(a, Mlp::init(10, Init::Uniform, 0));
         assert_ne!(a, Mlp::init(10, Init::Uniform, 1));
     }
@@ -271,14 +308,18 @@ mod tests {
             let mut npz = NpzWriter::new(w);
             npz.add_array("w1", &m.w1).unwrap();
             npz.add_array("b1", &Array2::<f32>::zeros((10, 1))).unwrap();
-            npz.add_array("w2", &Array2::<f32>::zeros((10, 11))).unwrap();
+            npz.add_array("w2", &Array2::<f32>::zeros((10, 11)))
+                .unwrap();
             npz.add_array("b2", &Array2::<f32>::zeros((10, 1))).unwrap();
             npz.finish().unwrap();
             Ok(())
         })
         .unwrap();
         let err = Mlp::load_npz(&path).unwrap_err().to_string();
-        assert!(err.contains("bad.npz") && err.contains("'w2'") && err.contains("(10, 11)"), "{err}");
+        assert!(
+            err.contains("bad.npz") && err.contains("'w2'") && err.contains("(10, 11)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -287,6 +328,9 @@ mod tests {
         let path = dir.path().join("junk.npz");
         std::fs::write(&path, b"this is not a zip").unwrap();
         let err = Mlp::load_npz(&path).unwrap_err().to_string();
-        assert!(err.contains("junk.npz") && err.contains("not a valid .npz"), "{err}");
+        assert!(
+            err.contains("junk.npz") && err.contains("not a valid .npz"),
+            "{err}"
+        );
     }
 }

@@ -104,7 +104,9 @@ mod tests {
 
     #[test]
     fn streams_are_independent_and_reproducible() {
-        let a: Vec<u32> = (0..4).map(|_| SeededRng::new(7, Stream::Init).next_u32()).collect();
+        let a: Vec<u32> = (0..4)
+            .map(|_| SeededRng::new(7, Stream::Init).next_u32())
+            .collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
         let mut init = SeededRng::new(7, Stream::Init);
         let mut split = SeededRng::new(7, Stream::Split);
@@ -146,6 +148,9 @@ mod tests {
         let xs: Vec<f64> = (0..20000).map(|_| rng.normal_f64()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
     }
 }

@@ -20,7 +20,13 @@ pub mod tolerance {
 pub fn random_batch(rows: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     let mut rng = SeededRng::new(seed, Stream::Sweep);
     let pixels = (0..rows * FEATURES)
-        .map(|_| if rng.below(5) == 0 { 1 + rng.below(255) as u8 } else { 0 })
+        .map(|_| {
+            if rng.below(5) == 0 {
+                1 + rng.below(255) as u8
+            } else {
+                0
+            }
+        })
         .collect();
     let labels = (0..rows).map(|_| rng.below(CLASSES) as u8).collect();
     (pixels, labels)
@@ -29,7 +35,11 @@ pub fn random_batch(rows: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
 /// A labeled [`Dataset`] of random rows (see [`random_batch`]).
 pub fn random_dataset(rows: usize, seed: u64) -> Dataset {
     let (pixels, labels) = random_batch(rows, seed);
-    Dataset { pixels, labels: Some(labels), source: "<random>".into() }
+    Dataset {
+        pixels,
+        labels: Some(labels),
+        source: "<random>".into(),
+    }
 }
 
 /// Largest |a - b| over the largest |b| (1 if all of b is 0): a relative

@@ -91,7 +91,10 @@ fn assert_message(e: &DataError, line: Option<u64>, needle: &str) {
         Some(l) => format!("{NAME}:{l}:"),
         None => format!("{NAME}:"),
     };
-    assert!(msg.starts_with(&location), "{msg:?} does not start with {location:?}");
+    assert!(
+        msg.starts_with(&location),
+        "{msg:?} does not start with {location:?}"
+    );
     assert!(msg.contains(needle), "{msg:?} does not contain {needle:?}");
 }
 
@@ -109,8 +112,8 @@ fn parses_train_layout_values() {
     assert_eq!(d.len(), 25);
     assert_eq!(d.source, PathBuf::from(NAME));
     let labels = d.labels.as_ref().unwrap();
-    for r in 0..25 {
-        assert_eq!(labels[r], (r % 10) as u8);
+    for (r, &label) in labels.iter().enumerate() {
+        assert_eq!(label, (r % 10) as u8);
         for p in 0..FEATURES {
             assert_eq!(d.row(r)[p], pixel(r, p), "row {r} pixel {p}");
         }
@@ -143,7 +146,12 @@ fn accepts_crlf_bom_quotes_no_final_newline_and_trailing_blank_lines() {
     let trailing_blank = format!("{plain}\n\n\r\n\n");
     let quoted_all = plain
         .lines()
-        .map(|l| l.split(',').map(|f| format!("\"{f}\"")).collect::<Vec<_>>().join(","))
+        .map(|l| {
+            l.split(',')
+                .map(|f| format!("\"{f}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let quoted_some = replace_line(&plain, 5, &row(3, true).replacen('0', "\"0\"", 3));
@@ -166,7 +174,11 @@ fn accepts_crlf_bom_quotes_no_final_newline_and_trailing_blank_lines() {
 
 #[test]
 fn accepts_leading_zeros() {
-    let text = replace_line(&csv_text(3, true), 3, &row_with_field(1, 0, "01").replacen(",0,", ",000,", 1));
+    let text = replace_line(
+        &csv_text(3, true),
+        3,
+        &row_with_field(1, 0, "01").replacen(",0,", ",000,", 1),
+    );
     let d = parse(&text).unwrap();
     assert_same(&d, &parse(&csv_text(3, true)).unwrap());
 }
@@ -184,7 +196,11 @@ fn empty_file() {
 
 #[test]
 fn header_only() {
-    for text in [header(true), format!("{}\n", header(true)), format!("{}\r\n\r\n", header(true))] {
+    for text in [
+        header(true),
+        format!("{}\n", header(true)),
+        format!("{}\r\n\r\n", header(true)),
+    ] {
         let e = parse_err(&text);
         assert!(matches!(e, DataError::HeaderOnly { .. }), "{e:?}");
         assert_message(&e, None, "no data rows");
@@ -218,20 +234,29 @@ fn header_with_a_column_out_of_order() {
     let bad = header(true).replace("pixel3,pixel4", "pixel4,pixel3");
     let e = parse_err(&replace_line(&csv_text(2, true), 1, &bad));
     match &e {
-        DataError::BadHeader { expected, found, .. } => {
+        DataError::BadHeader {
+            expected, found, ..
+        } => {
             assert_eq!(expected, "\"pixel3\" as field 5");
             assert_eq!(found, "\"pixel4\"");
         }
         other => panic!("{other:?}"),
     }
-    assert_message(&e, None, "header: expected \"pixel3\" as field 5, found \"pixel4\"");
+    assert_message(
+        &e,
+        None,
+        "header: expected \"pixel3\" as field 5, found \"pixel4\"",
+    );
 }
 
 #[test]
 fn header_one_column_short() {
     let bad = header(true).replace(",pixel783", "");
     let e = parse_err(&replace_line(&csv_text(2, true), 1, &bad));
-    assert!(matches!(e, DataError::BadHeader { ref found, .. } if found.contains("(784 columns)")), "{e:?}");
+    assert!(
+        matches!(e, DataError::BadHeader { ref found, .. } if found.contains("(784 columns)")),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -248,15 +273,24 @@ fn wrong_field_count() {
     let text = csv_text(20, true);
     let short = row(5, true).rsplit_once(',').unwrap().0.to_string();
     let long = format!("{},0", row(5, true));
-    for (line, bad, found) in [(7usize, short, 784usize), (16, long, 786), (3, String::new(), 0)] {
+    for (line, bad, found) in [
+        (7usize, short, 784usize),
+        (16, long, 786),
+        (3, String::new(), 0),
+    ] {
         let e = parse_err(&replace_line(&text, line, &bad));
         match &e {
-            DataError::FieldCount { line: l, expected, found: f, .. } => {
+            DataError::FieldCount {
+                line: l,
+                expected,
+                found: f,
+                ..
+            } => {
                 assert_eq!((*l, *expected, *f), (line as u64, 785, found));
             }
             other => panic!("{other:?}"),
         }
-        assert_message(&e, Some(line as u64), &format!("expected 785 fields"));
+        assert_message(&e, Some(line as u64), "expected 785 fields");
     }
 }
 
@@ -288,15 +322,27 @@ fn bad_pixels() {
     ] {
         let e = parse_err(&replace_line(&text, 17, &row_with_field(15, 202, value)));
         match &e {
-            DataError::BadPixel { line, field, column, found, .. } => {
-                assert_eq!((*line, *field, column.as_str()), (17, 203, "pixel201"), "{value:?}");
+            DataError::BadPixel {
+                line,
+                field,
+                column,
+                found,
+                ..
+            } => {
+                assert_eq!(
+                    (*line, *field, column.as_str()),
+                    (17, 203, "pixel201"),
+                    "{value:?}"
+                );
                 assert_eq!(found.to_string(), shown);
             }
             other => panic!("{value:?}: {other:?}"),
         }
         assert_eq!(
             e.to_string(),
-            format!("data/train.csv:17: field 203 (pixel201): expected an integer 0-255, found {shown}")
+            format!(
+                "data/train.csv:17: field 203 (pixel201): expected an integer 0-255, found {shown}"
+            )
         );
     }
 }
@@ -305,9 +351,15 @@ fn bad_pixels() {
 fn bad_pixel_in_first_and_last_column() {
     let text = csv_text(4, true);
     let e = parse_err(&replace_line(&text, 2, &row_with_field(0, 1, "300")));
-    assert!(matches!(e, DataError::BadPixel { line: 2, field: 2, ref column, .. } if column == "pixel0"), "{e:?}");
+    assert!(
+        matches!(e, DataError::BadPixel { line: 2, field: 2, ref column, .. } if column == "pixel0"),
+        "{e:?}"
+    );
     let e = parse_err(&replace_line(&text, 5, &row_with_field(3, 784, "2x")));
-    assert!(matches!(e, DataError::BadPixel { line: 5, field: 785, ref column, .. } if column == "pixel783"), "{e:?}");
+    assert!(
+        matches!(e, DataError::BadPixel { line: 5, field: 785, ref column, .. } if column == "pixel783"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -316,11 +368,24 @@ fn bad_pixel_in_test_layout_counts_fields_without_label() {
     let bad: Vec<String> = row(1, false)
         .split(',')
         .enumerate()
-        .map(|(i, f)| if i == 201 { "abc".to_string() } else { f.to_string() })
+        .map(|(i, f)| {
+            if i == 201 {
+                "abc".to_string()
+            } else {
+                f.to_string()
+            }
+        })
         .collect();
-    let e = parse_csv(replace_line(&text, 3, &bad.join(",")).as_bytes(), path(), Expect::Unlabeled)
-        .unwrap_err();
-    assert!(matches!(e, DataError::BadPixel { line: 3, field: 202, ref column, .. } if column == "pixel201"), "{e:?}");
+    let e = parse_csv(
+        replace_line(&text, 3, &bad.join(",")).as_bytes(),
+        path(),
+        Expect::Unlabeled,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, DataError::BadPixel { line: 3, field: 202, ref column, .. } if column == "pixel201"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -332,17 +397,28 @@ fn bad_labels() {
             DataError::BadLabel { line, .. } => assert_eq!(*line, 9, "{value:?}"),
             other => panic!("{value:?}: {other:?}"),
         }
-        assert_message(&e, Some(9), "field 1 (label): expected a digit label 0-9, found");
+        assert_message(
+            &e,
+            Some(9),
+            "field 1 (label): expected a digit label 0-9, found",
+        );
     }
 }
 
 #[test]
 fn found_text_is_cut_short() {
     let junk = "y".repeat(500);
-    let e = parse_err(&replace_line(&csv_text(3, true), 2, &row_with_field(0, 10, &junk)));
+    let e = parse_err(&replace_line(
+        &csv_text(3, true),
+        2,
+        &row_with_field(0, 10, &junk),
+    ));
     let msg = e.to_string();
     assert!(msg.len() < 150, "{msg}");
-    assert!(msg.ends_with(&format!("\"{}\"...", "y".repeat(40))), "{msg}");
+    assert!(
+        msg.ends_with(&format!("\"{}\"...", "y".repeat(40))),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -352,7 +428,9 @@ fn line_with_millions_of_fields_is_rejected_early() {
     let start = std::time::Instant::now();
     let e = parse_err(&text);
     match &e {
-        DataError::LineTooLong { line, bytes, limit, .. } => {
+        DataError::LineTooLong {
+            line, bytes, limit, ..
+        } => {
             assert_eq!((*line, *bytes, *limit), (4, 4_000_000, MAX_LINE_BYTES));
         }
         other => panic!("{other:?}"),
@@ -375,7 +453,17 @@ fn many_empty_lines_report_the_first() {
     text.push_str(&"\n".repeat(1_000_000));
     text.push_str(&row(0, true));
     let e = parse_err(&text);
-    assert!(matches!(e, DataError::FieldCount { line: 4, found: 0, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            DataError::FieldCount {
+                line: 4,
+                found: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_message(&e, Some(4), "found 0 (an empty line)");
 }
 
@@ -393,7 +481,10 @@ fn binary_garbage() {
 
 #[test]
 fn line_numbers_count_from_the_header_with_bom_and_crlf() {
-    let text = format!("\u{feff}{}", replace_line(&csv_text(9, true), 8, &row_with_field(6, 0, "x")));
+    let text = format!(
+        "\u{feff}{}",
+        replace_line(&csv_text(9, true), 8, &row_with_field(6, 0, "x"))
+    );
     let e = parse_err(&text.replace('\n', "\r\n"));
     assert!(matches!(e, DataError::BadLabel { line: 8, .. }), "{e:?}");
     assert_message(&e, Some(8), "\"x\"");
@@ -401,15 +492,43 @@ fn line_numbers_count_from_the_header_with_bom_and_crlf() {
 
 #[test]
 fn stray_carriage_return_inside_a_line_is_a_bad_field() {
-    let e = parse_err(&replace_line(&csv_text(3, true), 3, &row_with_field(1, 5, "1\r2")));
-    assert!(matches!(e, DataError::BadPixel { line: 3, field: 6, .. }), "{e:?}");
+    let e = parse_err(&replace_line(
+        &csv_text(3, true),
+        3,
+        &row_with_field(1, 5, "1\r2"),
+    ));
+    assert!(
+        matches!(
+            e,
+            DataError::BadPixel {
+                line: 3,
+                field: 6,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_message(&e, Some(3), "\"1\\r2\"");
 }
 
 #[test]
 fn unbalanced_quote_is_reported_on_its_line() {
-    let e = parse_err(&replace_line(&csv_text(3, true), 3, &row_with_field(1, 5, "\"1")));
-    assert!(matches!(e, DataError::FieldCount { line: 3, found: 6, .. }), "{e:?}");
+    let e = parse_err(&replace_line(
+        &csv_text(3, true),
+        3,
+        &row_with_field(1, 5, "\"1"),
+    ));
+    assert!(
+        matches!(
+            e,
+            DataError::FieldCount {
+                line: 3,
+                found: 6,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 // --------------------------------------------------------------- parallel --
@@ -428,6 +547,33 @@ fn parallel_equals_serial_on_many_chunks() {
     let crlf = text.trim_end().replace('\n', "\r\n");
     let par = parse_csv_in_chunks(crlf.as_bytes(), path(), Expect::Labeled, 13).unwrap();
     assert_same(&par, &serial);
+    // Every other line quoted: the csv-crate path, reused line after line.
+    let mixed: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i % 2 {
+            1 => l
+                .split(',')
+                .map(|f| format!("\"{f}\""))
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => l.to_string(),
+        })
+        .collect();
+    let mixed = mixed.join("\n");
+    for chunks in [1, 7] {
+        let par = parse_csv_in_chunks(mixed.as_bytes(), path(), Expect::Labeled, chunks).unwrap();
+        assert_same(&par, &serial);
+    }
+}
+
+#[test]
+fn parallel_equals_serial_unlabeled() {
+    let text = csv_text(700, false);
+    let serial = parse_csv_serial(text.as_bytes(), path(), Expect::Unlabeled).unwrap();
+    let par = parse_csv_in_chunks(text.as_bytes(), path(), Expect::Unlabeled, 9).unwrap();
+    assert_eq!(serial.len(), 700);
+    assert_same(&par, &serial);
 }
 
 #[test]
@@ -438,7 +584,10 @@ fn first_bad_line_in_file_order_wins_across_chunks() {
     let text = replace_line(&text, 301, &row_with_field(0, 0, "x"));
     for chunks in [1, 2, 7, 64, 2000] {
         let e = parse_csv_in_chunks(text.as_bytes(), path(), Expect::Labeled, chunks).unwrap_err();
-        assert!(matches!(e, DataError::BadLabel { line: 301, .. }), "{chunks} chunks: {e:?}");
+        assert!(
+            matches!(e, DataError::BadLabel { line: 301, .. }),
+            "{chunks} chunks: {e:?}"
+        );
     }
     let e = parse_csv_serial(text.as_bytes(), path(), Expect::Labeled).unwrap_err();
     assert!(matches!(e, DataError::BadLabel { line: 301, .. }), "{e:?}");
@@ -450,7 +599,8 @@ fn line_numbers_are_right_in_every_chunk() {
     for line in [2usize, 3, 250, 333, 500, 501] {
         let text = replace_line(&base, line, &row_with_field(0, 100, "256"));
         for chunks in [1, 4, 9, 100] {
-            let e = parse_csv_in_chunks(text.as_bytes(), path(), Expect::Labeled, chunks).unwrap_err();
+            let e =
+                parse_csv_in_chunks(text.as_bytes(), path(), Expect::Labeled, chunks).unwrap_err();
             assert_eq!(e.line(), Some(line as u64), "{chunks} chunks: {e}");
         }
     }
@@ -510,7 +660,13 @@ fn truncated_and_fake_gzip() {
         assert!(matches!(e, DataError::Gzip { .. }), "{e:?}");
         let msg = e.to_string();
         println!("{msg}");
-        assert!(msg.starts_with(&format!("{}: gzip data is truncated or corrupt", file.display())), "{msg}");
+        assert!(
+            msg.starts_with(&format!(
+                "{}: gzip data is truncated or corrupt",
+                file.display()
+            )),
+            "{msg}"
+        );
     }
 }
 
@@ -521,7 +677,11 @@ fn missing_file() {
     let e = data::load(&file, Expect::Labeled).unwrap_err();
     assert!(matches!(e, DataError::Io { .. }), "{e:?}");
     assert_eq!(e.path(), file);
-    assert!(e.to_string().starts_with(&format!("{}: cannot read", file.display())), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: cannot read", file.display())),
+        "{e}"
+    );
 }
 
 #[test]
@@ -546,7 +706,11 @@ fn repo_file(rel: &str) -> PathBuf {
 
 #[test]
 fn sample_files_load() {
-    let train = data::load(&repo_file("data/sample/train-sample.csv.gz"), Expect::Labeled).unwrap();
+    let train = data::load(
+        &repo_file("data/sample/train-sample.csv.gz"),
+        Expect::Labeled,
+    )
+    .unwrap();
     assert_eq!(train.len(), 6000);
     let labels = train.labels.as_ref().unwrap();
     assert!(labels.iter().all(|&l| l < 10));
@@ -557,21 +721,26 @@ fn sample_files_load() {
     labels.iter().for_each(|&l| counts[usize::from(l)] += 1);
     assert_eq!(counts, [592, 671, 581, 608, 623, 514, 608, 651, 551, 601]);
 
-    let test = data::load(&repo_file("data/sample/test-sample.csv.gz"), Expect::Unlabeled).unwrap();
+    let test = data::load(
+        &repo_file("data/sample/test-sample.csv.gz"),
+        Expect::Unlabeled,
+    )
+    .unwrap();
     assert_eq!(test.len(), 1000);
     assert!(test.labels.is_none());
     let sum: u64 = test.row(0).iter().map(|&p| u64::from(p)).sum();
     assert_eq!(sum, 11759);
 
-    let e = data::load(&repo_file("data/sample/test-sample.csv.gz"), Expect::Labeled).unwrap_err();
+    let e = data::load(
+        &repo_file("data/sample/test-sample.csv.gz"),
+        Expect::Labeled,
+    )
+    .unwrap_err();
     assert!(matches!(e, DataError::NoLabels { .. }), "{e:?}");
 }
 
-/// The full Kaggle file, when it is there. Ignored by default: gunzip and
-/// parse of 77 MB take ~10 s in a debug build. Run with
-/// `cargo test --release --test data_csv -- --ignored`.
+/// The full Kaggle file, when it is there (about 1 s in a debug build).
 #[test]
-#[ignore]
 fn full_kaggle_train_csv() {
     let file = repo_file("../shared/data/digit-recognizer/train.csv.gz");
     if !file.exists() {

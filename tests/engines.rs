@@ -6,7 +6,10 @@ use mnist_blas::model::{Init, Mlp};
 use mnist_blas::testutil::{max_rel_diff, random_batch, tolerance};
 
 fn flat(m: &Mlp) -> Vec<f64> {
-    m.params().iter().flat_map(|p| p.iter().map(|&v| v as f64)).collect()
+    m.params()
+        .iter()
+        .flat_map(|p| p.iter().map(|&v| v as f64))
+        .collect()
 }
 
 /// Mean loss of the oracle, for finite differences.
@@ -24,7 +27,10 @@ fn naive_gradients_match_finite_differences() {
     // hidden units whose pre-activation sits near the ReLU kink for some row
     // (there the loss is not differentiable and a difference quotient lies).
     let near_kink: Vec<bool> = (0..7)
-        .map(|j| x.chunks(FEATURES).any(|row| naive::forward_row(&m, row).z1[j].abs() < 1e-2))
+        .map(|j| {
+            x.chunks(FEATURES)
+                .any(|row| naive::forward_row(&m, row).z1[j].abs() < 1e-2)
+        })
         .collect();
     let mut checked = 0;
     for block in 0..4 {
@@ -52,7 +58,10 @@ fn naive_gradients_match_finite_differences() {
             let step = plus.params()[block][k] as f64 - minus.params()[block][k] as f64;
             let numeric = (loss(&plus, &x, &y) - loss(&minus, &x, &y)) / step;
             let err = (analytic - numeric).abs() / analytic.abs().max(1e-4);
-            assert!(err < 1e-4, "block {block} index {k}: analytic {analytic} numeric {numeric}");
+            assert!(
+                err < 1e-4,
+                "block {block} index {k}: analytic {analytic} numeric {numeric}"
+            );
             checked += 1;
         }
     }
@@ -65,7 +74,10 @@ fn compare_engines(rows: usize, hidden: usize, init: Init, seed: u64) {
 
     let fast = BlasEngine.probabilities(&m, &x);
     let slow = NaiveEngine.probabilities(&m, &x);
-    let d = max_rel_diff(fast.iter().map(|&v| v as f64), slow.iter().map(|&v| v as f64));
+    let d = max_rel_diff(
+        fast.iter().map(|&v| v as f64),
+        slow.iter().map(|&v| v as f64),
+    );
     assert!(d < tolerance::F32_VS_F64, "probabilities differ by {d}");
 
     let (oracle, ostats) = naive::gradients(&m, &x, &y);
@@ -75,14 +87,33 @@ fn compare_engines(rows: usize, hidden: usize, init: Init, seed: u64) {
     assert_eq!(stats.correct, ostats.correct);
     assert!((stats.loss_sum - ostats.loss_sum).abs() / ostats.loss_sum < 1e-5);
     let pairs = [
-        ("w1", g.w1.iter().map(|&v| v as f64).collect::<Vec<_>>(), oracle.w1.iter().copied().collect::<Vec<_>>()),
-        ("b1", g.b1.iter().map(|&v| v as f64).collect(), oracle.b1.to_vec()),
-        ("w2", g.w2.iter().map(|&v| v as f64).collect(), oracle.w2.iter().copied().collect()),
-        ("b2", g.b2.iter().map(|&v| v as f64).collect(), oracle.b2.to_vec()),
+        (
+            "w1",
+            g.w1.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            oracle.w1.iter().copied().collect::<Vec<_>>(),
+        ),
+        (
+            "b1",
+            g.b1.iter().map(|&v| v as f64).collect(),
+            oracle.b1.to_vec(),
+        ),
+        (
+            "w2",
+            g.w2.iter().map(|&v| v as f64).collect(),
+            oracle.w2.iter().copied().collect(),
+        ),
+        (
+            "b2",
+            g.b2.iter().map(|&v| v as f64).collect(),
+            oracle.b2.to_vec(),
+        ),
     ];
     for (name, a, b) in pairs {
         let d = max_rel_diff(a, b);
-        assert!(d < tolerance::F32_VS_F64, "{name}: blas vs naive differ by {d} (rows {rows}, hidden {hidden})");
+        assert!(
+            d < tolerance::F32_VS_F64,
+            "{name}: blas vs naive differ by {d} (rows {rows}, hidden {hidden})"
+        );
     }
 }
 

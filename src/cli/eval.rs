@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "Example:\n  mnist-blas eval --model model.npz --data ../shared/data/mnist-idx/t10k-images-idx3-ubyte.gz")]
+#[command(
+    after_help = "Example:\n  mnist-blas eval --model model.npz --data ../shared/data/mnist-idx/t10k-images-idx3-ubyte.gz"
+)]
 pub struct EvalArgs {
     /// Model written by `train`.
     #[arg(long, value_name = "PATH", default_value = "model.npz")]
@@ -55,7 +57,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     pool.install(|| {
         let set = data::load(&args.data, Expect::Labeled)?;
         if set.labels.is_none() {
-            bail!("{}: has no labels, so there is nothing to score against", args.data.display());
+            bail!(
+                "{}: has no labels, so there is nothing to score against",
+                args.data.display()
+            );
         }
         let eval = evaluate(args.engine.build().as_ref(), &model, &set);
         let per_class = eval.per_class();

@@ -11,7 +11,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "Example:\n  mnist-blas predict --model model.npz --data test.csv.gz --out submission.csv")]
+#[command(
+    after_help = "Example:\n  mnist-blas predict --model model.npz --data test.csv.gz --out submission.csv"
+)]
 pub struct PredictArgs {
     /// Model written by `train`.
     #[arg(long, value_name = "PATH", default_value = "model.npz")]

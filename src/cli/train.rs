@@ -64,7 +64,7 @@ pub struct TrainArgs {
     /// Update rule [default: adam; notebook: sgd].
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
-    /// Learning rate [default: 0.01 for adam, 0.1 otherwise].
+    /// Learning rate [default: 0.003 for adam, 0.1 otherwise].
     #[arg(long)]
     pub lr: Option<f32>,
     /// Momentum coefficient for `--optimizer momentum`.
@@ -152,25 +152,34 @@ impl TrainArgs {
             OptimizerKind::Adam
         });
         let lr = self.lr.unwrap_or(match optimizer {
-            OptimizerKind::Adam => 0.01,
+            OptimizerKind::Adam => 0.003,
             _ => 0.1,
         });
         if !(lr.is_finite() && lr > 0.0) {
             bail!("--lr must be a positive number, found {lr}");
         }
-        let batch = self.batch_size.unwrap_or(if notebook { BatchSize::Full } else { BatchSize::Rows(32) });
+        let batch = self.batch_size.unwrap_or(if notebook {
+            BatchSize::Full
+        } else {
+            BatchSize::Rows(32)
+        });
         let schedule = match batch {
             BatchSize::Full => {
                 if self.epochs.is_some() && self.iterations.is_some() {
                     bail!("full-batch training counts --iterations; give --iterations or --epochs, not both");
                 }
-                Schedule::FullBatch { iterations: self.iterations.or(self.epochs).unwrap_or(500) }
+                Schedule::FullBatch {
+                    iterations: self.iterations.or(self.epochs).unwrap_or(500),
+                }
             }
             BatchSize::Rows(batch_size) => {
                 if self.iterations.is_some() {
                     bail!("--iterations applies to full-batch training (--batch-size full); mini-batch training counts --epochs");
                 }
-                Schedule::MiniBatch { epochs: self.epochs.unwrap_or(10), batch_size }
+                Schedule::MiniBatch {
+                    epochs: self.epochs.unwrap_or(10),
+                    batch_size,
+                }
             }
         };
         let split = self.split.unwrap_or(if notebook { 0.2 } else { 0.8 });
@@ -181,20 +190,28 @@ impl TrainArgs {
             bail!("--momentum must be in [0, 1), found {}", self.momentum);
         }
         if self.threads > 1024 {
-            bail!("--threads {} is not sensible (this machine has {} cores)", self.threads, num_cpus());
+            bail!(
+                "--threads {} is not sensible (this machine has {} cores)",
+                self.threads,
+                num_cpus()
+            );
         }
         let source = match &self.data {
             Some(p) => {
                 check_exists(p, "--data")?;
                 DataSource::File(p.clone())
             }
-            None if Path::new("data/train.csv").exists() => DataSource::File("data/train.csv".into()),
+            None if Path::new("data/train.csv").exists() => {
+                DataSource::File("data/train.csv".into())
+            }
             None => DataSource::BuiltinSample,
         };
         Ok(Resolved {
             config: TrainConfig {
                 hidden: self.hidden.unwrap_or(10) as usize,
-                init: self.init.unwrap_or(if notebook { Init::Uniform } else { Init::He }),
+                init: self
+                    .init
+                    .unwrap_or(if notebook { Init::Uniform } else { Init::He }),
                 optimizer,
                 lr,
                 momentum: self.momentum,
@@ -212,7 +229,9 @@ impl TrainArgs {
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Prints records as they come (the notebook's "every 25 iterations" lines).
@@ -230,7 +249,11 @@ impl train::Observer for Printer {
             (Some(a), Some(l)) => format!("  held-out accuracy {a:.4} loss {l:.4}"),
             _ => String::new(),
         };
-        let unit = if self.full_batch { "iteration" } else { "epoch" };
+        let unit = if self.full_batch {
+            "iteration"
+        } else {
+            "epoch"
+        };
         println!(
             "{unit} {:>4}: train accuracy {:.4} loss {:.4}{held}  [{:.2} s]",
             r.step, r.train_accuracy, r.train_loss, r.seconds
@@ -407,7 +430,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
 /// The per-record metrics CSV, written atomically.
 fn write_metrics(path: &Path, records: &[Record]) -> Result<()> {
     write_atomic(path, |w| {
-        writeln!(w, "step,train_loss,train_accuracy,heldout_loss,heldout_accuracy,seconds")?;
+        writeln!(
+            w,
+            "step,train_loss,train_accuracy,heldout_loss,heldout_accuracy,seconds"
+        )?;
         let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
         for r in records {
             writeln!(

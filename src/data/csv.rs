@@ -19,6 +19,7 @@
 //! newline: lines are split at every `\n`, and an unbalanced quote is
 //! reported on the line where it appears.
 
+use std::io::Cursor;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -108,43 +109,63 @@ enum Mode {
 }
 
 fn parse_with(bytes: &[u8], path: &Path, expect: Expect, mode: Mode) -> Result<Dataset, DataError> {
+    let (layout, body) = read_header(bytes, path, expect)?;
+    let ctx = Ctx { path, layout };
+    let (pixels, labels) = parse_body(body, &ctx, mode)?;
+    Ok(Dataset {
+        pixels,
+        labels: layout.labeled().then_some(labels),
+        source: path.to_path_buf(),
+    })
+}
+
+/// Checks everything decided before the first data row: empty file,
+/// header, no rows, layout against `expect`. Returns the layout and the
+/// lines after the header (never empty, trailing blank lines removed).
+fn read_header<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+    expect: Expect,
+) -> Result<(Layout, &'a [u8]), DataError> {
     let (bom, text) = match bytes.strip_prefix(UTF8_BOM) {
         Some(rest) => (UTF8_BOM.len(), rest),
         None => (0, bytes),
     };
+    let path_buf = || path.to_path_buf();
     let text = trim_trailing_newlines(text);
     if text.is_empty() {
-        return Err(DataError::EmptyFile { path: path.to_path_buf() });
+        return Err(DataError::EmptyFile { path: path_buf() });
     }
     let (header, body) = split_first_line(text);
     let layout = parse_header(header, bom, path)?;
     if body.is_empty() {
-        return Err(DataError::HeaderOnly { path: path.to_path_buf() });
+        return Err(DataError::HeaderOnly { path: path_buf() });
     }
     if layout == Layout::Test && expect == Expect::Labeled {
-        return Err(DataError::NoLabels { path: path.to_path_buf() });
+        return Err(DataError::NoLabels { path: path_buf() });
     }
-    let ctx = Ctx { path, layout };
+    Ok((layout, body))
+}
+
+/// Parses the data lines into (pixels, labels); labels is empty for an
+/// unlabeled layout.
+fn parse_body(body: &[u8], ctx: &Ctx<'_>, mode: Mode) -> Result<(Vec<u8>, Vec<u8>), DataError> {
     let pieces = match mode {
         Mode::Serial => 1,
         Mode::Parallel(n) => n,
     };
     let chunks = split_chunks(body, pieces, mode);
     let rows: usize = chunks.iter().map(|c| c.rows).sum();
-    if !rows_plausible(rows, body.len(), layout) {
+    if !rows_plausible(rows, body.len(), ctx.layout) {
         // Many short (e.g. empty) lines: some line must be bad. Find it
         // without allocating output for rows that cannot all be valid.
-        scan_for_first_error(&chunks, &ctx)?;
+        scan_for_first_error(&chunks, ctx)?;
     }
     let mut pixels = vec![0u8; rows * FEATURES];
-    let mut labels = vec![0u8; if layout.labeled() { rows } else { 0 }];
-    let jobs = make_jobs(&chunks, &mut pixels, &mut labels, layout);
-    run_jobs(jobs, &ctx, mode)?;
-    Ok(Dataset {
-        pixels,
-        labels: layout.labeled().then_some(labels),
-        source: path.to_path_buf(),
-    })
+    let mut labels = vec![0u8; if ctx.layout.labeled() { rows } else { 0 }];
+    let jobs = make_jobs(&chunks, &mut pixels, &mut labels, ctx.layout);
+    run_jobs(jobs, ctx, mode)?;
+    Ok((pixels, labels))
 }
 
 /// Trailing blank lines (and the final line break) are common and harmless.
@@ -182,9 +203,12 @@ fn parse_header(line: &[u8], offset: usize, path: &Path) -> Result<Layout, DataE
     if line.len() > MAX_LINE_BYTES {
         return Err(line_too_long(path, 1, line.len()));
     }
-    let mut record = csv::ByteRecord::new();
-    read_one_record(line, &mut record);
-    if record.get(0).is_some_and(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit)) {
+    let mut reader = LineReader::new();
+    let record = reader.read(line);
+    if record
+        .get(0)
+        .is_some_and(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit))
+    {
         return Err(DataError::MissingHeader {
             path: path.to_path_buf(),
             found: Found::new(line),
@@ -201,7 +225,7 @@ fn parse_header(line: &[u8], offset: usize, path: &Path) -> Result<Layout, DataE
             })
         }
     };
-    check_column_names(&record, layout, path)?;
+    check_column_names(record, layout, path)?;
     Ok(layout)
 }
 
@@ -247,20 +271,44 @@ fn check_text(line: &[u8], offset: usize, path: &Path) -> Result<(), DataError> 
     }
 }
 
-/// Reads `line` (which holds no `\n`) as one CSV record with the `csv`
-/// crate; `\r` is an ordinary byte, as in the fast path.
-fn read_one_record(line: &[u8], record: &mut csv::ByteRecord) {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .terminator(csv::Terminator::Any(b'\n'))
-        .buffer_capacity(line.len().clamp(64, 8 * 1024))
-        .from_reader(line);
-    // Reading from memory cannot fail with I/O errors, and a flexible
-    // byte-record reader has no other errors; an empty line reads as no
-    // record. Either way, an empty record is the honest fallback.
-    if !matches!(reader.read_byte_record(record), Ok(true)) {
-        record.clear();
+/// Reads single lines as CSV records with the `csv` crate, reusing one
+/// reader and one record across lines: building a reader per line costs
+/// more than parsing the line.
+struct LineReader<'a> {
+    reader: Option<csv::Reader<Cursor<&'a [u8]>>>,
+    record: csv::ByteRecord,
+}
+
+impl<'a> LineReader<'a> {
+    fn new() -> LineReader<'a> {
+        LineReader {
+            reader: None,
+            record: csv::ByteRecord::new(),
+        }
+    }
+
+    /// Reads `line` (which holds no `\n`) as one record; `\r` is an ordinary
+    /// byte there, as in the fast path.
+    fn read(&mut self, line: &'a [u8]) -> &csv::ByteRecord {
+        let reader = self.reader.get_or_insert_with(|| {
+            csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .terminator(csv::Terminator::Any(b'\n'))
+                .from_reader(Cursor::new(&[][..]))
+        });
+        *reader.get_mut() = Cursor::new(line);
+        // Seeking to the start resets the reader's state (end of input,
+        // buffer, line count) for the new line. Reading from memory cannot
+        // fail with I/O errors and a flexible byte-record reader has no
+        // others; an empty line reads as no record. In every such case an
+        // empty record is the honest result.
+        let ok = reader.seek(csv::Position::new()).is_ok()
+            && matches!(reader.read_byte_record(&mut self.record), Ok(true));
+        if !ok {
+            self.record.clear();
+        }
+        &self.record
     }
 }
 
@@ -285,7 +333,11 @@ fn split_chunks(body: &[u8], pieces: usize, mode: Mode) -> Vec<Chunk<'_>> {
     let mut first_line = 2; // the header is line 1
     let mut chunks = Vec::with_capacity(slices.len());
     for (bytes, rows) in slices.into_iter().zip(rows) {
-        chunks.push(Chunk { bytes, first_line, rows });
+        chunks.push(Chunk {
+            bytes,
+            first_line,
+            rows,
+        });
         first_line += rows as u64;
     }
     chunks
@@ -350,11 +402,11 @@ impl<'a> Iterator for Lines<'a> {
 fn scan_for_first_error(chunks: &[Chunk<'_>], ctx: &Ctx<'_>) -> Result<(), DataError> {
     let mut px = [0u8; FEATURES];
     let mut label = 0u8;
-    let mut record = csv::ByteRecord::new();
+    let mut quoted = LineReader::new();
     for chunk in chunks {
         let lines = Lines { rest: chunk.bytes };
         for (line_no, line) in (chunk.first_line..).zip(lines) {
-            parse_line(line, ctx.layout, &mut px, &mut label, &mut record)
+            parse_line(line, ctx.layout, &mut px, &mut label, &mut quoted)
                 .map_err(|f| f.into_error(ctx, line_no))?;
         }
     }
@@ -392,7 +444,12 @@ fn make_jobs<'c, 'o>(
         let (lb, lb_rest) = std::mem::take(&mut labels).split_at_mut(label_rows);
         pixels = px_rest;
         labels = lb_rest;
-        jobs.push(Job { index, chunk, pixels: px, labels: lb });
+        jobs.push(Job {
+            index,
+            chunk,
+            pixels: px,
+            labels: lb,
+        });
     }
     jobs
 }
@@ -409,7 +466,10 @@ enum Outcome {
 fn run_jobs(jobs: Vec<Job<'_, '_>>, ctx: &Ctx<'_>, mode: Mode) -> Result<(), DataError> {
     let first_failed = AtomicUsize::new(usize::MAX);
     let outcomes: Vec<Outcome> = match mode {
-        Mode::Serial => jobs.into_iter().map(|j| run_job(j, ctx, &first_failed)).collect(),
+        Mode::Serial => jobs
+            .into_iter()
+            .map(|j| run_job(j, ctx, &first_failed))
+            .collect(),
         Mode::Parallel(_) => jobs
             .into_par_iter()
             .map(|j| run_job(j, ctx, &first_failed))
@@ -428,17 +488,19 @@ fn run_jobs(jobs: Vec<Job<'_, '_>>, ctx: &Ctx<'_>, mode: Mode) -> Result<(), Dat
 }
 
 fn run_job(job: Job<'_, '_>, ctx: &Ctx<'_>, first_failed: &AtomicUsize) -> Outcome {
-    let mut record = csv::ByteRecord::new();
+    let mut quoted = LineReader::new();
     let mut scratch_label = 0u8;
     let mut labels = job.labels.iter_mut();
-    let lines = Lines { rest: job.chunk.bytes };
+    let lines = Lines {
+        rest: job.chunk.bytes,
+    };
     let rows = job.pixels.chunks_exact_mut(FEATURES);
     for (i, (line, px)) in lines.zip(rows).enumerate() {
         if i % CANCEL_CHECK_LINES == 0 && first_failed.load(Ordering::Relaxed) < job.index {
             return Outcome::Cancelled;
         }
         let label = labels.next().unwrap_or(&mut scratch_label);
-        if let Err(fault) = parse_line(line, ctx.layout, px, label, &mut record) {
+        if let Err(fault) = parse_line(line, ctx.layout, px, label, &mut quoted) {
             first_failed.fetch_min(job.index, Ordering::Relaxed);
             let line_no = job.chunk.first_line + i as u64;
             return Outcome::Failed(Box::new(fault.into_error(ctx, line_no)));
@@ -496,12 +558,12 @@ fn line_too_long(path: &Path, line: u64, bytes: usize) -> DataError {
 /// for a labeled layout, `label`. The checks, in order: length, field count,
 /// then each field left to right; so the fast and `csv`-crate paths agree on
 /// which fault a line with several faults reports.
-fn parse_line(
-    line: &[u8],
+fn parse_line<'a>(
+    line: &'a [u8],
     layout: Layout,
     px: &mut [u8],
     label: &mut u8,
-    record: &mut csv::ByteRecord,
+    quoted: &mut LineReader<'a>,
 ) -> Result<(), Fault> {
     let line = strip_cr(line);
     if line.len() > MAX_LINE_BYTES {
@@ -512,7 +574,7 @@ fn parse_line(
     }
     match parse_plain(line, layout, px, label) {
         Ok(()) => Ok(()),
-        Err(_) if memchr(b'"', line).is_some() => parse_quoted(line, layout, px, label, record),
+        Err(_) if memchr(b'"', line).is_some() => parse_quoted(line, layout, px, label, quoted),
         Err(fault) => Err(fault),
     }
 }
@@ -590,14 +652,14 @@ fn classify_fault(line: &[u8], layout: Layout, index: usize, start: usize) -> Fa
 /// The slow path for lines with quotes: the `csv` crate splits the fields,
 /// then the same count and value checks as the fast path apply.
 #[cold]
-fn parse_quoted(
-    line: &[u8],
+fn parse_quoted<'a>(
+    line: &'a [u8],
     layout: Layout,
     px: &mut [u8],
     label: &mut u8,
-    record: &mut csv::ByteRecord,
+    quoted: &mut LineReader<'a>,
 ) -> Result<(), Fault> {
-    read_one_record(line, record);
+    let record = quoted.read(line);
     if record.len() != layout.fields() {
         return Err(Fault::FieldCount(record.len()));
     }

@@ -31,15 +31,22 @@ pub fn is_idx(bytes: &[u8]) -> bool {
 pub fn parse_images(bytes: &[u8], path: &Path) -> Result<Vec<u8>, DataError> {
     let magic = be_u32(bytes, 0);
     if magic == Some(LABELS_MAGIC) {
-        return Err(DataError::IdxLabelsGiven { path: path.to_path_buf() });
+        return Err(DataError::IdxLabelsGiven {
+            path: path.to_path_buf(),
+        });
     }
     check_magic(magic, IMAGES_MAGIC, "images", IMAGES_HEADER, bytes, path)?;
-    let (Some(count), Some(rows), Some(cols)) = (be_u32(bytes, 4), be_u32(bytes, 8), be_u32(bytes, 12))
+    let (Some(count), Some(rows), Some(cols)) =
+        (be_u32(bytes, 4), be_u32(bytes, 8), be_u32(bytes, 12))
     else {
         return Err(truncated_header(path, "images", IMAGES_HEADER, bytes.len()));
     };
     if (rows, cols) != (SIDE, SIDE) {
-        return Err(DataError::IdxBadDims { path: path.to_path_buf(), rows, cols });
+        return Err(DataError::IdxBadDims {
+            path: path.to_path_buf(),
+            rows,
+            cols,
+        });
     }
     let body = checked_body(bytes, IMAGES_HEADER, count, FEATURES as u64, "images", path)?;
     Ok(body.to_vec())
@@ -47,7 +54,14 @@ pub fn parse_images(bytes: &[u8], path: &Path) -> Result<Vec<u8>, DataError> {
 
 /// Parses an IDX labels file: `n` labels, each checked to be 0-9.
 pub fn parse_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>, DataError> {
-    check_magic(be_u32(bytes, 0), LABELS_MAGIC, "labels", LABELS_HEADER, bytes, path)?;
+    check_magic(
+        be_u32(bytes, 0),
+        LABELS_MAGIC,
+        "labels",
+        LABELS_HEADER,
+        bytes,
+        path,
+    )?;
     let Some(count) = be_u32(bytes, 4) else {
         return Err(truncated_header(path, "labels", LABELS_HEADER, bytes.len()));
     };
@@ -79,7 +93,11 @@ pub fn load_idx(images: &[u8], path: &Path, expect: Expect) -> Result<Dataset, D
         }
         None => None,
     };
-    Ok(Dataset { pixels, labels, source: path.to_path_buf() })
+    Ok(Dataset {
+        pixels,
+        labels,
+        source: path.to_path_buf(),
+    })
 }
 
 /// Reads the labels file and checks it has one label per image.
@@ -110,10 +128,13 @@ pub fn labels_path_candidates(images: &Path) -> Vec<PathBuf> {
     let Some(name) = images.file_name().and_then(|n| n.to_str()) else {
         return Vec::new();
     };
-    let replaced = [("images-idx3", "labels-idx1"), ("images.idx3", "labels.idx1")]
-        .iter()
-        .find(|(from, _)| name.contains(from))
-        .map(|(from, to)| name.replacen(from, to, 1));
+    let replaced = [
+        ("images-idx3", "labels-idx1"),
+        ("images.idx3", "labels.idx1"),
+    ]
+    .iter()
+    .find(|(from, _)| name.contains(from))
+    .map(|(from, to)| name.replacen(from, to, 1));
     let Some(labels) = replaced else {
         return Vec::new();
     };
@@ -146,7 +167,9 @@ fn check_magic(
             found,
             expected,
         }),
-        None if bytes.is_empty() => Err(DataError::EmptyFile { path: path.to_path_buf() }),
+        None if bytes.is_empty() => Err(DataError::EmptyFile {
+            path: path.to_path_buf(),
+        }),
         None => Err(truncated_header(path, what, header, bytes.len())),
     }
 }
@@ -175,13 +198,27 @@ fn checked_body<'a>(
     let expected = header as u64 + count * record_len;
     let found = bytes.len() as u64;
     if found < expected {
-        return Err(DataError::IdxTruncated { path: path.to_path_buf(), what, count, expected, found });
+        return Err(DataError::IdxTruncated {
+            path: path.to_path_buf(),
+            what,
+            count,
+            expected,
+            found,
+        });
     }
     if found > expected {
-        return Err(DataError::IdxTrailingBytes { path: path.to_path_buf(), what, count, expected, found });
+        return Err(DataError::IdxTrailingBytes {
+            path: path.to_path_buf(),
+            what,
+            count,
+            expected,
+            found,
+        });
     }
     if count == 0 {
-        return Err(DataError::HeaderOnly { path: path.to_path_buf() });
+        return Err(DataError::HeaderOnly {
+            path: path.to_path_buf(),
+        });
     }
     Ok(&bytes[header..])
 }

@@ -60,7 +60,11 @@ impl Dataset {
             .labels
             .as_ref()
             .map(|l| indices.iter().map(|&i| l[i]).collect());
-        Dataset { pixels, labels, source: self.source.clone() }
+        Dataset {
+            pixels,
+            labels,
+            source: self.source.clone(),
+        }
     }
 
     /// Builds a dataset from raw parts (synthetic data in tests, other
@@ -72,21 +76,37 @@ impl Dataset {
         source: PathBuf,
     ) -> Result<Dataset, DataError> {
         if pixels.len() % FEATURES != 0 {
-            let detail = format!("{} pixel bytes is not a whole number of {FEATURES}-pixel rows", pixels.len());
-            return Err(DataError::Shape { path: source, detail });
+            let detail = format!(
+                "{} pixel bytes is not a whole number of {FEATURES}-pixel rows",
+                pixels.len()
+            );
+            return Err(DataError::Shape {
+                path: source,
+                detail,
+            });
         }
         if let Some(labels) = &labels {
             let rows = pixels.len() / FEATURES;
             if labels.len() != rows {
                 let detail = format!("{rows} rows but {} labels", labels.len());
-                return Err(DataError::Shape { path: source, detail });
+                return Err(DataError::Shape {
+                    path: source,
+                    detail,
+                });
             }
             if let Some(bad) = labels.iter().find(|&&l| usize::from(l) >= CLASSES) {
                 let detail = format!("label {bad} is not a digit 0-9");
-                return Err(DataError::Shape { path: source, detail });
+                return Err(DataError::Shape {
+                    path: source,
+                    detail,
+                });
             }
         }
-        Ok(Dataset { pixels, labels, source })
+        Ok(Dataset {
+            pixels,
+            labels,
+            source,
+        })
     }
 }
 
@@ -115,7 +135,9 @@ pub fn load(path: &Path, expect: Expect) -> Result<Dataset, DataError> {
 /// names it in messages; for IDX it is also where the labels are looked for.
 pub fn parse_bytes(bytes: &[u8], path: &Path, expect: Expect) -> Result<Dataset, DataError> {
     if bytes.is_empty() {
-        Err(DataError::EmptyFile { path: path.to_path_buf() })
+        Err(DataError::EmptyFile {
+            path: path.to_path_buf(),
+        })
     } else if idx::is_idx(bytes) {
         idx::load_idx(bytes, path, expect)
     } else {

@@ -46,7 +46,9 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 /// Decompresses all gzip members in `bytes` (some tools write several).
 /// Truncation, corruption and CRC mismatches become [`DataError::Gzip`].
 pub fn gunzip(bytes: &[u8], path: &Path) -> Result<Vec<u8>, DataError> {
-    let mut out = Vec::with_capacity(size_hint(bytes));
+    let mut out = Vec::new();
+    // Only a hint: a corrupt trailer must not abort on a failed allocation.
+    let _ = out.try_reserve_exact(size_hint(bytes));
     MultiGzDecoder::new(bytes)
         .read_to_end(&mut out)
         .map_err(|e| DataError::Gzip {
@@ -58,7 +60,8 @@ pub fn gunzip(bytes: &[u8], path: &Path) -> Result<Vec<u8>, DataError> {
 
 /// The uncompressed size from the gzip trailer (ISIZE, size mod 2^32), if it
 /// is plausible; reserving it up front avoids repeated regrowth of a ~77 MB
-/// buffer. A lie only costs a reallocation, never correctness.
+/// buffer. A lie only costs a reallocation (or an unused reservation),
+/// never correctness.
 fn size_hint(bytes: &[u8]) -> usize {
     let Some(tail) = bytes.len().checked_sub(4).and_then(|at| bytes.get(at..)) else {
         return 0;

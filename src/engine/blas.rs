@@ -48,7 +48,9 @@ thread_local! {
 fn to_f32(pixels: &[u8], out: &mut Array2<f32>) {
     let table = pixel_table();
     let out = out.as_slice_mut().expect("standard layout");
-    out.iter_mut().zip(pixels).for_each(|(o, &p)| *o = table[p as usize]);
+    out.iter_mut()
+        .zip(pixels)
+        .for_each(|(o, &p)| *o = table[p as usize]);
 }
 
 /// Forward pass into the workspace: `ws.a1 = relu(x w1^T + b1)`,
@@ -59,11 +61,17 @@ fn forward(m: &Mlp, pixels: &[u8], ws: &mut Workspace) {
     to_f32(pixels, &mut ws.x);
 
     // Seed the output with the bias and let gemm add the product (beta = 1).
-    ws.a1.rows_mut().into_iter().for_each(|mut r| r.assign(&m.b1));
+    ws.a1
+        .rows_mut()
+        .into_iter()
+        .for_each(|mut r| r.assign(&m.b1));
     general_mat_mul(1.0, &ws.x, &m.w1.t(), 1.0, &mut ws.a1);
     ws.a1.mapv_inplace(|v| v.max(0.0));
 
-    ws.z2.rows_mut().into_iter().for_each(|mut r| r.assign(&m.b2));
+    ws.z2
+        .rows_mut()
+        .into_iter()
+        .for_each(|mut r| r.assign(&m.b2));
     general_mat_mul(1.0, &ws.a1, &m.w2.t(), 1.0, &mut ws.z2);
     for mut row in ws.z2.rows_mut() {
         let row = row.as_slice_mut().expect("standard layout");
@@ -105,7 +113,10 @@ impl Engine for BlasEngine {
             forward(m, x, ws);
 
             // Loss, accuracy, then dz2 = p - onehot(y), in place over p.
-            let mut stats = BatchStats { rows: y.len(), ..Default::default() };
+            let mut stats = BatchStats {
+                rows: y.len(),
+                ..Default::default()
+            };
             for (mut row, &label) in ws.z2.rows_mut().into_iter().zip(y) {
                 let p = row.as_slice_mut().expect("standard layout");
                 let label = label as usize;
@@ -120,11 +131,13 @@ impl Engine for BlasEngine {
 
             // da1 = dz2 w2, then the ReLU gate: a1 > 0 exactly where z1 > 0.
             general_mat_mul(1.0, dz2, &m.w2, 0.0, &mut ws.da1);
-            ndarray::Zip::from(&mut ws.da1).and(&ws.a1).for_each(|d, &a| {
-                if a <= 0.0 {
-                    *d = 0.0
-                }
-            });
+            ndarray::Zip::from(&mut ws.da1)
+                .and(&ws.a1)
+                .for_each(|d, &a| {
+                    if a <= 0.0 {
+                        *d = 0.0
+                    }
+                });
             general_mat_mul(1.0, &ws.da1.t(), &ws.x, 1.0, &mut g.w1);
             g.b1 += &ws.da1.sum_axis(Axis(0));
             stats

@@ -56,7 +56,9 @@ pub trait Engine: Send + Sync {
 }
 
 /// Which engine to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// f32 matrix products (OpenBLAS when built with `--features blas`).

@@ -74,8 +74,15 @@ pub enum TrainError {
         "training diverged at {unit} {at}: the loss became {loss} (weights NaN or infinite); \
          try a smaller learning rate than --lr {lr}"
     )]
-    Diverged { unit: &'static str, at: usize, loss: f64, lr: f32 },
-    #[error("the training set has no labels: train needs a labeled file such as Kaggle's train.csv")]
+    Diverged {
+        unit: &'static str,
+        at: usize,
+        loss: f64,
+        lr: f32,
+    },
+    #[error(
+        "the training set has no labels: train needs a labeled file such as Kaggle's train.csv"
+    )]
     Unlabeled,
     #[error("the training set is empty")]
     Empty,
@@ -117,7 +124,14 @@ pub fn train(
         Schedule::FullBatch { iterations } => {
             let every = cfg.log_every.max(1);
             for it in 0..iterations {
-                let stats = loop_state.step(&mut model, &mut opt, &train.pixels, labels, "iteration", it)?;
+                let stats = loop_state.step(
+                    &mut model,
+                    &mut opt,
+                    &train.pixels,
+                    labels,
+                    "iteration",
+                    it,
+                )?;
                 observer.on_step(it + 1, iterations, &stats);
                 if it % every == 0 || it + 1 == iterations {
                     // The notebook prints the accuracy of iteration `it`'s forward pass.
@@ -185,17 +199,27 @@ impl Loop<'_> {
         unit: &'static str,
         at: usize,
     ) -> Result<BatchStats, TrainError> {
-        let stats = self.shards.mean_gradients(self.engine, model, x, y, &mut self.grads);
+        let stats = self
+            .shards
+            .mean_gradients(self.engine, model, x, y, &mut self.grads);
         opt.step(model, &self.grads);
         let loss = stats.mean_loss();
         if !loss.is_finite() || !model.is_finite() {
-            return Err(TrainError::Diverged { unit, at, loss, lr: self.lr });
+            return Err(TrainError::Diverged {
+                unit,
+                at,
+                loss,
+                lr: self.lr,
+            });
         }
         Ok(stats)
     }
 
     fn record(&mut self, step: usize, seen: &BatchStats, model: &Mlp) -> Record {
-        let held: Option<Evaluation> = self.heldout.filter(|h| !h.is_empty() && h.labels.is_some()).map(|h| evaluate(self.engine, model, h));
+        let held: Option<Evaluation> = self
+            .heldout
+            .filter(|h| !h.is_empty() && h.labels.is_some())
+            .map(|h| evaluate(self.engine, model, h));
         let r = Record {
             step,
             train_loss: seen.mean_loss(),

@@ -3,7 +3,9 @@
 
 use crate::model::{Gradients, Mlp};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// `w -= lr * g` (full-batch: the notebook's gradient descent).
@@ -52,7 +54,11 @@ impl Optimizer {
             beta2: 0.999,
             eps: 1e-8,
             t: 0,
-            m: Mlp::zeros(if kind == OptimizerKind::Sgd { 0 } else { hidden }),
+            m: Mlp::zeros(if kind == OptimizerKind::Sgd {
+                0
+            } else {
+                hidden
+            }),
             v: Mlp::zeros(needs(OptimizerKind::Adam)),
         }
     }
@@ -69,7 +75,11 @@ impl Optimizer {
             }
             OptimizerKind::Momentum => {
                 let mu = self.momentum;
-                let blocks = model.params_mut().into_iter().zip(self.m.params_mut()).zip(g.params());
+                let blocks = model
+                    .params_mut()
+                    .into_iter()
+                    .zip(self.m.params_mut())
+                    .zip(g.params());
                 for ((w, v), g) in blocks {
                     for ((w, v), g) in w.iter_mut().zip(v.iter_mut()).zip(g) {
                         *v = mu * *v + g;
@@ -89,7 +99,8 @@ impl Optimizer {
                     .zip(self.v.params_mut())
                     .zip(g.params());
                 for (((w, m), v), g) in blocks {
-                    for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                    for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g)
+                    {
                         *m = b1 * *m + (1.0 - b1) * g;
                         *v = b2 * *v + (1.0 - b2) * g * g;
                         let m_hat = *m / c1;
@@ -124,7 +135,10 @@ mod tests {
         let mut g = Mlp::zeros(2);
         g.fill(-3.0);
         Optimizer::new(OptimizerKind::Adam, 0.01, 0.0, 2).step(&mut m, &g);
-        assert!(m.params().iter().all(|p| p.iter().all(|&w| (w - 0.01).abs() < 1e-6)));
+        assert!(m
+            .params()
+            .iter()
+            .all(|p| p.iter().all(|&w| (w - 0.01).abs() < 1e-6)));
     }
 
     #[test]

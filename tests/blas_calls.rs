@@ -1,0 +1,121 @@
+//! Proof that the `blas` build really hands the hot path's matrix products
+//! to OpenBLAS. ndarray silently falls back to its own matmul when an
+//! operand's layout is not BLAS-compatible, so we count: this test binary
+//! defines `cblas_sgemm` itself, which the linker prefers over OpenBLAS's for
+//! ndarray's calls, counts each call and forwards it to the real one.
+
+#![cfg(feature = "blas")]
+
+use mnist_blas::engine::{blas::BlasEngine, Engine};
+use mnist_blas::model::{Init, Mlp};
+use mnist_blas::testutil::random_batch;
+use mnist_blas::train::shard::{ShardBuffers, SHARD_ROWS};
+use std::os::raw::c_int;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static SGEMM_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+type Sgemm = unsafe extern "C" fn(
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    f32,
+    *const f32,
+    c_int,
+    *const f32,
+    c_int,
+    f32,
+    *mut f32,
+    c_int,
+);
+
+/// Counting stand-in for OpenBLAS's `cblas_sgemm`.
+///
+/// # Safety
+/// Same contract as `cblas_sgemm`; arguments are forwarded unchanged.
+#[no_mangle]
+pub unsafe extern "C" fn cblas_sgemm(
+    layout: c_int,
+    transa: c_int,
+    transb: c_int,
+    m: c_int,
+    n: c_int,
+    k: c_int,
+    alpha: f32,
+    a: *const f32,
+    lda: c_int,
+    b: *const f32,
+    ldb: c_int,
+    beta: f32,
+    c: *mut f32,
+    ldc: c_int,
+) {
+    SGEMM_CALLS.fetch_add(1, Ordering::SeqCst);
+    let real = libc::dlsym(libc::RTLD_NEXT, c"cblas_sgemm".as_ptr());
+    assert!(
+        !real.is_null(),
+        "the real cblas_sgemm (OpenBLAS) is not loaded"
+    );
+    let real: Sgemm = std::mem::transmute(real);
+    real(
+        layout, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+    )
+}
+
+fn calls_during(f: impl FnOnce()) -> usize {
+    let before = SGEMM_CALLS.load(Ordering::SeqCst);
+    f();
+    SGEMM_CALLS.load(Ordering::SeqCst) - before
+}
+
+// One test function: the counter is global, and tests in one binary run in
+// parallel.
+#[test]
+fn every_hot_path_product_goes_to_cblas_sgemm() {
+    // Calling into OpenBLAS directly also keeps the linker from dropping it
+    // (with --as-needed) now that this binary defines cblas_sgemm itself.
+    println!("{}", mnist_blas::blas_threads::openblas_config());
+    let m = Mlp::init(10, Init::He, 1);
+    let engine = BlasEngine;
+
+    // Forward: z1 = x w1^T, z2 = a1 w2^T.
+    for rows in [1, 32, 300] {
+        let (x, _) = random_batch(rows, 2);
+        assert_eq!(
+            calls_during(|| drop(engine.probabilities(&m, &x))),
+            2,
+            "forward, {rows} rows"
+        );
+    }
+
+    // Forward + backward: also dw2 = dz2^T a1, da1 = dz2 w2, dw1 = dz1^T x.
+    for rows in [1, 64, SHARD_ROWS] {
+        let (x, y) = random_batch(rows, 3);
+        let mut g = Mlp::zeros(10);
+        assert_eq!(
+            calls_during(|| drop(engine.accumulate(&m, &x, &y, &mut g))),
+            5,
+            "step, {rows} rows"
+        );
+    }
+
+    // A sharded full batch: five products per shard, none lost to a fallback.
+    let rows = 4 * SHARD_ROWS + 10;
+    let (x, y) = random_batch(rows, 4);
+    let mut g = Mlp::zeros(10);
+    let mut shards = ShardBuffers::default();
+    let n = calls_during(|| drop(shards.mean_gradients(&engine, &m, &x, &y, &mut g)));
+    assert_eq!(n, 5 * rows.div_ceil(SHARD_ROWS));
+
+    // A wider hidden layer takes the same path.
+    let wide = Mlp::init(100, Init::He, 5);
+    let (x, y) = random_batch(50, 6);
+    let mut g = Mlp::zeros(100);
+    assert_eq!(
+        calls_during(|| drop(engine.accumulate(&wide, &x, &y, &mut g))),
+        5
+    );
+}

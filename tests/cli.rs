@@ -1,0 +1,211 @@
+//! The binary end to end, as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mnist-blas"))
+}
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The JSON object on the last line of stdout.
+fn last_json(o: &Output) -> serde_json::Value {
+    let out = stdout(o);
+    let line = out.lines().last().expect("some output");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
+}
+
+#[test]
+fn default_run_trains_on_the_builtin_sample_and_predict_writes_a_submission() {
+    let dir = tempfile::tempdir().unwrap();
+    // No data/train.csv here: the built-in sample of 6,000 real digits is used.
+    let o = run_in(dir.path(), &["--epochs", "3", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("built-in sample"), "{text}");
+    assert!(text.contains("kaggle competitions download"), "{text}");
+    let j = last_json(&o);
+    assert_eq!(j["train_rows"], 4800);
+    assert_eq!(j["heldout_rows"], 1200);
+    for key in [
+        "hidden",
+        "init",
+        "optimizer",
+        "lr",
+        "epochs",
+        "batch_size",
+        "seed",
+        "threads",
+        "split",
+        "engine",
+        "seconds",
+    ] {
+        assert!(!j[key].is_null(), "JSON lacks {key}: {j}");
+    }
+    // 784-10-10 on 4,800 real digits for 3 epochs: well above 85% held out.
+    let acc = j["heldout_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.85, "held-out accuracy {acc}");
+    assert!(dir.path().join("model.npz").exists());
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 1 + 3, "{metrics}");
+    assert!(metrics.starts_with("step,train_loss,train_accuracy,heldout_loss,heldout_accuracy"));
+
+    let test = repo("data/sample/test-sample.csv.gz");
+    let o = run_in(
+        dir.path(),
+        &[
+            "predict",
+            "--data",
+            test.to_str().unwrap(),
+            "--out",
+            "sub.csv",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sub = std::fs::read_to_string(dir.path().join("sub.csv")).unwrap();
+    let lines: Vec<&str> = sub.lines().collect();
+    assert_eq!(lines[0], "ImageId,Label");
+    assert_eq!(lines.len(), 1 + 1000);
+    for (i, line) in lines[1..].iter().enumerate() {
+        let (id, label) = line.split_once(',').unwrap();
+        assert_eq!(id.parse::<usize>().unwrap(), i + 1);
+        assert!(label.parse::<u8>().unwrap() < 10);
+    }
+
+    let train = repo("data/sample/train-sample.csv.gz");
+    let o = run_in(
+        dir.path(),
+        &["eval", "--data", train.to_str().unwrap(), "--json"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = last_json(&o);
+    assert_eq!(j["rows"], 6000);
+    let confusion: u64 = j["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(confusion, 6000);
+    assert!(stdout(&o).contains("precision"));
+}
+
+#[test]
+fn notebook_preset_is_reproducible_and_prints_every_25_iterations() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--preset",
+        "notebook",
+        "--iterations",
+        "51",
+        "--json",
+        "--model",
+        "m.npz",
+    ];
+    let a = run_in(dir.path(), &args);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let text = stdout(&a);
+    for it in ["iteration    0:", "iteration   25:", "iteration   50:"] {
+        assert!(text.contains(it), "missing {it}: {text}");
+    }
+    assert!(text.contains("Test set: "), "{text}");
+    let ja = last_json(&a);
+    assert_eq!(ja["split"], 0.2);
+    assert_eq!(ja["train_rows"], 1200);
+    assert_eq!(ja["schedule"], "full-batch");
+    let model_a = std::fs::read(dir.path().join("m.npz")).unwrap();
+    let b = run_in(dir.path(), &args);
+    assert_eq!(last_json(&b)["heldout_accuracy"], ja["heldout_accuracy"]);
+    assert_eq!(
+        std::fs::read(dir.path().join("m.npz")).unwrap(),
+        model_a,
+        "same seed, different model"
+    );
+}
+
+#[test]
+fn bad_csv_fails_with_file_and_line_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("label");
+    for i in 0..784 {
+        csv.push_str(&format!(",pixel{i}"));
+    }
+    csv.push('\n');
+    for row in 0..3 {
+        csv.push_str(&format!("{}", row % 10));
+        for i in 0..784 {
+            csv.push_str(if row == 2 && i == 5 { ",300" } else { ",0" });
+        }
+        csv.push('\n');
+    }
+    std::fs::write(dir.path().join("bad.csv"), csv).unwrap();
+    let o = run_in(dir.path(), &["--data", "bad.csv"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("bad.csv:4"), "{err}");
+    assert!(err.contains("300"), "{err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one line, no backtrace: {err}"
+    );
+    assert!(!dir.path().join("model.npz").exists());
+}
+
+#[test]
+fn divergence_is_reported_and_the_old_model_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.npz"), b"previous model").unwrap();
+    let o = run_in(
+        dir.path(),
+        &["--optimizer", "sgd", "--lr", "1e30", "--epochs", "1"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("diverged") && err.contains("smaller learning rate"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("model.npz")).unwrap(),
+        b"previous model"
+    );
+}
+
+#[test]
+fn impossible_settings_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, needle) in [
+        (vec!["--split", "1.5"], "--split"),
+        (vec!["--hidden", "0"], "--hidden"),
+        (vec!["--batch-size", "0"], "--batch-size"),
+        (
+            vec!["--batch-size", "32", "--iterations", "5"],
+            "--iterations",
+        ),
+    ] {
+        let o = run_in(dir.path(), &args);
+        assert!(!o.status.success(), "{args:?} was accepted");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -1,0 +1,91 @@
+//! Same seed, any thread count: bit-identical weights.
+
+use mnist_blas::engine::EngineKind;
+use mnist_blas::model::{Init, Mlp};
+use mnist_blas::testutil::random_dataset;
+use mnist_blas::train::shard::SHARD_ROWS;
+use mnist_blas::train::{self, OptimizerKind, Schedule, Silent, TrainConfig};
+
+fn train_with_threads(cfg: &TrainConfig, threads: usize) -> Mlp {
+    let data = random_dataset(3 * SHARD_ROWS + 77, 42);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| train::train(cfg, &data, None, &mut Silent).unwrap().model)
+}
+
+fn config(schedule: Schedule, optimizer: OptimizerKind, engine: EngineKind) -> TrainConfig {
+    TrainConfig {
+        hidden: 10,
+        init: Init::Uniform,
+        optimizer,
+        lr: 0.05,
+        momentum: 0.9,
+        schedule,
+        seed: 7,
+        engine,
+        log_every: 1,
+    }
+}
+
+fn assert_bit_identical(a: &Mlp, b: &Mlp) {
+    for (pa, pb) in a.params().iter().zip(b.params()) {
+        for (x, y) in pa.iter().zip(pb) {
+            assert_eq!(x.to_bits(), y.to_bits(), "weights differ: {x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn full_batch_is_bit_identical_on_1_2_and_3_threads() {
+    // 845 rows: four shards, so the reduction really combines several.
+    let cfg = config(
+        Schedule::FullBatch { iterations: 4 },
+        OptimizerKind::Sgd,
+        EngineKind::Blas,
+    );
+    let one = train_with_threads(&cfg, 1);
+    assert_bit_identical(&one, &train_with_threads(&cfg, 2));
+    assert_bit_identical(&one, &train_with_threads(&cfg, 3));
+    assert_ne!(
+        one,
+        Mlp::init(10, Init::Uniform, 7),
+        "training changed nothing"
+    );
+}
+
+#[test]
+fn mini_batch_adam_is_bit_identical_on_1_and_2_threads() {
+    let cfg = config(
+        Schedule::MiniBatch {
+            epochs: 2,
+            batch_size: 2 * SHARD_ROWS + 3,
+        },
+        OptimizerKind::Adam,
+        EngineKind::Blas,
+    );
+    assert_bit_identical(&train_with_threads(&cfg, 1), &train_with_threads(&cfg, 2));
+}
+
+#[test]
+fn naive_engine_is_bit_identical_too() {
+    let cfg = config(
+        Schedule::FullBatch { iterations: 1 },
+        OptimizerKind::Momentum,
+        EngineKind::Naive,
+    );
+    assert_bit_identical(&train_with_threads(&cfg, 1), &train_with_threads(&cfg, 2));
+}
+
+#[test]
+fn a_different_seed_gives_different_weights() {
+    let mut cfg = config(
+        Schedule::FullBatch { iterations: 2 },
+        OptimizerKind::Sgd,
+        EngineKind::Blas,
+    );
+    let a = train_with_threads(&cfg, 2);
+    cfg.seed = 8;
+    assert_ne!(a, train_with_threads(&cfg, 2));
+}
