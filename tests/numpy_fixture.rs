@@ -10,7 +10,6 @@ use ndarray::{Array0, Array1, Array2, ArrayD, Ix2};
 use ndarray_npy::NpzReader;
 
 struct Fixture {
-    name: &'static str,
     x: Vec<u8>,
     y: Vec<u8>,
     model: Mlp,
@@ -33,7 +32,6 @@ fn open(name: &'static str) -> Fixture {
         b2: b2.column(0).to_owned(),
     };
     Fixture {
-        name,
         x: x.iter().copied().collect(),
         y: y.to_vec(),
         model,
