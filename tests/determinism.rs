@@ -21,6 +21,7 @@ fn config(schedule: Schedule, optimizer: OptimizerKind, engine: EngineKind) -> T
         init: Init::Uniform,
         optimizer,
         lr: 0.05,
+        lr_schedule: mnist_blas::train::LrSchedule::Cosine,
         momentum: 0.9,
         schedule,
         seed: 7,

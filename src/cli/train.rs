@@ -6,7 +6,7 @@ use crate::engine::{backend_description, EngineKind};
 use crate::metrics::evaluate;
 use crate::model::Init;
 use crate::output::write_atomic;
-use crate::train::{self, OptimizerKind, Record, Schedule, TrainConfig};
+use crate::train::{self, LrSchedule, OptimizerKind, Record, Schedule, TrainConfig};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,9 +64,12 @@ pub struct TrainArgs {
     /// Update rule [default: adam; notebook: sgd].
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
-    /// Learning rate [default: 0.003 for adam, 0.1 otherwise].
+    /// Learning rate [default: 0.005 for adam, 0.1 otherwise].
     #[arg(long)]
     pub lr: Option<f32>,
+    /// Learning-rate schedule [default: cosine; notebook: constant].
+    #[arg(long, value_enum)]
+    pub lr_schedule: Option<LrSchedule>,
     /// Momentum coefficient for `--optimizer momentum`.
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
@@ -152,7 +155,7 @@ impl TrainArgs {
             OptimizerKind::Adam
         });
         let lr = self.lr.unwrap_or(match optimizer {
-            OptimizerKind::Adam => 0.003,
+            OptimizerKind::Adam => 0.005,
             _ => 0.1,
         });
         if !(lr.is_finite() && lr > 0.0) {
@@ -214,6 +217,11 @@ impl TrainArgs {
                     .unwrap_or(if notebook { Init::Uniform } else { Init::He }),
                 optimizer,
                 lr,
+                lr_schedule: self.lr_schedule.unwrap_or(if notebook {
+                    LrSchedule::Constant
+                } else {
+                    LrSchedule::Cosine
+                }),
                 momentum: self.momentum,
                 schedule,
                 seed: self.seed,
@@ -273,6 +281,7 @@ pub struct TrainSummary {
     pub init: Init,
     pub optimizer: OptimizerKind,
     pub lr: f32,
+    pub lr_schedule: LrSchedule,
     pub momentum: f32,
     pub schedule: &'static str,
     pub iterations: Option<usize>,
@@ -337,11 +346,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
             }
         };
         say(format!(
-            "model: 784-{}-10, init {:?}; optimizer {} lr {}; {schedule}; engine {} on {}; {threads} thread(s)",
+            "model: 784-{}-10, init {:?}; optimizer {} lr {} ({}); {schedule}; engine {} on {}; {threads} thread(s)",
             c.hidden,
             c.init,
             c.optimizer.name(),
             c.lr,
+            c.lr_schedule.name(),
             c.engine,
             if c.engine == EngineKind::Blas { backend_description() } else { "f64 loops".into() },
         ));
@@ -399,6 +409,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 init: c.init,
                 optimizer: c.optimizer,
                 lr: c.lr,
+                lr_schedule: c.lr_schedule,
                 momentum: c.momentum,
                 schedule: if full_batch { "full-batch" } else { "mini-batch" },
                 iterations,
