@@ -7,16 +7,22 @@
 //! - [`engine`]: forward/backward arithmetic, `blas` (fast) and `naive` (oracle);
 //! - [`train`]: the training loop, optimizers, and batch sharding;
 //! - [`metrics`]: accuracy, loss, confusion matrix;
-//! - [`output`]: atomic file writes; [`cli`]: the command line.
+//! - [`sweep`]: hyperparameter sweeps (grid, random search, results, plot);
+//! - [`plot`]: PNG pictures (learning curves, confusion, errors, weights);
+//! - [`output`]: atomic file writes; [`checkpoint`]: save and resume a run;
+//!   [`cli`]: the command line.
 
 pub mod blas_threads;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod metrics;
 pub mod model;
 pub mod output;
+pub mod plot;
 pub mod rng;
+pub mod sweep;
 #[doc(hidden)]
 pub mod testutil;
 pub mod train;

@@ -9,7 +9,11 @@ fn main() -> ExitCode {
         Err(err) => {
             // `{:#}` prints the whole context chain on one line.
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            if err.is::<mnist_blas::cli::Interrupted>() {
+                ExitCode::from(mnist_blas::cli::INTERRUPTED_EXIT_CODE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

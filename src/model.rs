@@ -164,7 +164,16 @@ impl Mlp {
             .map_err(|e| ModelError::new(path, format!("cannot open: {e}")))?;
         let mut npz = NpzReader::new(file)
             .map_err(|e| ModelError::new(path, format!("not a valid .npz file: {e}")))?;
-        let w1 = read_matrix(&mut npz, path, "w1")?;
+        Mlp::from_npz(&mut npz, path)
+    }
+
+    /// The model arrays of an open `.npz` (a model file or a checkpoint);
+    /// `path` names it in messages.
+    pub(crate) fn from_npz(
+        npz: &mut NpzReader<std::fs::File>,
+        path: &Path,
+    ) -> Result<Mlp, ModelError> {
+        let w1 = read_matrix(npz, path, "w1")?;
         let h = w1.nrows();
         if h == 0 || w1.ncols() != FEATURES {
             return Err(ModelError::shape(
@@ -174,9 +183,9 @@ impl Mlp {
                 w1.dim(),
             ));
         }
-        let b1 = read_matrix(&mut npz, path, "b1")?;
-        let w2 = read_matrix(&mut npz, path, "w2")?;
-        let b2 = read_matrix(&mut npz, path, "b2")?;
+        let b1 = read_matrix(npz, path, "b1")?;
+        let w2 = read_matrix(npz, path, "w2")?;
+        let b2 = read_matrix(npz, path, "b2")?;
         if b1.dim() != (h, 1) {
             return Err(ModelError::shape(path, "b1", format!("({h}, 1)"), b1.dim()));
         }
@@ -229,17 +238,46 @@ fn read_matrix(
     let as_f32 = npz.by_name::<ndarray::OwnedRepr<f32>, Ix2>(name);
     let a = match as_f32 {
         Ok(a) => a,
-        Err(e32) => match npz.by_name::<ndarray::OwnedRepr<f64>, Ix2>(name) {
-            Ok(a) => a.mapv(|v| v as f32),
-            Err(_) => {
-                return Err(ModelError::new(
+        Err(e32) => {
+            match npz.by_name::<ndarray::OwnedRepr<f64>, Ix2>(name) {
+                Ok(a) => a.mapv(|v| v as f32),
+                Err(_) => {
+                    let found = describe_array(npz, name).unwrap_or_else(|| format!("({e32})"));
+                    return Err(ModelError::new(
                     path,
-                    format!("array '{name}': expected a 2-D float32 or float64 array: {e32}"),
-                ))
+                    format!("array '{name}': expected a 2-D float32 or float64 array, found {found}"),
+                ));
+                }
             }
-        },
+        }
     };
     Ok(a.as_standard_layout().into_owned())
+}
+
+/// What array `name` is, e.g. `int64 of shape (4, 784) (2-D)`, by trying
+/// each numpy element type in turn (only on the error path).
+fn describe_array(npz: &mut NpzReader<std::fs::File>, name: &str) -> Option<String> {
+    fn try_read<T: ndarray_npy::ReadableElement>(
+        npz: &mut NpzReader<std::fs::File>,
+        name: &str,
+        dtype: &str,
+    ) -> Option<String> {
+        let a = npz
+            .by_name::<ndarray::OwnedRepr<T>, ndarray::IxDyn>(name)
+            .ok()?;
+        Some(format!("{dtype} of shape {:?} ({}-D)", a.shape(), a.ndim()))
+    }
+    try_read::<f32>(npz, name, "float32")
+        .or_else(|| try_read::<f64>(npz, name, "float64"))
+        .or_else(|| try_read::<i64>(npz, name, "int64"))
+        .or_else(|| try_read::<i32>(npz, name, "int32"))
+        .or_else(|| try_read::<i16>(npz, name, "int16"))
+        .or_else(|| try_read::<i8>(npz, name, "int8"))
+        .or_else(|| try_read::<u64>(npz, name, "uint64"))
+        .or_else(|| try_read::<u32>(npz, name, "uint32"))
+        .or_else(|| try_read::<u16>(npz, name, "uint16"))
+        .or_else(|| try_read::<u8>(npz, name, "uint8"))
+        .or_else(|| try_read::<bool>(npz, name, "bool"))
 }
 
 /// A model file that cannot be used.

@@ -90,3 +90,20 @@ fn a_different_seed_gives_different_weights() {
     cfg.seed = 8;
     assert_ne!(a, train_with_threads(&cfg, 2));
 }
+
+#[test]
+fn sparse_engine_is_bit_identical_on_1_2_and_3_threads() {
+    let cfg = config(
+        Schedule::FullBatch { iterations: 3 },
+        OptimizerKind::Adam,
+        EngineKind::Sparse,
+    );
+    let one = train_with_threads(&cfg, 1);
+    assert_bit_identical(&one, &train_with_threads(&cfg, 2));
+    assert_bit_identical(&one, &train_with_threads(&cfg, 3));
+    assert_ne!(
+        one,
+        Mlp::init(10, Init::Uniform, 7),
+        "training changed nothing"
+    );
+}

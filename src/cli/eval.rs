@@ -1,18 +1,24 @@
 //! `mnist-blas eval`: accuracy, per-class precision/recall/F1, confusion matrix.
 
+use super::progress::{Display, Loading};
 use super::{check_exists, thread_pool};
-use crate::data::{self, Expect, CLASSES};
-use crate::engine::EngineKind;
-use crate::metrics::{evaluate, ClassReport};
+use crate::data::{self, Dataset, Expect, CLASSES, FEATURES};
+use crate::engine::{Engine, EngineKind};
+use crate::metrics::{evaluate, ClassReport, Evaluation};
 use crate::model::Mlp;
+use crate::plot::{self, Misclassified};
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Debug, Clone, clap::Args)]
-#[command(
-    after_help = "Example:\n  mnist-blas eval --model model.npz --data ../shared/data/mnist-idx/t10k-images-idx3-ubyte.gz"
-)]
+#[command(after_help = "Examples:\n  \
+    mnist-blas eval --data ../shared/data/mnist-idx/t10k-images-idx3-ubyte.gz\n  \
+    mnist-blas eval --model m.npz --data train.csv.gz --json | jq .accuracy\n  \
+    mnist-blas eval --data train.csv.gz --plot confusion.png --errors-png errors.png\n  \
+    mnist-blas eval --data train.csv.gz --weights-png weights.png   # same picture as `inspect`\n\n\
+    Prints the accuracy and mean loss, per-class precision, recall, F1 and support, and the\n\
+    confusion matrix (rows: true label, columns: predicted).")]
 pub struct EvalArgs {
     /// Model written by `train`.
     #[arg(long, value_name = "PATH", default_value = "model.npz")]
@@ -20,14 +26,29 @@ pub struct EvalArgs {
     /// Labeled images: Kaggle train.csv, plain or .gz, or MNIST IDX images + labels.
     #[arg(long, value_name = "PATH")]
     pub data: PathBuf,
+    /// Arithmetic engine.
     #[arg(long, value_enum, default_value_t = EngineKind::Blas)]
     pub engine: EngineKind,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Write the confusion matrix as a heat map (PNG).
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+    /// Write a grid of the most confidently misclassified digits (PNG).
+    #[arg(long, value_name = "PATH")]
+    pub errors_png: Option<PathBuf>,
+    /// How many digits the --errors-png grid shows.
+    #[arg(long, value_name = "N", default_value_t = 40,
+          value_parser = clap::value_parser!(u64).range(1..=400))]
+    pub errors: u64,
+    /// Write the hidden units' input weights as 28x28 images (PNG; as `inspect`).
+    #[arg(long, value_name = "PATH")]
+    pub weights_png: Option<PathBuf>,
     /// End stdout with one JSON line (accuracy, loss, per-class report, confusion).
     #[arg(long)]
     pub json: bool,
+    /// Print nothing but errors (and the JSON line with --json).
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -46,24 +67,66 @@ struct EvalSummary {
     hidden: usize,
     engine: EngineKind,
     seconds: f64,
+    /// Pictures written (--plot, --errors-png, --weights-png).
+    wrote: Vec<PathBuf>,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let started = Instant::now();
     check_exists(&args.model, "--model")?;
     check_exists(&args.data, "--data")?;
+    for path in [&args.plot, &args.errors_png, &args.weights_png]
+        .into_iter()
+        .flatten()
+    {
+        plot::check_destination(path)?;
+    }
     let model = Mlp::load_npz(&args.model)?;
     let pool = thread_pool(args.threads)?;
     pool.install(|| {
+        let loading = Loading::start(
+            Display::detect(args.quiet),
+            &args.data.display().to_string(),
+        );
         let set = data::load(&args.data, Expect::Labeled)?;
+        loading.finish();
         if set.labels.is_none() {
             bail!(
                 "{}: has no labels, so there is nothing to score against",
                 args.data.display()
             );
         }
-        let eval = evaluate(args.engine.build().as_ref(), &model, &set);
+        let engine = args.engine.build();
+        let eval = evaluate(engine.as_ref(), &model, &set);
         let per_class = eval.per_class();
+        let mut wrote = Vec::new();
+        if let Some(path) = &args.plot {
+            let title = format!(
+                "{}: accuracy {:.4} on {} images",
+                file_name(&args.data),
+                eval.stats.accuracy(),
+                eval.stats.rows
+            );
+            plot::confusion_heatmap(path, &eval.confusion, &title)?;
+            wrote.push(path.clone());
+        }
+        if let Some(path) = &args.errors_png {
+            let worst =
+                most_confident_errors(engine.as_ref(), &model, &set, &eval, args.errors as usize);
+            let wrong = eval.stats.rows - eval.stats.correct;
+            let title = format!(
+                "{}: the {} most confident of {wrong} errors",
+                file_name(&args.data),
+                worst.len()
+            );
+            plot::worst_misclassified(path, &worst, &title)?;
+            wrote.push(path.clone());
+        }
+        if let Some(path) = &args.weights_png {
+            let ink = plot::ink_fraction(&set.pixels);
+            plot::hidden_weights(path, &model, &args.model.display().to_string(), Some(&ink))?;
+            wrote.push(path.clone());
+        }
         if !args.quiet {
             println!(
                 "{}: accuracy {:.4} ({} / {}), loss {:.4}",
@@ -80,6 +143,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     c.class, c.precision, c.recall, c.f1, c.support
                 );
             }
+            let mean = |f: fn(&ClassReport) -> f64| {
+                per_class.iter().map(f).sum::<f64>() / per_class.len() as f64
+            };
+            println!(
+                "macro  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}",
+                mean(|c| c.precision),
+                mean(|c| c.recall),
+                mean(|c| c.f1),
+                eval.stats.rows
+            );
             println!("\nconfusion (rows: true label, columns: predicted)");
             print!("     ");
             for p in 0..CLASSES {
@@ -92,6 +165,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     print!("{n:>6}");
                 }
                 println!();
+            }
+            if !wrote.is_empty() {
+                let names: Vec<String> = wrote.iter().map(|p| p.display().to_string()).collect();
+                println!("\nwrote {}", names.join(", "));
             }
         }
         if args.json {
@@ -108,9 +185,57 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 hidden: model.hidden(),
                 engine: args.engine,
                 seconds: started.elapsed().as_secs_f64(),
+                wrote,
             };
             println!("{}", serde_json::to_string(&s)?);
         }
         Ok(())
     })
+}
+
+/// The file name alone, for picture titles.
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+/// The `n` misclassified rows to which the model gave the highest
+/// probability for its wrong answer (ties: earlier row first).
+fn most_confident_errors(
+    engine: &dyn Engine,
+    model: &Mlp,
+    set: &Dataset,
+    eval: &Evaluation,
+    n: usize,
+) -> Vec<Misclassified> {
+    let Some(labels) = set.labels.as_deref() else {
+        return Vec::new();
+    };
+    let wrong: Vec<usize> = (0..set.len())
+        .filter(|&i| eval.predictions[i] != labels[i])
+        .collect();
+    if wrong.is_empty() {
+        return Vec::new();
+    }
+    let x: Vec<u8> = wrong.iter().flat_map(|&i| set.row(i)).copied().collect();
+    debug_assert_eq!(x.len(), wrong.len() * FEATURES);
+    let probs = engine.probabilities(model, &x);
+    let mut scored: Vec<(f32, usize, usize)> = wrong
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| (probs[[k, eval.predictions[i] as usize]], k, i))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+    scored
+        .into_iter()
+        .take(n)
+        .map(|(confidence, _, i)| Misclassified {
+            pixels: set.row(i).to_vec(),
+            row: i,
+            label: labels[i],
+            predicted: eval.predictions[i],
+            confidence,
+        })
+        .collect()
 }

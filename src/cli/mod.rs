@@ -2,10 +2,17 @@
 //! work lives in its own file; `main.rs` only turns errors into exit codes.
 
 mod eval;
+mod inspect;
 mod predict;
+mod progress;
+mod report;
+mod resume;
+mod sweep;
 mod train;
 
-pub use train::TrainArgs;
+pub use resume::{Interrupted, INTERRUPTED_EXIT_CODE};
+pub use sweep::SweepArgs;
+pub use train::{DataSource, Resolved, TrainArgs};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -19,7 +26,7 @@ use std::path::PathBuf;
     long_about = "Train 784-H-10 networks on MNIST-style data (Kaggle digit-recognizer CSV or \
                   MNIST IDX files), fast, on OpenBLAS.\n\nWith no subcommand, `train` runs.",
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  mnist-blas                                  # train on data/train.csv or the shipped sample\n  mnist-blas --preset notebook --data train.csv.gz\n  mnist-blas predict --model model.npz --data test.csv --out submission.csv\n  mnist-blas eval --model model.npz --data t10k-images-idx3-ubyte.gz"
+    after_help = "Examples:\n  mnist-blas                                  # train on data/train.csv or the shipped sample\n  mnist-blas --preset notebook --data train.csv.gz\n  mnist-blas predict --model model.npz --data test.csv --out submission.csv\n  mnist-blas eval --model model.npz --data t10k-images-idx3-ubyte.gz --plot confusion.png\n  mnist-blas inspect --model model.npz --out weights.png\n\nEach subcommand has its own --help with examples."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -31,11 +38,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train a model (the default) and write it, its metrics and a summary.
+    #[command(after_help = train::EXAMPLES)]
     Train(TrainArgs),
     /// Predict labels for a CSV/IDX file and write a Kaggle submission.
     Predict(predict::PredictArgs),
     /// Score a model on a labeled file: accuracy, per-class report, confusion.
     Eval(eval::EvalArgs),
+    /// Show what a model learned: its hidden units' input weights as 28x28 images.
+    Inspect(inspect::InspectArgs),
+    /// Run a grid or random search of `train` configurations in parallel.
+    Sweep(Box<sweep::SweepArgs>),
 }
 
 /// Parse the command line and run; the error, if any, is for `main` to print.
@@ -46,6 +58,8 @@ pub fn run() -> Result<()> {
         Some(Command::Train(args)) => train::run(args),
         Some(Command::Predict(args)) => predict::run(args),
         Some(Command::Eval(args)) => eval::run(args),
+        Some(Command::Inspect(args)) => inspect::run(args),
+        Some(Command::Sweep(args)) => sweep::run(*args),
     }
 }
 

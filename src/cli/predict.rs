@@ -11,9 +11,12 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
-#[command(
-    after_help = "Example:\n  mnist-blas predict --model model.npz --data test.csv.gz --out submission.csv"
-)]
+#[command(after_help = "Examples:\n  \
+    mnist-blas predict --data test.csv.gz                  # model.npz -> submission.csv\n  \
+    mnist-blas predict --model m.npz --data test.csv --out sub.csv\n  \
+    mnist-blas predict --data t10k-images-idx3-ubyte.gz --out t10k-predictions.csv\n\n\
+    The submission is Kaggle's format: a header `ImageId,Label`, then one row per image,\n\
+    ImageId counting from 1 in file order.")]
 pub struct PredictArgs {
     /// Model written by `train`.
     #[arg(long, value_name = "PATH", default_value = "model.npz")]
@@ -24,11 +27,13 @@ pub struct PredictArgs {
     /// Submission to write: `ImageId,Label`, ImageId from 1.
     #[arg(long, value_name = "PATH", default_value = "submission.csv")]
     pub out: PathBuf,
+    /// Arithmetic engine.
     #[arg(long, value_enum, default_value_t = EngineKind::Blas)]
     pub engine: EngineKind,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
 }

@@ -1,17 +1,35 @@
 //! `mnist-blas train`: load, split, train, evaluate, write model + metrics.
 
-use super::{check_exists, thread_pool};
+use super::progress::{Display, Loading, TrainProgress};
+use super::report::summary_screen;
+use super::{check_exists, resume, thread_pool};
 use crate::data::{self, Dataset, Expect};
-use crate::engine::{backend_description, EngineKind};
+use crate::engine::EngineKind;
 use crate::metrics::evaluate;
 use crate::model::Init;
 use crate::output::write_atomic;
+use crate::plot;
 use crate::train::{self, LrSchedule, OptimizerKind, Record, Schedule, TrainConfig};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
+
+/// The examples under `mnist-blas train --help`.
+pub const EXAMPLES: &str = "Examples:
+  mnist-blas train                                   # data/train.csv, or the built-in sample
+  mnist-blas train --data train.csv.gz --plot curves.png
+  mnist-blas train --preset notebook --data train.csv.gz   # the Kaggle notebook's job, fixed
+  mnist-blas train --hidden 128 --epochs 20 --lr 0.002 --seed 3
+  mnist-blas train --optimizer sgd --batch-size full --iterations 500 --lr 0.1
+  mnist-blas train --quiet --json | jq .heldout_accuracy
+
+Output: a log line per epoch (per 25 iterations for full batch) on stdout, a progress bar
+on stderr when it is a terminal, and a summary screen at the end (data, model, engine and
+OpenBLAS, settings, time split, throughput, final accuracies, files written). Piped or in
+CI there is no bar: plain lines only. `train` is the default subcommand: `mnist-blas
+--epochs 3` is `mnist-blas train --epochs 3`.";
 
 /// Settings bundles; every flag given explicitly overrides the preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -103,12 +121,27 @@ pub struct TrainArgs {
     /// Where to write the per-epoch (per-record) metrics CSV.
     #[arg(long, value_name = "PATH", default_value = "metrics.csv")]
     pub metrics: PathBuf,
+    /// Also draw the learning curves (loss and accuracy, train vs held out) as a PNG.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
     /// End stdout with one JSON line: accuracies, timings, every hyperparameter.
     #[arg(long)]
     pub json: bool,
     /// Print nothing but errors (and the JSON line with --json).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Write a checkpoint (weights, optimizer state, position) every N epochs
+    /// (mini-batch) or iterations (full-batch). Ctrl-C always writes one.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
+    /// Checkpoint file [default: beside --model, e.g. model.ckpt.npz; with
+    /// --resume, the file resumed from].
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue the run saved in CHECKPOINT; give the flags of the run that
+    /// wrote it. Ends bit-identical to a run never stopped.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub resume: Option<PathBuf>,
 }
 
 /// Where the training data comes from.
@@ -192,12 +225,29 @@ impl TrainArgs {
         if !(0.0..1.0).contains(&self.momentum) {
             bail!("--momentum must be in [0, 1), found {}", self.momentum);
         }
-        if self.threads > 1024 {
+        if self.threads > 1024 || self.threads > 4 * num_cpus() {
             bail!(
-                "--threads {} is not sensible (this machine has {} cores)",
+                "--threads {} is not sensible: this machine has {} cores (use at most {}, or 0 \
+                 for one per core; results do not depend on it)",
                 self.threads,
-                num_cpus()
+                num_cpus(),
+                (4 * num_cpus()).min(1024)
             );
+        }
+        match schedule {
+            Schedule::FullBatch { iterations: 0 } => {
+                bail!("--iterations 0 would train nothing; give at least 1")
+            }
+            Schedule::MiniBatch { epochs: 0, .. } => {
+                bail!("--epochs 0 would train nothing; give at least 1")
+            }
+            _ => {}
+        }
+        if self.checkpoint_every == Some(0) {
+            bail!("--checkpoint-every must be at least 1 (epochs, or iterations with --batch-size full)");
+        }
+        if let Some(path) = &self.resume {
+            check_exists(path, "--resume")?;
         }
         let source = match &self.data {
             Some(p) => {
@@ -242,33 +292,6 @@ fn num_cpus() -> usize {
         .unwrap_or(1)
 }
 
-/// Prints records as they come (the notebook's "every 25 iterations" lines).
-struct Printer {
-    quiet: bool,
-    full_batch: bool,
-}
-
-impl train::Observer for Printer {
-    fn on_record(&mut self, r: &Record) {
-        if self.quiet {
-            return;
-        }
-        let held = match (r.heldout_accuracy, r.heldout_loss) {
-            (Some(a), Some(l)) => format!("  held-out accuracy {a:.4} loss {l:.4}"),
-            _ => String::new(),
-        };
-        let unit = if self.full_batch {
-            "iteration"
-        } else {
-            "epoch"
-        };
-        println!(
-            "{unit} {:>4}: train accuracy {:.4} loss {:.4}{held}  [{:.2} s]",
-            r.step, r.train_accuracy, r.train_loss, r.seconds
-        );
-    }
-}
-
 /// The JSON summary line of a training run.
 #[derive(Debug, serde::Serialize)]
 pub struct TrainSummary {
@@ -303,11 +326,20 @@ pub struct TrainSummary {
     pub seconds: f64,
     pub model: Option<PathBuf>,
     pub metrics: Option<PathBuf>,
+    /// The learning-curves PNG (--plot), if drawn.
+    pub plot: Option<PathBuf>,
+    /// Training rows processed (rows per step, summed over the steps).
+    pub samples: usize,
+    /// `samples` / `train_seconds` (held-out checks included in the time).
+    pub samples_per_second: f64,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let started = Instant::now();
     let r = args.resolve()?;
+    if let Some(path) = &args.plot {
+        plot::check_destination(path)?;
+    }
     let pool = thread_pool(r.threads)?;
     let threads = pool.current_num_threads();
     pool.install(|| {
@@ -316,7 +348,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 println!("{s}");
             }
         };
+        let display = Display::detect(args.quiet);
+        let loading = Loading::start(display, &r.source.describe());
         let all = r.source.load()?;
+        loading.finish();
         let load_seconds = started.elapsed().as_secs_f64();
         say(format!(
             "data: {} ({} labeled rows, loaded in {load_seconds:.2} s)",
@@ -353,12 +388,22 @@ pub fn run(args: TrainArgs) -> Result<()> {
             c.lr,
             c.lr_schedule.name(),
             c.engine,
-            if c.engine == EngineKind::Blas { backend_description() } else { "f64 loops".into() },
+            match c.engine {
+                // The full OpenBLAS build line is in the summary at the end.
+                EngineKind::Blas => super::report::matmul_backend(),
+                EngineKind::Sparse => "f32 loops over non-zero pixels".into(),
+                EngineKind::Naive => "f64 loops".into(),
+            },
         ));
 
         let full_batch = matches!(c.schedule, Schedule::FullBatch { .. });
-        let mut printer = Printer { quiet: args.quiet, full_batch };
-        let outcome = train::train(c, &train_set, Some(&heldout), &mut printer)?;
+        let units = match c.schedule {
+            Schedule::FullBatch { iterations } => iterations,
+            Schedule::MiniBatch { epochs, .. } => epochs,
+        };
+        let mut progress = TrainProgress::new(display, full_batch, units);
+        let outcome = resume::train_with_checkpoints(&args, c, r.split, &train_set, &heldout, &mut progress, &say)?;
+        progress.finish();
 
         let eval_start = Instant::now();
         let engine = c.engine.build();
@@ -368,6 +413,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
         outcome.model.save_npz(&args.model)?;
         write_metrics(&args.metrics, &outcome.records)?;
+        let mut written = vec![args.model.as_path(), args.metrics.as_path()];
+        if let Some(path) = &args.plot {
+            let title = format!(
+                "784-{}-10, {} {}, {}: held-out accuracy {:.4}",
+                c.hidden,
+                c.optimizer.name(),
+                c.lr,
+                r.source.describe(),
+                on_heldout.stats.accuracy()
+            );
+            let unit = if full_batch { "iteration" } else { "epoch" };
+            plot::learning_curves(path, &outcome.records, unit, &title)?;
+            written.push(path.as_path());
+        }
 
         if r.preset == Preset::Notebook || full_batch {
             if let Some(last) = outcome.records.last() {
@@ -381,20 +440,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 outcome.steps
             ));
         }
-        say(format!(
-            "final: train accuracy {:.4} (loss {:.4}), held-out accuracy {:.4} (loss {:.4})",
-            on_train.stats.accuracy(),
-            on_train.stats.mean_loss(),
-            on_heldout.stats.accuracy(),
-            on_heldout.stats.mean_loss()
-        ));
-        say(format!(
-            "time: load {load_seconds:.2} s, train {:.2} s, eval {eval_seconds:.2} s; wrote {}, {}",
-            outcome.seconds,
-            args.model.display(),
-            args.metrics.display()
-        ));
-        if args.json {
+        {
             let (iterations, epochs, batch_size) = match c.schedule {
                 Schedule::FullBatch { iterations } => (Some(iterations), None, None),
                 Schedule::MiniBatch { epochs, batch_size } => (None, Some(epochs), Some(batch_size)),
@@ -431,8 +477,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 seconds: started.elapsed().as_secs_f64(),
                 model: Some(args.model.clone()),
                 metrics: Some(args.metrics.clone()),
+                plot: args.plot.clone(),
+                samples: progress.samples(),
+                samples_per_second: progress.samples() as f64 / outcome.seconds.max(1e-9),
             };
-            println!("{}", serde_json::to_string(&summary)?);
+            say(summary_screen(&summary, train_set.len() + heldout.len(), &written));
+            if args.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            }
         }
         Ok(())
     })

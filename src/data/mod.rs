@@ -6,6 +6,8 @@
 
 pub mod csv;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod idx;
 pub mod sample;
 pub mod source;

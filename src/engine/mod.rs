@@ -8,6 +8,8 @@
 
 pub mod blas;
 pub mod naive;
+pub(crate) mod simd;
+pub mod sparse;
 
 use crate::model::{Gradients, Mlp};
 use ndarray::Array2;
@@ -65,6 +67,8 @@ pub enum EngineKind {
     Blas,
     /// Plain f64 loops: slow, simple, the reference.
     Naive,
+    /// f32 over each image's non-zero pixels only (~5x fewer multiply-adds).
+    Sparse,
 }
 
 impl EngineKind {
@@ -72,6 +76,7 @@ impl EngineKind {
         match self {
             EngineKind::Blas => Box::new(blas::BlasEngine),
             EngineKind::Naive => Box::new(naive::NaiveEngine),
+            EngineKind::Sparse => Box::new(sparse::SparseEngine),
         }
     }
 
@@ -79,6 +84,7 @@ impl EngineKind {
         match self {
             EngineKind::Blas => "blas",
             EngineKind::Naive => "naive",
+            EngineKind::Sparse => "sparse",
         }
     }
 }

@@ -40,6 +40,23 @@ pub enum LrSchedule {
     Cosine,
 }
 
+/// Cross-entropy of a uniform guess over 10 classes.
+const CHANCE_LOSS: f64 = std::f64::consts::LN_10;
+
+/// Mean loss taken as divergence: 13x chance, i.e. the true class gets on
+/// average a probability below e^-30. Training that is learning never gets
+/// there; `--lr 50` does within a few steps.
+pub const DIVERGED_LOSS: f64 = 30.0;
+
+/// `0.1` as "0.1" but `1e30` as "1e30", not thirty-one digits.
+fn short_float(v: f32) -> String {
+    if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-4) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
 /// Fraction of the steps spent warming up under [`LrSchedule::Cosine`].
 pub const WARMUP_FRACTION: f64 = 0.1;
 
@@ -85,7 +102,7 @@ pub struct TrainConfig {
 }
 
 /// Metrics at one point of training.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     /// Epoch (mini-batch, from 1) or iteration (full-batch, from 0).
     pub step: usize,
@@ -100,11 +117,125 @@ pub struct Record {
     pub seconds: f64,
 }
 
-/// Hooks for progress display.
+/// Hooks for progress display, checkpoints and stopping early.
 pub trait Observer {
     /// Called after every optimizer step with steps done and total.
     fn on_step(&mut self, _done: usize, _total: usize, _stats: &BatchStats) {}
     fn on_record(&mut self, _record: &Record) {}
+    /// Called after every step (and its record, if any) with everything
+    /// needed to resume from exactly here; [`Control::Stop`] ends training
+    /// now, with [`TrainOutcome::stopped`] set. Checkpoint writers and
+    /// Ctrl-C handling live here, so the loop knows nothing of files or
+    /// signals.
+    fn after_step(&mut self, _state: &TrainState) -> Control {
+        Control::Continue
+    }
+}
+
+/// What an [`Observer`] wants after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// Where a run is: enough, with the model and optimizer, to carry on and
+/// end bit-identical to a run that never stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position {
+    /// Optimizer steps taken over the whole run.
+    pub steps: usize,
+    /// Mini-batch: epochs finished; full-batch: iterations finished.
+    pub completed: usize,
+    /// Mini-batch: batches already taken in the unfinished epoch
+    /// `completed + 1` (0 at an epoch boundary).
+    pub batch_in_epoch: usize,
+    /// Mini-batch: the shuffle stream's word position at the start of the
+    /// unfinished epoch, i.e. before its permutation is drawn.
+    pub shuffle_word_pos: u128,
+    /// Mini-batch: training loss/accuracy of the unfinished epoch so far.
+    pub seen: BatchStats,
+}
+
+/// Everything that changes during training.
+#[derive(Debug, Clone)]
+pub struct TrainState {
+    pub model: Mlp,
+    pub optimizer: Optimizer,
+    pub position: Position,
+    /// Records so far (the metrics file of a resumed run has them all).
+    pub records: Vec<Record>,
+    /// Training seconds spent before this process took over (resume).
+    pub seconds: f64,
+}
+
+impl TrainState {
+    /// The state before the first step of a run of `cfg`.
+    pub fn new(cfg: &TrainConfig) -> TrainState {
+        TrainState {
+            model: Mlp::init(cfg.hidden, cfg.init, cfg.seed),
+            optimizer: Optimizer::new(cfg.optimizer, cfg.lr, cfg.momentum, cfg.hidden),
+            position: Position {
+                steps: 0,
+                completed: 0,
+                batch_in_epoch: 0,
+                shuffle_word_pos: SeededRng::new(cfg.seed, Stream::Shuffle).word_pos(),
+                seen: BatchStats::default(),
+            },
+            records: Vec::new(),
+            seconds: 0.0,
+        }
+    }
+
+    /// Whether every step of `cfg` is done.
+    pub fn is_finished(&self, cfg: &TrainConfig) -> bool {
+        let units = match cfg.schedule {
+            Schedule::FullBatch { iterations } => iterations,
+            Schedule::MiniBatch { epochs, .. } => epochs,
+        };
+        self.position.completed >= units
+    }
+
+    /// Checks that this state can continue a run of `cfg` on `rows` rows
+    /// (a checkpoint from another run or data set must not be resumed).
+    fn check_fits(&self, cfg: &TrainConfig, rows: usize) -> Result<(), String> {
+        let p = &self.position;
+        if self.model.hidden() != cfg.hidden {
+            return Err(format!(
+                "the model has {} hidden units, the run {}",
+                self.model.hidden(),
+                cfg.hidden
+            ));
+        }
+        if self.optimizer.kind != cfg.optimizer || self.optimizer.t != p.steps as u64 {
+            return Err(format!(
+                "optimizer {} after {} updates does not match {} after {} steps",
+                self.optimizer.kind.name(),
+                self.optimizer.t,
+                cfg.optimizer.name(),
+                p.steps
+            ));
+        }
+        let fits = match cfg.schedule {
+            Schedule::FullBatch { iterations } => {
+                p.completed <= iterations && p.steps == p.completed && p.batch_in_epoch == 0
+            }
+            Schedule::MiniBatch { epochs, batch_size } => {
+                let batches = rows.div_ceil(batch_size.clamp(1, rows.max(1)));
+                p.completed <= epochs
+                    && p.batch_in_epoch < batches
+                    && p.steps == p.completed * batches + p.batch_in_epoch
+            }
+        };
+        if !fits {
+            return Err(format!(
+                "position (step {}, {} done, batch {} of the next epoch) is not a point of \
+                 this run's schedule on {rows} rows",
+                p.steps, p.completed, p.batch_in_epoch
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// An observer that shows nothing.
@@ -114,12 +245,14 @@ impl Observer for Silent {}
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(
-        "training diverged at {unit} {at}: the loss became {loss} (weights NaN or infinite); \
-         try a smaller learning rate than --lr {lr}"
+        "training diverged at {unit} {at}: {what}; try a smaller learning rate than --lr {}",
+        short_float(*lr)
     )]
     Diverged {
         unit: &'static str,
         at: usize,
+        /// What was seen: NaN/infinite weights or loss, or a loss far above chance.
+        what: String,
         loss: f64,
         lr: f32,
     },
@@ -129,6 +262,8 @@ pub enum TrainError {
     Unlabeled,
     #[error("the training set is empty")]
     Empty,
+    #[error("cannot resume: {0}")]
+    Resume(String),
 }
 
 /// The trained model and how it got there.
@@ -138,6 +273,9 @@ pub struct TrainOutcome {
     pub records: Vec<Record>,
     pub steps: usize,
     pub seconds: f64,
+    /// The observer stopped training before the last step (Ctrl-C); `model`
+    /// is the model at that point.
+    pub stopped: bool,
 }
 
 /// Train a fresh model on `train`, evaluating on `heldout` at each record.
@@ -147,40 +285,65 @@ pub fn train(
     heldout: Option<&Dataset>,
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome, TrainError> {
+    train_from(cfg, TrainState::new(cfg), train, heldout, observer)
+}
+
+/// Carry a run of `cfg` on from `state` (a fresh [`TrainState::new`] or a
+/// checkpoint's). Given the same data, the result is bit-identical to an
+/// uninterrupted run's, whatever point `state` was saved at.
+pub fn train_from(
+    cfg: &TrainConfig,
+    state: TrainState,
+    train: &Dataset,
+    heldout: Option<&Dataset>,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome, TrainError> {
     let labels = train.labels.as_deref().ok_or(TrainError::Unlabeled)?;
     if train.is_empty() {
         return Err(TrainError::Empty);
     }
+    state
+        .check_fits(cfg, train.len())
+        .map_err(TrainError::Resume)?;
+    let mut st = state;
     let engine = cfg.engine.build();
-    let mut model = Mlp::init(cfg.hidden, cfg.init, cfg.seed);
-    let mut opt = Optimizer::new(cfg.optimizer, cfg.lr, cfg.momentum, cfg.hidden);
     let mut loop_state = Loop {
         engine: engine.as_ref(),
         heldout,
         shards: ShardBuffers::default(),
         grads: Mlp::zeros(cfg.hidden),
-        records: Vec::new(),
         start: Instant::now(),
+        seconds_before: st.seconds,
         lr: cfg.lr,
     };
+    let mut stopped = false;
     let steps = match cfg.schedule {
         Schedule::FullBatch { iterations } => {
             let every = cfg.log_every.max(1);
-            for it in 0..iterations {
-                opt.lr = cfg.lr_schedule.rate(cfg.lr, it, iterations);
+            while st.position.completed < iterations {
+                let it = st.position.completed;
+                st.optimizer.lr = cfg.lr_schedule.rate(cfg.lr, it, iterations);
                 let stats = loop_state.step(
-                    &mut model,
-                    &mut opt,
+                    &mut st.model,
+                    &mut st.optimizer,
                     &train.pixels,
                     labels,
                     "iteration",
                     it,
                 )?;
+                st.position.steps += 1;
+                st.position.completed += 1;
                 observer.on_step(it + 1, iterations, &stats);
                 if it % every == 0 || it + 1 == iterations {
                     // The notebook prints the accuracy of iteration `it`'s forward pass.
-                    let r = loop_state.record(it, &stats, &model);
+                    let r = loop_state.record(it, &stats, &st.model);
                     observer.on_record(&r);
+                    st.records.push(r);
+                }
+                st.seconds = loop_state.seconds();
+                if observer.after_step(&st) == Control::Stop {
+                    stopped = st.position.completed < iterations;
+                    break;
                 }
             }
             iterations
@@ -192,34 +355,57 @@ pub fn train(
             let total = epochs * batches;
             let mut xb = Vec::with_capacity(batch_size * FEATURES);
             let mut yb = Vec::with_capacity(batch_size);
-            let mut done = 0;
-            for epoch in 1..=epochs {
+            'epochs: while st.position.completed < epochs {
+                let epoch = st.position.completed + 1;
+                rng.set_word_pos(st.position.shuffle_word_pos);
                 let order = rng.permutation(train.len());
-                let mut seen = BatchStats::default();
-                for idx in order.chunks(batch_size) {
+                for idx in order.chunks(batch_size).skip(st.position.batch_in_epoch) {
                     xb.clear();
                     yb.clear();
                     for &i in idx {
                         xb.extend_from_slice(train.row(i));
                         yb.push(labels[i]);
                     }
-                    opt.lr = cfg.lr_schedule.rate(cfg.lr, done, total);
-                    let stats = loop_state.step(&mut model, &mut opt, &xb, &yb, "epoch", epoch)?;
-                    seen.merge(stats);
-                    done += 1;
-                    observer.on_step(done, total, &stats);
+                    let done = st.position.steps;
+                    st.optimizer.lr = cfg.lr_schedule.rate(cfg.lr, done, total);
+                    let stats = loop_state.step(
+                        &mut st.model,
+                        &mut st.optimizer,
+                        &xb,
+                        &yb,
+                        "epoch",
+                        epoch,
+                    )?;
+                    st.position.seen.merge(stats);
+                    st.position.steps += 1;
+                    st.position.batch_in_epoch += 1;
+                    observer.on_step(done + 1, total, &stats);
+                    if st.position.batch_in_epoch == batches {
+                        let seen = std::mem::take(&mut st.position.seen);
+                        loop_state.check_loss(&seen, "epoch", epoch)?;
+                        let r = loop_state.record(epoch, &seen, &st.model);
+                        observer.on_record(&r);
+                        st.records.push(r);
+                        st.position.completed = epoch;
+                        st.position.batch_in_epoch = 0;
+                        st.position.shuffle_word_pos = rng.word_pos();
+                    }
+                    st.seconds = loop_state.seconds();
+                    if observer.after_step(&st) == Control::Stop {
+                        stopped = st.position.completed < epochs;
+                        break 'epochs;
+                    }
                 }
-                let r = loop_state.record(epoch, &seen, &model);
-                observer.on_record(&r);
             }
             total
         }
     };
     Ok(TrainOutcome {
-        model,
-        records: loop_state.records,
+        model: st.model,
+        records: st.records,
         steps,
-        seconds: loop_state.start.elapsed().as_secs_f64(),
+        seconds: loop_state.seconds(),
+        stopped,
     })
 }
 
@@ -229,8 +415,9 @@ struct Loop<'a> {
     heldout: Option<&'a Dataset>,
     shards: ShardBuffers,
     grads: Mlp,
-    records: Vec<Record>,
     start: Instant,
+    /// Training time of the run before this process resumed it.
+    seconds_before: f64,
     lr: f32,
 }
 
@@ -248,33 +435,69 @@ impl Loop<'_> {
             .shards
             .mean_gradients(self.engine, model, x, y, &mut self.grads);
         opt.step(model, &self.grads);
-        let loss = stats.mean_loss();
-        if !loss.is_finite() || !model.is_finite() {
-            return Err(TrainError::Diverged {
-                unit,
-                at,
-                loss,
-                lr: self.lr,
-            });
+        if !model.is_finite() || !stats.mean_loss().is_finite() {
+            let what = format!(
+                "the loss became {} and the weights NaN or infinite",
+                stats.mean_loss()
+            );
+            return Err(self.diverged(unit, at, what, stats.mean_loss()));
+        }
+        // Single rows can be confidently wrong; a batch of 32 far above
+        // chance cannot, in a run that is learning.
+        if stats.rows >= 32 {
+            self.check_loss(&stats, unit, at)?;
         }
         Ok(stats)
     }
 
-    fn record(&mut self, step: usize, seen: &BatchStats, model: &Mlp) -> Record {
+    /// A mean loss above [`DIVERGED_LOSS`] means the run has blown up even if
+    /// every number is still finite (the max-subtracted softmax and the
+    /// clamped log keep them finite, e.g. at `--lr 50`).
+    fn check_loss(
+        &self,
+        stats: &BatchStats,
+        unit: &'static str,
+        at: usize,
+    ) -> Result<(), TrainError> {
+        let loss = stats.mean_loss();
+        if loss > DIVERGED_LOSS {
+            let what = format!(
+                "the mean loss reached {loss:.1}, more than {:.0}x chance level (ln 10 = 2.30)",
+                DIVERGED_LOSS / CHANCE_LOSS
+            );
+            return Err(self.diverged(unit, at, what, loss));
+        }
+        Ok(())
+    }
+
+    fn diverged(&self, unit: &'static str, at: usize, what: String, loss: f64) -> TrainError {
+        TrainError::Diverged {
+            unit,
+            at,
+            what,
+            loss,
+            lr: self.lr,
+        }
+    }
+
+    /// Seconds of training so far, including before a resume.
+    fn seconds(&self) -> f64 {
+        self.seconds_before + self.start.elapsed().as_secs_f64()
+    }
+
+    fn record(&self, step: usize, seen: &BatchStats, model: &Mlp) -> Record {
         let held: Option<Evaluation> = self
             .heldout
             .filter(|h| !h.is_empty() && h.labels.is_some())
             .map(|h| evaluate(self.engine, model, h));
-        let r = Record {
+        Record {
             step,
             train_loss: seen.mean_loss(),
             train_accuracy: seen.accuracy(),
             heldout_loss: held.as_ref().map(|e| e.stats.mean_loss()),
             heldout_accuracy: held.as_ref().map(|e| e.stats.accuracy()),
-            seconds: self.start.elapsed().as_secs_f64(),
-        };
-        self.records.push(r.clone());
-        r
+            seconds: self.seconds(),
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub const SHARD_ROWS: usize = 256;
 #[derive(Debug, Default)]
 pub struct ShardBuffers {
     shards: Vec<Gradients>,
+    /// Each shard's loss/accuracy counts, kept so a step allocates nothing.
+    stats: Vec<BatchStats>,
 }
 
 impl ShardBuffers {
@@ -45,20 +47,21 @@ impl ShardBuffers {
             let h = model.hidden();
             if self.shards.len() < n || self.shards[0].hidden() != h {
                 self.shards = (0..n).map(|_| Mlp::zeros(h)).collect();
+                self.stats = vec![BatchStats::default(); n];
             }
-            let per_shard: Vec<BatchStats> = self.shards[..n]
+            self.shards[..n]
                 .par_iter_mut()
+                .zip(&mut self.stats[..n])
                 .zip(x.par_chunks(SHARD_ROWS * FEATURES))
                 .zip(y.par_chunks(SHARD_ROWS))
-                .map(|((g, xs), ys)| {
+                .for_each(|(((g, s), xs), ys)| {
                     g.fill(0.0);
-                    engine.accumulate(model, xs, ys, g)
-                })
-                .collect();
+                    *s = engine.accumulate(model, xs, ys, g);
+                });
             // The fixed-order reduction.
-            for (g, s) in self.shards[..n].iter().zip(per_shard) {
+            for (g, s) in self.shards[..n].iter().zip(&self.stats[..n]) {
                 out.add_assign(g);
-                stats.merge(s);
+                stats.merge(*s);
             }
         }
         out.scale(1.0 / rows as f32);

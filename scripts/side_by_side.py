@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""numpy vs mnist-blas on the same train.csv, in one invocation.
+
+Part 1, the notebook's job: scripts/notebook.py (the Kaggle notebook's
+algorithm in numpy, float64, faithful) and `mnist-blas train --preset
+notebook` with each engine given by --engines, run in turn A, B, C, A, B,
+C, ... --runs times, so a drift in the machine's speed hits all alike.
+For each: whole-process wall time (measured here, around the child),
+load and fit time and accuracy (from the child's JSON line), peak RSS (the
+kernel's ru_maxrss of the child), and ratios to numpy.
+
+Part 2, mini-batch training: scripts/numpy_minibatch.py (correct 784-10-10,
+float32, Adam, batch 32) vs `mnist-blas train` (same network, optimizer and
+batch size), median seconds per epoch over 33,600 rows, and the ratio.
+
+Part 3, cold start to 92% held-out accuracy: `mnist-blas train --epochs E`
+for E = 1, 2, ... until the held-out accuracy reaches 0.92; whole-process
+wall time of that run.
+
+Needs: python3 with numpy and pandas, and a release build:
+    cargo build --release --features blas
+Usage:
+    python3 scripts/side_by_side.py train.csv [--runs 3] [--engines blas,sparse]
+(a .csv.gz works too; both sides then pay for decompression.)
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(cmd):
+    """Run `cmd`; return (wall seconds, peak RSS MB, JSON of its last line)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # wait4 gives this child's own rusage (ru_maxrss in KiB on Linux).
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{err}")
+    last = out.strip().splitlines()[-1]
+    return wall, usage.ru_maxrss / 1024, json.loads(last)
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("csv", help="Kaggle train.csv (or .csv.gz)")
+    ap.add_argument("--runs", type=int, default=3, help="alternating runs per command (median reported)")
+    ap.add_argument("--engines", default="blas,sparse", help="mnist-blas engines to time, comma-separated")
+    ap.add_argument("--binary", default=str(ROOT / "target/release/mnist-blas"))
+    ap.add_argument("--epochs", type=int, default=3, help="epochs for the mini-batch comparison")
+    ap.add_argument("--skip-minibatch", action="store_true")
+    args = ap.parse_args()
+    if not Path(args.binary).exists():
+        sys.exit(f"{args.binary} not found: run `cargo build --release --features blas` first")
+    engines = [e for e in args.engines.split(",") if e]
+    tmp = tempfile.mkdtemp(prefix="side_by_side_")
+    outputs = ["--model", f"{tmp}/model.npz", "--metrics", f"{tmp}/metrics.csv"]
+    py = sys.executable
+
+    # --- Part 1: the notebook's job ---------------------------------------
+    commands = {"numpy notebook (float64)": [py, str(ROOT / "scripts/notebook.py"), args.csv, "--seed", "0"]}
+    for e in engines:
+        commands[f"mnist-blas --engine {e}"] = [
+            args.binary, "train", "--preset", "notebook", "--data", args.csv,
+            "--engine", e, "--json", "--quiet", *outputs]
+    results = {name: [] for name in commands}
+    for r in range(args.runs):
+        for name, cmd in commands.items():
+            wall, rss, js = run(cmd)
+            if name.startswith("numpy"):
+                row = dict(wall=wall, load=js["load_seconds"], fit=js["fit_seconds"],
+                           rss=rss, acc=js["test_accuracy"])
+            else:
+                row = dict(wall=wall, load=js["load_seconds"], fit=js["train_seconds"],
+                           rss=rss, acc=js["heldout_accuracy"])
+            results[name].append(row)
+            print(f"  run {r + 1}: {name:<28} wall {wall:6.2f} s", file=sys.stderr)
+
+    print(f"\nThe notebook's job on {args.csv}: median of {args.runs} alternating runs")
+    print(f"{'':<28} {'wall s':>8} {'load s':>8} {'fit s':>8} {'peak MB':>8} {'accuracy':>9}"
+          f" {'wall ratio':>11} {'fit ratio':>10}")
+    base = None
+    for name, rows in results.items():
+        m = {k: median([row[k] for row in rows]) for k in rows[0]}
+        if base is None:
+            base = m
+        print(f"{name:<28} {m['wall']:8.2f} {m['load']:8.2f} {m['fit']:8.2f} {m['rss']:8.0f}"
+              f" {m['acc']:9.4f} {base['wall'] / m['wall']:10.1f}x {base['fit'] / m['fit']:9.1f}x")
+    print("accuracy: numpy = its test set (80% of rows, the notebook's bias bug kept);"
+          " mnist-blas = held-out 80% (bug fixed).  ratio = numpy / this row.")
+
+    if args.skip_minibatch:
+        return
+    # --- Part 2: mini-batch epochs -----------------------------------------
+    mb = {"numpy mini-batch (float32, Adam)": [py, str(ROOT / "scripts/numpy_minibatch.py"), args.csv,
+                                                "--epochs", str(args.epochs), "--batch-size", "32"]}
+    for e in engines:
+        mb[f"mnist-blas --engine {e}"] = [
+            args.binary, "train", "--data", args.csv, "--epochs", str(args.epochs), "--batch-size", "32",
+            "--optimizer", "adam", "--engine", e, "--json", "--quiet", *outputs]
+    epoch = {name: [] for name in mb}
+    acc = {}
+    for _ in range(args.runs):
+        for name, cmd in mb.items():
+            _, _, js = run(cmd)
+            if name.startswith("numpy"):
+                epoch[name].append(js["median_epoch_seconds"])
+                acc[name] = js["heldout_accuracy"]
+            else:
+                # train_seconds covers the epochs plus one held-out evaluation per epoch.
+                epoch[name].append(js["train_seconds"] / js["epochs"])
+                acc[name] = js["heldout_accuracy"]
+    print(f"\nMini-batch training, batch 32, {args.epochs} epochs over the 80% split"
+          f" (33,600 rows of Kaggle's 42,000): median seconds per epoch")
+    base = None
+    for name in mb:
+        s = median(epoch[name])
+        base = base or s
+        print(f"{name:<34} {s:8.4f} s/epoch   held-out {acc[name]:.4f}   {base / s:6.1f}x")
+    print("(mnist-blas's per-epoch time includes its per-epoch held-out evaluation; numpy's does not.)")
+
+    # --- Part 3: cold start to 92% held-out --------------------------------
+    print("\nCold start to 92% held-out accuracy (784-10-10, default preset, whole process):")
+    for e in engines:
+        for epochs in range(1, 11):
+            wall, rss, js = run([args.binary, "train", "--data", args.csv, "--epochs", str(epochs),
+                                 "--engine", e, "--json", "--quiet", *outputs])
+            if js["heldout_accuracy"] >= 0.92:
+                print(f"mnist-blas --engine {e:<7} --epochs {epochs}: held-out {js['heldout_accuracy']:.4f}"
+                      f" in {wall:.3f} s wall (load {js['load_seconds']:.3f} s, train {js['train_seconds']:.3f} s)")
+                break
+        else:
+            print(f"mnist-blas --engine {e}: did not reach 92% in 10 epochs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,495 @@
+//! Checkpoints: a training run saved mid-way so it can be continued, with a
+//! result bit-identical to a run that never stopped.
+//!
+//! A checkpoint is an `.npz` (written atomically, like every output):
+//! - `w1`, `b1`, `w2`, `b2`: the model, in the model file's names and shapes
+//!   (so `predict --model model.ckpt.npz` works on it too);
+//! - `m_w1` ... `m_b2` and `v_w1` ... `v_b2`: the optimizer's moments (only
+//!   those the optimizer has: none for SGD, `m` for momentum, both for Adam);
+//! - `state`: UTF-8 JSON bytes with the position in the run (steps, epoch,
+//!   batch in the epoch, shuffle stream word position), the optimizer's step
+//!   count, the records so far, and what the run was: its [`TrainConfig`],
+//!   its `--split` and a fingerprint of its training rows, so a checkpoint is
+//!   never continued with other settings or other data.
+//!
+//! Floats that decide anything are stored as raw bits (arrays in `.npz` are
+//! exact; JSON holds only integers and the records, which are for display).
+
+use crate::data::Dataset;
+use crate::engine::BatchStats;
+use crate::model::{Mlp, ModelError};
+use crate::output::{write_atomic, WriteError};
+use crate::train::{
+    Control, Observer, Optimizer, OptimizerKind, Position, Record, TrainConfig, TrainState,
+};
+use ndarray::{Array1, Array2, Ix1, Ix2, OwnedRepr};
+use ndarray_npy::{NpzReader, NpzWriter};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Bumped when the layout changes; older files are refused by name.
+pub const FORMAT: u32 = 1;
+
+/// The default checkpoint path for a model path: `model.npz` ->
+/// `model.ckpt.npz`.
+pub fn default_path(model: &Path) -> PathBuf {
+    model.with_extension("ckpt.npz")
+}
+
+/// What a run trains on besides its [`TrainConfig`]: two runs with equal
+/// configs and equal identities take the same steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunIdentity {
+    /// `--split` (the training fraction).
+    pub split: f64,
+    /// Training rows (after the split).
+    pub rows: usize,
+    /// CRC-32 of the training pixels, then of the labels.
+    pub pixels_crc32: u32,
+    pub labels_crc32: u32,
+}
+
+impl RunIdentity {
+    pub fn of(split: f64, train: &Dataset) -> RunIdentity {
+        RunIdentity {
+            split,
+            rows: train.len(),
+            pixels_crc32: crc32fast::hash(&train.pixels),
+            labels_crc32: crc32fast::hash(train.labels.as_deref().unwrap_or(&[])),
+        }
+    }
+}
+
+/// A checkpoint that cannot be read or does not belong to this run.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
+pub struct CheckpointError {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+impl CheckpointError {
+    fn new(path: &Path, problem: impl Into<String>) -> Self {
+        CheckpointError {
+            path: path.to_path_buf(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<ModelError> for CheckpointError {
+    fn from(e: ModelError) -> Self {
+        CheckpointError {
+            path: e.path,
+            problem: e.problem,
+        }
+    }
+}
+
+/// The JSON part.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    format: u32,
+    config: serde_json::Value,
+    identity: RunIdentity,
+    optimizer: OptimizerKind,
+    optimizer_steps: u64,
+    steps: usize,
+    completed: usize,
+    batch_in_epoch: usize,
+    /// Decimal: JSON numbers do not reliably hold 128 bits.
+    shuffle_word_pos: String,
+    seen_loss_sum_bits: u64,
+    seen_correct: usize,
+    seen_rows: usize,
+    records: Vec<Record>,
+    seconds: f64,
+}
+
+/// A checkpoint as read from disk; [`Checkpoint::into_state`] turns it into
+/// a [`TrainState`] once it is known to match the run.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    meta: Meta,
+    model: Mlp,
+    m: Option<Mlp>,
+    v: Option<Mlp>,
+}
+
+/// Save `state` of the run (`cfg`, `identity`) to `path`, atomically.
+pub fn save(
+    path: &Path,
+    cfg: &TrainConfig,
+    identity: &RunIdentity,
+    state: &TrainState,
+) -> Result<(), WriteError> {
+    let p = &state.position;
+    let meta = Meta {
+        format: FORMAT,
+        config: serde_json::to_value(cfg).expect("config serialises"),
+        identity: identity.clone(),
+        optimizer: state.optimizer.kind,
+        optimizer_steps: state.optimizer.t,
+        steps: p.steps,
+        completed: p.completed,
+        batch_in_epoch: p.batch_in_epoch,
+        shuffle_word_pos: p.shuffle_word_pos.to_string(),
+        seen_loss_sum_bits: p.seen.loss_sum.to_bits(),
+        seen_correct: p.seen.correct,
+        seen_rows: p.seen.rows,
+        records: state.records.clone(),
+        seconds: state.seconds,
+    };
+    let json = serde_json::to_vec(&meta).expect("meta serialises");
+    let opt = &state.optimizer;
+    let moments: Vec<(&str, &Mlp)> = match opt.kind {
+        OptimizerKind::Sgd => vec![],
+        OptimizerKind::Momentum => vec![("m", &opt.m)],
+        OptimizerKind::Adam => vec![("m", &opt.m), ("v", &opt.v)],
+    };
+    write_atomic(path, |w| {
+        // Uncompressed: checkpoints are written often and read rarely.
+        let mut npz = NpzWriter::new(w);
+        let err = std::io::Error::other;
+        let m = &state.model;
+        let h = m.hidden();
+        let b1 = m.b1.view().into_shape_with_order((h, 1)).expect("h x 1");
+        let b2 = m.b2.view().into_shape_with_order((10, 1)).expect("10 x 1");
+        npz.add_array("w1", &m.w1).map_err(err)?;
+        npz.add_array("b1", &b1).map_err(err)?;
+        npz.add_array("w2", &m.w2).map_err(err)?;
+        npz.add_array("b2", &b2).map_err(err)?;
+        for (prefix, g) in moments {
+            npz.add_array(format!("{prefix}_w1"), &g.w1).map_err(err)?;
+            npz.add_array(format!("{prefix}_b1"), &g.b1).map_err(err)?;
+            npz.add_array(format!("{prefix}_w2"), &g.w2).map_err(err)?;
+            npz.add_array(format!("{prefix}_b2"), &g.b2).map_err(err)?;
+        }
+        npz.add_array("state", &Array1::from(json)).map_err(err)?;
+        npz.finish().map_err(err)?;
+        Ok(())
+    })
+}
+
+impl Checkpoint {
+    /// Read a checkpoint written by [`save`].
+    pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| CheckpointError::new(path, format!("cannot open: {e}")))?;
+        let mut npz = NpzReader::new(file).map_err(|e| {
+            CheckpointError::new(path, format!("not a valid checkpoint (.npz) file: {e}"))
+        })?;
+        let names = npz.names().unwrap_or_default();
+        if !names.iter().any(|n| n == "state") {
+            return Err(CheckpointError::new(
+                path,
+                "not a checkpoint: no 'state' array (a model file? checkpoints are written by \
+                 `train --checkpoint-every N` or Ctrl-C)",
+            ));
+        }
+        let json: Array1<u8> = npz
+            .by_name::<OwnedRepr<u8>, Ix1>("state")
+            .map_err(|e| CheckpointError::new(path, format!("array 'state': {e}")))?;
+        let meta: Meta = serde_json::from_slice(json.as_slice().unwrap_or_default())
+            .map_err(|e| CheckpointError::new(path, format!("array 'state': bad JSON: {e}")))?;
+        if meta.format != FORMAT {
+            return Err(CheckpointError::new(
+                path,
+                format!(
+                    "checkpoint format {} (this program reads format {FORMAT})",
+                    meta.format
+                ),
+            ));
+        }
+        let model = Mlp::from_npz(&mut npz, path)?;
+        let h = model.hidden();
+        let mut moment = |prefix: &str| -> Result<Mlp, CheckpointError> {
+            let w1 = read2(&mut npz, path, &format!("{prefix}_w1"), (h, 784))?;
+            let b1 = read1(&mut npz, path, &format!("{prefix}_b1"), h)?;
+            let w2 = read2(&mut npz, path, &format!("{prefix}_w2"), (10, h))?;
+            let b2 = read1(&mut npz, path, &format!("{prefix}_b2"), 10)?;
+            Ok(Mlp { w1, b1, w2, b2 })
+        };
+        let (m, v) = match meta.optimizer {
+            OptimizerKind::Sgd => (None, None),
+            OptimizerKind::Momentum => (Some(moment("m")?), None),
+            OptimizerKind::Adam => (Some(moment("m")?), Some(moment("v")?)),
+        };
+        Ok(Checkpoint {
+            path: path.to_path_buf(),
+            meta,
+            model,
+            m,
+            v,
+        })
+    }
+
+    /// Optimizer steps taken when the checkpoint was written.
+    pub fn steps(&self) -> usize {
+        self.meta.steps
+    }
+
+    /// Epochs (mini-batch) or iterations (full-batch) finished.
+    pub fn completed(&self) -> usize {
+        self.meta.completed
+    }
+
+    /// The model at the checkpoint.
+    pub fn model(&self) -> &Mlp {
+        &self.model
+    }
+
+    /// Refuses, naming the first difference as a flag, a checkpoint written
+    /// by a run with other settings or other training rows.
+    pub fn check_matches(
+        &self,
+        cfg: &TrainConfig,
+        identity: &RunIdentity,
+    ) -> Result<(), CheckpointError> {
+        let now = serde_json::to_value(cfg).expect("config serialises");
+        if let Some((flag, then, here)) = first_difference(&self.meta.config, &now) {
+            return Err(CheckpointError::new(
+                &self.path,
+                format!(
+                    "was written by a run with {flag} {then}, this run has {flag} {here}; \
+                     resume with the flags of the run that wrote it"
+                ),
+            ));
+        }
+        let was = &self.meta.identity;
+        if was.split != identity.split {
+            return Err(CheckpointError::new(
+                &self.path,
+                format!(
+                    "was written by a run with --split {}, this run has --split {}",
+                    was.split, identity.split
+                ),
+            ));
+        }
+        if was != identity {
+            return Err(CheckpointError::new(
+                &self.path,
+                format!(
+                    "was written by a run on other training data ({} rows, CRC-32 {:08x}; \
+                     this run: {} rows, CRC-32 {:08x}); resume with the same --data",
+                    was.rows, was.pixels_crc32, identity.rows, identity.pixels_crc32
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The training state to continue from, for the run `cfg` (checked with
+    /// [`Checkpoint::check_matches`] first).
+    pub fn into_state(self, cfg: &TrainConfig) -> Result<TrainState, CheckpointError> {
+        let path = self.path.clone();
+        let bad = |what: String| CheckpointError::new(&path, what);
+        let meta = self.meta;
+        let shuffle_word_pos: u128 = meta.shuffle_word_pos.parse().map_err(|_| {
+            bad(format!(
+                "state: shuffle_word_pos {:?} is not a number",
+                meta.shuffle_word_pos
+            ))
+        })?;
+        let mut optimizer = Optimizer::new(cfg.optimizer, cfg.lr, cfg.momentum, cfg.hidden);
+        if optimizer.kind != meta.optimizer {
+            return Err(bad(format!(
+                "holds {} optimizer state, the run uses {}",
+                meta.optimizer.name(),
+                cfg.optimizer.name()
+            )));
+        }
+        optimizer.t = meta.optimizer_steps;
+        if let Some(m) = self.m {
+            optimizer.m = m;
+        }
+        if let Some(v) = self.v {
+            optimizer.v = v;
+        }
+        Ok(TrainState {
+            model: self.model,
+            optimizer,
+            position: Position {
+                steps: meta.steps,
+                completed: meta.completed,
+                batch_in_epoch: meta.batch_in_epoch,
+                shuffle_word_pos,
+                seen: BatchStats {
+                    loss_sum: f64::from_bits(meta.seen_loss_sum_bits),
+                    correct: meta.seen_correct,
+                    rows: meta.seen_rows,
+                },
+            },
+            records: meta.records,
+            seconds: meta.seconds,
+        })
+    }
+}
+
+fn read2(
+    npz: &mut NpzReader<std::fs::File>,
+    path: &Path,
+    name: &str,
+    shape: (usize, usize),
+) -> Result<Array2<f32>, CheckpointError> {
+    let a: Array2<f32> = npz.by_name::<OwnedRepr<f32>, Ix2>(name).map_err(|e| {
+        CheckpointError::new(
+            path,
+            format!("array '{name}': expected float32 {shape:?}: {e}"),
+        )
+    })?;
+    if a.dim() != shape {
+        return Err(CheckpointError::new(
+            path,
+            format!(
+                "array '{name}': expected shape {shape:?}, found {:?}",
+                a.dim()
+            ),
+        ));
+    }
+    Ok(a.as_standard_layout().into_owned())
+}
+
+fn read1(
+    npz: &mut NpzReader<std::fs::File>,
+    path: &Path,
+    name: &str,
+    len: usize,
+) -> Result<Array1<f32>, CheckpointError> {
+    let a: Array1<f32> = npz.by_name::<OwnedRepr<f32>, Ix1>(name).map_err(|e| {
+        CheckpointError::new(
+            path,
+            format!("array '{name}': expected float32 ({len},): {e}"),
+        )
+    })?;
+    if a.len() != len {
+        return Err(CheckpointError::new(
+            path,
+            format!("array '{name}': expected {len} values, found {}", a.len()),
+        ));
+    }
+    Ok(a)
+}
+
+/// The first setting that differs between two serialised configs, as
+/// (flag, value in `then`, value in `now`).
+fn first_difference(
+    then: &serde_json::Value,
+    now: &serde_json::Value,
+) -> Option<(String, String, String)> {
+    let (Some(then), Some(now)) = (then.as_object(), now.as_object()) else {
+        return (then != now).then(|| ("config".into(), then.to_string(), now.to_string()));
+    };
+    let mut keys: Vec<&String> = then.keys().chain(now.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let (a, b) = (then.get(key), now.get(key));
+        if a == b {
+            continue;
+        }
+        if let (Some(a @ serde_json::Value::Object(_)), Some(b @ serde_json::Value::Object(_))) =
+            (a, b)
+        {
+            if let Some(d) = first_difference(a, b) {
+                return Some(d);
+            }
+            continue;
+        }
+        let flag = match key.as_str() {
+            // `{"schedule": "full-batch"}` vs `"mini-batch"`: --batch-size full or not.
+            "schedule" => "--batch-size".to_string(),
+            k => format!("--{}", k.replace('_', "-")),
+        };
+        let show = |v: Option<&serde_json::Value>| match v {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            // f32 settings (--lr) come back as f64: show them as typed.
+            Some(serde_json::Value::Number(n))
+                if n.as_f64()
+                    .is_some_and(|x| x.fract() != 0.0 && x as f32 as f64 == x) =>
+            {
+                (n.as_f64().unwrap_or_default() as f32).to_string()
+            }
+            Some(v) => v.to_string(),
+            None => "(unset)".into(),
+        };
+        return Some((flag, show(a), show(b)));
+    }
+    None
+}
+
+/// Wraps the run's observer: writes a checkpoint every `every` epochs
+/// (mini-batch) or iterations (full-batch), and when `stop` is raised
+/// (Ctrl-C) writes one and stops training after the current step.
+pub struct Checkpointer<'a> {
+    pub inner: &'a mut dyn Observer,
+    pub path: PathBuf,
+    pub every: Option<usize>,
+    pub config: &'a TrainConfig,
+    pub identity: RunIdentity,
+    pub stop: &'a AtomicBool,
+    /// Position of the last checkpoint written.
+    pub written: Option<Position>,
+    /// Set when training stopped because `stop` was raised.
+    pub interrupted: bool,
+    /// A checkpoint that could not be written (training stops).
+    pub error: Option<WriteError>,
+}
+
+impl<'a> Checkpointer<'a> {
+    pub fn new(
+        inner: &'a mut dyn Observer,
+        path: PathBuf,
+        every: Option<usize>,
+        config: &'a TrainConfig,
+        identity: RunIdentity,
+        stop: &'a AtomicBool,
+    ) -> Self {
+        Checkpointer {
+            inner,
+            path,
+            every,
+            config,
+            identity,
+            stop,
+            written: None,
+            interrupted: false,
+            error: None,
+        }
+    }
+}
+
+impl Observer for Checkpointer<'_> {
+    fn on_step(&mut self, done: usize, total: usize, stats: &BatchStats) {
+        self.inner.on_step(done, total, stats);
+    }
+
+    fn on_record(&mut self, record: &Record) {
+        self.inner.on_record(record);
+    }
+
+    fn after_step(&mut self, state: &TrainState) -> Control {
+        if self.inner.after_step(state) == Control::Stop {
+            return Control::Stop;
+        }
+        let p = &state.position;
+        let stop = self.stop.load(Ordering::SeqCst);
+        let due = self
+            .every
+            .is_some_and(|n| p.batch_in_epoch == 0 && p.completed % n.max(1) == 0);
+        if due || stop {
+            if let Err(e) = save(&self.path, self.config, &self.identity, state) {
+                self.error = Some(e);
+                return Control::Stop;
+            }
+            self.written = Some(p.clone());
+        }
+        if stop {
+            self.interrupted = true;
+            return Control::Stop;
+        }
+        Control::Continue
+    }
+}

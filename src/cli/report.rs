@@ -1,0 +1,195 @@
+//! The screen that ends every `train`: what data, which model and engine
+//! (and whether OpenBLAS is linked), the settings, where the time went, the
+//! throughput, the final accuracies and the files written.
+
+use super::progress::human_count;
+use super::train::TrainSummary;
+use crate::engine::EngineKind;
+use std::fmt::Write;
+use std::path::Path;
+
+/// Width of the rule above the summary.
+const RULE: usize = 78;
+
+/// The summary screen (several lines, no trailing newline); `source_rows`
+/// is the size of the loaded file, `written` the files the run wrote.
+pub fn summary_screen(s: &TrainSummary, source_rows: usize, written: &[&Path]) -> String {
+    let mut out = String::new();
+    let title = "-- summary ";
+    let _ = writeln!(out, "{title}{}", "-".repeat(RULE - title.len()));
+    let mut line = |key: &str, value: String| {
+        let _ = writeln!(out, "{:<12}{value}", format!("{key}:"));
+    };
+    line(
+        "data",
+        format!("{} ({} rows)", s.data, thousands(source_rows)),
+    );
+    line(
+        "split",
+        format!(
+            "{} train / {} held out (--split {}, seed {})",
+            thousands(s.train_rows),
+            thousands(s.heldout_rows),
+            s.split,
+            s.seed
+        ),
+    );
+    let params = s.hidden * 784 + s.hidden + 10 * s.hidden + 10;
+    line(
+        "model",
+        format!(
+            "784-{}-10 ({} parameters), init {}",
+            s.hidden,
+            thousands(params),
+            serde_name(&s.init)
+        ),
+    );
+    line("engine", engine_line(s.engine, s.threads));
+    line("blas", blas_line(s.engine));
+    let mut settings = format!(
+        "{} lr {} ({} schedule)",
+        s.optimizer.name(),
+        s.lr,
+        serde_name(&s.lr_schedule)
+    );
+    if s.optimizer == crate::train::OptimizerKind::Momentum {
+        let _ = write!(settings, ", momentum {}", s.momentum);
+    }
+    match (s.iterations, s.epochs, s.batch_size) {
+        (Some(it), _, _) => {
+            let _ = write!(settings, ", full batch, {} iterations", thousands(it));
+        }
+        (_, Some(epochs), Some(batch)) => {
+            let _ = write!(
+                settings,
+                ", batch {batch}, {epochs} epochs = {} steps",
+                thousands(s.steps)
+            );
+        }
+        _ => {}
+    }
+    let _ = write!(settings, "; preset {}", serde_name(&s.preset));
+    line("settings", settings);
+    line(
+        "time",
+        format!(
+            "load {:.2} s, train {:.2} s, eval {:.2} s (total {:.2} s)",
+            s.load_seconds, s.train_seconds, s.eval_seconds, s.seconds
+        ),
+    );
+    line(
+        "throughput",
+        format!(
+            "{} samples/s ({} samples in {:.2} s, held-out checks included)",
+            human_count(s.samples_per_second),
+            thousands(s.samples),
+            s.train_seconds
+        ),
+    );
+    line(
+        "final",
+        format!(
+            "train accuracy {:.4} (loss {:.4}), held-out accuracy {:.4} (loss {:.4})",
+            s.train_accuracy, s.train_loss, s.heldout_accuracy, s.heldout_loss
+        ),
+    );
+    line(
+        "wrote",
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    out.pop();
+    out
+}
+
+/// What computes the products.
+fn engine_line(engine: EngineKind, threads: usize) -> String {
+    let what = match engine {
+        EngineKind::Blas => "f32 matrix products",
+        EngineKind::Naive => "f64 loops, the reference",
+        EngineKind::Sparse => "f32 over each image's non-zero pixels",
+    };
+    format!(
+        "{} ({what}), batches sharded over {threads} rayon thread(s)",
+        engine.name()
+    )
+}
+
+/// What the blas engine's matrix products run on, in a few words:
+/// "OpenBLAS 0.3.21" or "pure-Rust matrixmultiply".
+pub fn matmul_backend() -> String {
+    match crate::blas_threads::openblas_threads() {
+        Some(_) => openblas_version(),
+        None => "pure-Rust matrixmultiply".to_string(),
+    }
+}
+
+/// "OpenBLAS 0.3.21", from OpenBLAS's build description.
+fn openblas_version() -> String {
+    let config = crate::blas_threads::openblas_config();
+    let words: Vec<&str> = config.split_whitespace().take(2).collect();
+    words.join(" ").trim_end_matches(';').to_string()
+}
+
+/// Whether OpenBLAS is linked, its version, kernel and thread count.
+fn blas_line(engine: EngineKind) -> String {
+    let unused = if engine == EngineKind::Blas {
+        ""
+    } else {
+        " (not used by this engine)"
+    };
+    match crate::blas_threads::openblas_threads() {
+        Some(threads) => {
+            // "OpenBLAS 0.3.21 NO_LAPACKE ...; core Haswell; 1 thread(s)"
+            let config = crate::blas_threads::openblas_config();
+            let core = config
+                .split("; ")
+                .find_map(|part| part.strip_prefix("core "))
+                .unwrap_or("?");
+            format!(
+                "{} linked (kernel {core}, {threads} thread(s): rayon owns the cores){unused}",
+                openblas_version()
+            )
+        }
+        None => format!(
+            "OpenBLAS not linked: pure-Rust matrixmultiply (build with --features blas){unused}"
+        ),
+    }
+}
+
+/// The name serde gives a unit enum value ("he", "cosine", "default").
+fn serde_name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".into(),
+    }
+}
+
+/// 3360000 -> "3,360,000".
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(7960), "7,960");
+        assert_eq!(thousands(3_360_000), "3,360,000");
+    }
+}

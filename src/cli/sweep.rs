@@ -1,0 +1,458 @@
+//! `mnist-blas sweep`: many `train` runs over one loaded data set, in
+//! parallel, with resumable results, a summary table and a plot; or the
+//! runs as `mnist-blas train` command lines for other machines, and
+//! `--collect` to merge what they wrote.
+
+use crate::sweep::grid::{expand_grid, sample_random, Axis, Flags};
+use crate::sweep::results::{
+    read_curves, read_results, Measured, ResultPaths, RunResult, FAILED, OK,
+};
+use crate::sweep::{self, plot, run, summary, RunSpec};
+use anyhow::{bail, Context, Result};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    mnist-blas sweep --data train.csv.gz --lr 0.05,0.1,0.2 --batch-size 32,128 --optimizer sgd,adam --seed 1,2,3\n  \
+    mnist-blas sweep --data train.csv.gz --samples 20 --lr 1e-4:0.3 --hidden 10:64 --seed 1,2\n  \
+    mnist-blas sweep --data train.csv.gz --lr 0.1,0.2 --axis lr-schedule=constant,cosine -- --split 0.9\n  \
+    mnist-blas sweep --data /abs/train.csv.gz --lr 0.1,0.2 --emit-commands --out-dir runs > jobs.txt\n  \
+    parallel < jobs.txt && mnist-blas sweep --collect runs\n\n\
+    Every run is the `mnist-blas train` run with the same flags: same split, init, shuffles and \
+    final evaluation, bit for bit. Re-running a sweep skips the runs already in --results.")]
+pub struct SweepArgs {
+    /// Training data, as for `train`; read once for all runs.
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+    /// Settings bundle for every run, as for `train` (default, notebook).
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+
+    /// Hidden widths to sweep, e.g. `10,32,64` (random search: `10:128`).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub hidden: Vec<String>,
+    /// Initialisations to sweep: `uniform,he`.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub init: Vec<String>,
+    /// Optimizers to sweep: `sgd,momentum,adam`.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub optimizer: Vec<String>,
+    /// Learning rates to sweep, e.g. `0.05,0.1,0.2` (random search: `1e-4:0.3`, log-uniform).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub lr: Vec<String>,
+    /// Momentum coefficients to sweep (random search: `0.5:0.99`).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub momentum: Vec<String>,
+    /// Batch sizes to sweep, e.g. `32,128,full` (random search: `16:512`, log-uniform).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub batch_size: Vec<String>,
+    /// Epoch counts to sweep (random search: `5:20`).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub epochs: Vec<String>,
+    /// Seeds (split, init, shuffles), e.g. `1,2,3`. With --samples, every
+    /// sampled configuration runs with each listed seed.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub seed: Vec<String>,
+    /// Any other `train` flag to sweep, as `FLAG=V1,V2` (e.g. `iterations=100,500`).
+    #[arg(long = "axis", value_name = "FLAG=LIST")]
+    pub axes: Vec<String>,
+
+    /// Training fraction for every run, as for `train`.
+    #[arg(long, value_name = "FRACTION")]
+    pub split: Option<String>,
+    /// Full-batch gradient steps for every run, as for `train`.
+    #[arg(long, value_name = "N")]
+    pub iterations: Option<String>,
+    /// Arithmetic engine for every run (blas, naive).
+    #[arg(long, value_name = "ENGINE")]
+    pub engine: Option<String>,
+    /// Full-batch: record metrics every N iterations, as for `train`.
+    #[arg(long, value_name = "N")]
+    pub log_every: Option<String>,
+
+    /// Random search: draw this many configurations (lists: one value at
+    /// random; `lo:hi`: a value in the range) instead of the full grid.
+    #[arg(long, value_name = "N")]
+    pub samples: Option<usize>,
+    /// Seed of the random search's draws.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub sweep_seed: u64,
+
+    /// Runs at a time (0: one per core).
+    #[arg(long, short, default_value_t = 0, value_name = "N")]
+    pub jobs: usize,
+    /// Threads inside each run. Results do not depend on it.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub threads_per_run: usize,
+
+    /// Results CSV, one row per run, appended; runs already in it are skipped.
+    #[arg(long, default_value = "sweep-results.csv", value_name = "PATH")]
+    pub results: PathBuf,
+    /// One JSON line per run [default: the results path with .jsonl].
+    #[arg(long, value_name = "PATH")]
+    pub json_lines: Option<PathBuf>,
+    /// Per-epoch metrics of every run [default: RESULTS-curves.csv].
+    #[arg(long, value_name = "PATH")]
+    pub curves: Option<PathBuf>,
+    /// The summary plot [default: the results path with .png].
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+    /// Draw no plot.
+    #[arg(long)]
+    pub no_plot: bool,
+    /// Rows of the summary table.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
+    /// Also write each run's model as DIR/run-KEY.npz.
+    #[arg(long, value_name = "DIR")]
+    pub save_models: Option<PathBuf>,
+    /// List the configurations (key and `train` flags) and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print one `mnist-blas train ...` line per configuration (each writes
+    /// OUT-DIR/run-KEY.json) instead of running, for GNU parallel, SLURM, ...
+    #[arg(long)]
+    pub emit_commands: bool,
+    /// Where the emitted commands write, and the plan --collect reads.
+    #[arg(long, default_value = "sweep-runs", value_name = "DIR")]
+    pub out_dir: PathBuf,
+    /// The program the emitted commands call.
+    #[arg(long, default_value = "mnist-blas", value_name = "PATH")]
+    pub bin: String,
+    /// Merge the results of emitted commands in DIR into --results, then
+    /// summarise and plot; no grid flags needed.
+    #[arg(long, value_name = "DIR", conflicts_with = "emit_commands")]
+    pub collect: Option<PathBuf>,
+
+    /// Print only the summary (and errors).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Further `train` flags for every run, after `--`.
+    #[arg(last = true, value_name = "TRAIN FLAGS")]
+    pub extra: Vec<String>,
+}
+
+/// Flags the sweep sets itself for each run.
+const MANAGED: &[&str] = &[
+    "--data",
+    "--model",
+    "--metrics",
+    "--json",
+    "--quiet",
+    "-q",
+    "--threads",
+];
+
+impl SweepArgs {
+    fn paths(&self) -> (ResultPaths, PathBuf) {
+        let mut p = ResultPaths::beside(&self.results);
+        if let Some(j) = &self.json_lines {
+            p.json_lines = j.clone();
+        }
+        if let Some(c) = &self.curves {
+            p.curves = c.clone();
+        }
+        let plot = self
+            .plot
+            .clone()
+            .unwrap_or_else(|| self.results.with_extension("png"));
+        (p, plot)
+    }
+
+    /// The swept axes, seed last (so the seeds of one configuration run together).
+    fn axes(&self) -> Result<Vec<Axis>> {
+        let mut named: Vec<(String, Vec<String>)> = [
+            ("hidden", &self.hidden),
+            ("init", &self.init),
+            ("optimizer", &self.optimizer),
+            ("lr", &self.lr),
+            ("momentum", &self.momentum),
+            ("batch-size", &self.batch_size),
+            ("epochs", &self.epochs),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(f, v)| (f.to_string(), v.clone()))
+        .collect();
+        for a in &self.axes {
+            let Some((flag, list)) = a.split_once('=') else {
+                bail!("--axis {a}: expected FLAG=V1,V2 (e.g. --axis iterations=100,500)");
+            };
+            let flag = flag.trim().trim_start_matches("--").to_string();
+            if named.iter().any(|(f, _)| *f == flag) || flag == "seed" {
+                bail!("--axis {a}: --{flag} is swept twice");
+            }
+            if MANAGED.contains(&format!("--{flag}").as_str()) {
+                bail!("--axis {a}: --{flag} cannot be swept (the sweep sets it)");
+            }
+            named.push((flag, list.split(',').map(str::to_string).collect()));
+        }
+        if !self.seed.is_empty() {
+            named.push(("seed".into(), self.seed.clone()));
+        }
+        Ok(named
+            .iter()
+            .map(|(f, v)| Axis::parse(f, v))
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn fixed(&self) -> Flags {
+        let mut f = Flags::new();
+        let mut add = |flag: &str, v: Option<String>| {
+            if let Some(v) = v {
+                f.push((flag.to_string(), v));
+            }
+        };
+        add("data", self.data.as_ref().map(|p| p.display().to_string()));
+        add("preset", self.preset.clone());
+        add("split", self.split.clone());
+        add("iterations", self.iterations.clone());
+        add("engine", self.engine.clone());
+        add("log-every", self.log_every.clone());
+        f
+    }
+}
+
+pub fn run(args: SweepArgs) -> Result<()> {
+    let (paths, plot_path) = args.paths();
+    if let Some(dir) = &args.collect {
+        return collect(&args, dir, &paths, &plot_path);
+    }
+    for e in &args.extra {
+        let name = e.split('=').next().unwrap_or("");
+        if MANAGED.contains(&name) {
+            bail!("`{e}` after --: the sweep sets {name} itself (use --data, --save-models, --results)");
+        }
+    }
+    if args.threads_per_run == 0 {
+        bail!("--threads-per-run must be at least 1");
+    }
+    let axes = args.axes()?;
+    let swept: Vec<String> = axes
+        .iter()
+        .filter(|a| !matches!(&a.values, sweep::grid::Values::List(v) if v.len() == 1))
+        .map(|a| a.flag.clone())
+        .collect();
+    let configs = match args.samples {
+        Some(0) => bail!("--samples must be at least 1"),
+        Some(n) => sample_random(&axes, n, args.sweep_seed),
+        None => expand_grid(&axes)?,
+    };
+    let proposed = configs.len();
+    let specs = sweep::plan(&args.fixed(), configs, &args.extra)?;
+    let say = |s: String| {
+        if !args.quiet {
+            println!("{s}");
+        }
+    };
+
+    if args.dry_run {
+        for s in &specs {
+            println!("{}  {}", s.key, s.train_args().join(" "));
+        }
+        return Ok(());
+    }
+    if args.emit_commands {
+        return emit(&args, &specs);
+    }
+
+    // Resume: every key already in the results file (ok or failed: a
+    // failure is deterministic too) is not run again.
+    let existing = read_results(&paths.results)?;
+    let done: HashSet<String> = existing
+        .iter()
+        .filter(|r| r.status() == OK || r.status() == FAILED)
+        .map(RunResult::key)
+        .collect();
+    let header = RunResult::new(&specs[0], "sweep", OK, "", &Measured::default()).header();
+    paths.check_header(&header)?;
+    let todo: Vec<&RunSpec> = specs.iter().filter(|s| !done.contains(&s.key)).collect();
+    let jobs = if args.jobs == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        args.jobs
+    };
+    let source = sweep::data_source(&specs).context("no configuration to run")?;
+    say(format!(
+        "sweep: {} configurations{}; {} already in {} (skipped), {} to run on {} worker(s) x {} thread(s)",
+        specs.len(),
+        if proposed != specs.len() {
+            format!(" ({} repeated dropped)", proposed - specs.len())
+        } else {
+            String::new()
+        },
+        specs.len() - todo.len(),
+        paths.results.display(),
+        todo.len(),
+        jobs.min(todo.len().max(1)),
+        args.threads_per_run
+    ));
+    if let Some(dir) = &args.save_models {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+
+    let started = Instant::now();
+    if !todo.is_empty() {
+        let all = super::thread_pool(0)?.install(|| source.load())?;
+        let load_seconds = started.elapsed().as_secs_f64();
+        say(format!(
+            "data: {} ({} labeled rows, loaded once in {load_seconds:.2} s)",
+            source.describe(),
+            all.len()
+        ));
+        let finished = AtomicUsize::new(0);
+        let total = todo.len();
+        let on_done = |mut f: run::Finished| -> Result<(), sweep::SweepError> {
+            let spec = todo[f.index];
+            if let (Some(dir), Some(model)) = (&args.save_models, &f.model) {
+                let path = sweep::run_file(dir, &spec.key, "npz");
+                model
+                    .save_npz(&path)
+                    .map_err(|e| sweep::SweepError::file(&path, e.source))?;
+                f.result.set("model", path.display().to_string().into());
+            }
+            paths.append(&f.result, &f.curve)?;
+            let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
+            let r = &f.result;
+            let what = if r.is_ok() {
+                format!(
+                    "held-out {:.4} (train {:.4}), best epoch {}",
+                    r.num("heldout_accuracy").unwrap_or(f64::NAN),
+                    r.num("train_accuracy").unwrap_or(f64::NAN),
+                    r.text("best_epoch"),
+                )
+            } else {
+                format!("FAILED: {}", r.text("error"))
+            };
+            say(format!(
+                "[{n}/{total}] {} {}: {what}  [{:.1} s]",
+                spec.key,
+                spec.label(&swept),
+                r.num("seconds").unwrap_or(0.0)
+            ));
+            Ok(())
+        };
+        run::run_all(
+            &todo,
+            &all,
+            load_seconds,
+            jobs,
+            args.threads_per_run,
+            &on_done,
+        )?;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let keys: Vec<String> = specs.iter().map(|s| s.key.clone()).collect();
+    report(&args, &paths, &plot_path, &keys)?;
+    println!(
+        "sweep wall time: {wall:.1} s for {} run(s) (data loaded once)",
+        todo.len()
+    );
+    Ok(())
+}
+
+/// Summary table, seed statistics and plot over the rows of `keys`.
+fn report(args: &SweepArgs, paths: &ResultPaths, plot_path: &Path, keys: &[String]) -> Result<()> {
+    let wanted: HashSet<&String> = keys.iter().collect();
+    // The last row of each key (a key appears once unless files were merged by hand).
+    let mut by_key: HashMap<String, RunResult> = HashMap::new();
+    for r in read_results(&paths.results)? {
+        if wanted.contains(&r.key()) {
+            by_key.insert(r.key(), r);
+        }
+    }
+    let rows: Vec<RunResult> = keys.iter().filter_map(|k| by_key.remove(k)).collect();
+    let swept = summary::swept_params(&rows);
+    let ok = rows.iter().filter(|r| r.is_ok()).count();
+    println!(
+        "\n{} run(s) in this sweep: {ok} ok, {} failed; results: {}, {}, {}",
+        rows.len(),
+        rows.len() - ok,
+        paths.results.display(),
+        paths.json_lines.display(),
+        paths.curves.display()
+    );
+    for r in rows.iter().filter(|r| !r.is_ok()) {
+        println!("  failed {}: {}", r.key(), r.text("error"));
+    }
+    if ok > 0 {
+        println!("\nbest {} by held-out accuracy:", args.top.min(ok));
+        print!("{}", summary::top_table(&rows, &swept, args.top));
+        let groups = summary::seed_groups(&rows, &swept);
+        if groups.iter().any(|g| g.runs > 1) {
+            println!("\nheld-out accuracy over seeds, per configuration:");
+            print!("{}", summary::seed_table(&groups));
+        }
+    }
+    if !args.no_plot && !rows.is_empty() {
+        let curves = read_curves(&paths.curves)?;
+        plot::plot_sweep(plot_path, &rows, &swept, &curves, "mnist-blas sweep")?;
+        println!("plot: {}", plot_path.display());
+    }
+    Ok(())
+}
+
+fn emit(args: &SweepArgs, specs: &[RunSpec]) -> Result<()> {
+    let dir = &args.out_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    sweep::results::write_plan(dir, specs)?;
+    for s in specs {
+        println!(
+            "{}",
+            sweep::command_line(&args.bin, s, dir, args.threads_per_run)
+        );
+    }
+    eprintln!(
+        "{} commands; each writes {}/run-KEY.json; then: mnist-blas sweep --collect {}",
+        specs.len(),
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn collect(args: &SweepArgs, dir: &Path, paths: &ResultPaths, plot_path: &Path) -> Result<()> {
+    let found = sweep::results::collect(dir)?;
+    let Some((first, _)) = found.first() else {
+        bail!(
+            "{}: the plan lists no runs",
+            dir.join(sweep::results::PLAN_FILE).display()
+        );
+    };
+    let mut header = first.header();
+    // Rows carry the sweep's column set; a collected row says command=train.
+    header.dedup();
+    paths.check_header(&header)?;
+    let done: HashSet<String> = read_results(&paths.results)?
+        .iter()
+        .map(RunResult::key)
+        .collect();
+    let (mut added, mut pending) = (0, 0);
+    for (_, got) in &found {
+        match got {
+            Some(c) if !done.contains(&c.row.key()) => {
+                paths.append(&c.row, &c.records)?;
+                added += 1;
+            }
+            Some(_) => {}
+            None => pending += 1,
+        }
+    }
+    if !args.quiet {
+        println!(
+            "collected {added} new run(s) from {} into {}; {} already there; {pending} not finished yet",
+            dir.display(),
+            paths.results.display(),
+            found.len() - added - pending
+        );
+    }
+    let keys: Vec<String> = found.iter().map(|(p, _)| p.key()).collect();
+    report(args, paths, plot_path, &keys)
+}

@@ -1,0 +1,161 @@
+//! What the readers promise for *any* bytes, as checks that panic when a
+//! promise is broken: the fuzz targets in `fuzz/` call these, and
+//! `tests/fuzz_regressions.rs` replays every input the fuzzer ever found
+//! through them. One definition, so a regression test checks exactly what
+//! the fuzzer checked.
+//!
+//! The promises: never a panic; an error is one line that starts with the
+//! file name and is short; a success is a well-formed [`Dataset`]; the
+//! parallel CSV reader gives the same answer as the serial one, whatever
+//! the chunking (same rows, or the same first error).
+
+use std::path::Path;
+
+use super::{csv, idx, source, DataError, Dataset, Expect, CLASSES, FEATURES};
+
+/// The name inputs are given in messages.
+pub const FUZZ_PATH: &str = "fuzz-input";
+
+/// Longest error message accepted: file name, line, expected, found (cut to
+/// 40 characters) and some words. A longer one means content leaked into it.
+const MAX_MESSAGE_CHARS: usize = 600;
+
+/// Whole-file input: gunzip if gzip, then load as CSV or IDX both ways
+/// (labeled and unlabeled), and compare the CSV reader's parallel and
+/// serial answers.
+pub fn check_file_bytes(bytes: &[u8]) {
+    let path = Path::new(FUZZ_PATH);
+    let bytes = match source::maybe_gunzip(bytes.to_vec(), path) {
+        Ok(b) => b,
+        Err(e) => return check_error(&e),
+    };
+    for expect in [Expect::Labeled, Expect::Unlabeled] {
+        // With no labels file beside `fuzz-input`, IDX + Labeled is an error.
+        match super::parse_bytes(&bytes, path, expect) {
+            Ok(d) => check_dataset(&d, expect),
+            Err(e) => check_error(&e),
+        }
+        if !idx::is_idx(&bytes) {
+            check_csv_chunkings_agree(&bytes, expect);
+        }
+    }
+}
+
+/// IDX input: the bytes as an images file and as a labels file.
+pub fn check_idx_bytes(bytes: &[u8]) {
+    let path = Path::new(FUZZ_PATH);
+    match idx::parse_images(bytes, path) {
+        Ok(pixels) => assert_eq!(pixels.len() % FEATURES, 0, "partial image"),
+        Err(e) => check_error(&e),
+    }
+    match idx::parse_labels(bytes, path) {
+        Ok(labels) => assert!(labels.iter().all(|&l| usize::from(l) < CLASSES)),
+        Err(e) => check_error(&e),
+    }
+}
+
+/// The serial reader and the parallel one with several chunk counts agree.
+pub fn check_csv_chunkings_agree(bytes: &[u8], expect: Expect) {
+    let path = Path::new(FUZZ_PATH);
+    let serial = csv::parse_csv_serial(bytes, path, expect);
+    match &serial {
+        Ok(d) => check_dataset(d, expect),
+        Err(e) => check_error(e),
+    }
+    for chunks in [2, 7] {
+        let parallel = csv::parse_csv_in_chunks(bytes, path, expect, chunks);
+        match (&serial, &parallel) {
+            (Ok(a), Ok(b)) => {
+                assert!(
+                    a.pixels == b.pixels && a.labels == b.labels,
+                    "serial and {chunks}-chunk parses differ"
+                );
+            }
+            (Err(a), Err(b)) => assert_eq!(
+                a.to_string(),
+                b.to_string(),
+                "serial and {chunks}-chunk parses report different errors"
+            ),
+            (a, b) => panic!(
+                "serial gave {:?} but {chunks} chunks gave {:?}",
+                a.as_ref().map(|d| d.len()),
+                b.as_ref().map(|d| d.len())
+            ),
+        }
+    }
+}
+
+/// A loaded dataset is what every reader guarantees.
+pub fn check_dataset(d: &Dataset, expect: Expect) {
+    assert!(!d.is_empty(), "a dataset with no rows loaded without error");
+    assert_eq!(d.pixels.len() % FEATURES, 0, "partial row");
+    if expect == Expect::Labeled {
+        assert!(d.labels.is_some(), "labeled data expected, none loaded");
+    }
+    if let Some(labels) = &d.labels {
+        assert_eq!(labels.len(), d.len(), "one label per row");
+        assert!(
+            labels.iter().all(|&l| usize::from(l) < CLASSES),
+            "label > 9"
+        );
+    }
+}
+
+/// An error is one short line naming the file.
+pub fn check_error(e: &DataError) {
+    let msg = e.to_string();
+    assert!(
+        !msg.contains('\n') && !msg.contains('\r'),
+        "multi-line: {msg:?}"
+    );
+    assert!(
+        msg.starts_with(FUZZ_PATH),
+        "does not name the file: {msg:?}"
+    );
+    assert!(
+        msg.chars().count() <= MAX_MESSAGE_CHARS,
+        "{} characters: {msg:?}",
+        msg.chars().count()
+    );
+}
+
+/// Builds a Kaggle CSV around fuzzed bytes so the fuzzer reaches the row
+/// parser: byte 0 picks the layout (bit 0: train or test), line endings
+/// (bit 1: CRLF), a BOM (bit 2) and a final newline (bit 3); each following
+/// `\n`-separated piece becomes a data line, padded with `,0` fields up to
+/// the layout's field count (commas counted naively, so quotes still shift
+/// the real count).
+pub fn csv_around(fuzzed: &[u8]) -> (Vec<u8>, Expect) {
+    let Some((&flags, rest)) = fuzzed.split_first() else {
+        return (Vec::new(), Expect::Unlabeled);
+    };
+    let train = flags & 1 == 0;
+    let eol: &[u8] = if flags & 2 != 0 { b"\r\n" } else { b"\n" };
+    let mut out = Vec::new();
+    if flags & 4 != 0 {
+        out.extend_from_slice(b"\xEF\xBB\xBF");
+    }
+    let fields = if train { FEATURES + 1 } else { FEATURES };
+    let names: Vec<String> = (0..FEATURES).map(|i| format!("pixel{i}")).collect();
+    if train {
+        out.extend_from_slice(b"label,");
+    }
+    out.extend_from_slice(names.join(",").as_bytes());
+    for piece in rest.split(|&b| b == b'\n') {
+        out.extend_from_slice(eol);
+        out.extend_from_slice(piece);
+        let commas = piece.iter().filter(|&&b| b == b',').count();
+        for _ in commas + 1..fields {
+            out.extend_from_slice(b",0");
+        }
+    }
+    if flags & 8 != 0 {
+        out.extend_from_slice(eol);
+    }
+    let expect = if train {
+        Expect::Labeled
+    } else {
+        Expect::Unlabeled
+    };
+    (out, expect)
+}

@@ -1,0 +1,242 @@
+//! Hyperparameter sweeps: many `train` runs over one loaded data set.
+//!
+//! - [`grid`]: which configurations (full grid or random search);
+//! - [`plan`] (here): each configuration's flags parsed by the `train`
+//!   parser and resolved, so a sweep run *is* the `train` run with those
+//!   flags; its resume key; the `mnist-blas train` command line for it;
+//! - [`run`]: configurations in parallel, one single-threaded run per core;
+//! - [`results`]: the results CSV, JSON lines and curves CSV (append one
+//!   whole line at a time; resumable by key), and `--collect`;
+//! - [`summary`]: the top table and the mean ± std over seeds;
+//! - [`plot`]: the PNG (accuracy against each swept flag, learning curves).
+
+pub mod grid;
+pub mod plot;
+pub mod results;
+pub mod run;
+pub mod summary;
+
+use crate::cli::{DataSource, Resolved, TrainArgs};
+use clap::Parser;
+use grid::Flags;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("--{flag}: {problem}")]
+    Axis { flag: String, problem: String },
+    #[error("configuration `{flags}`: {problem}")]
+    Config { flags: String, problem: String },
+    #[error("{}: {problem}", path.display())]
+    File { path: PathBuf, problem: String },
+    #[error(
+        "the configurations do not all read the same data ({0} and {1}); --data cannot be swept"
+    )]
+    MixedData(String, String),
+    #[error("cannot start {0}")]
+    Threads(String),
+}
+
+impl SweepError {
+    pub(crate) fn file(path: &Path, problem: impl std::fmt::Display) -> SweepError {
+        SweepError::File {
+            path: path.to_path_buf(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+/// The `train` flags alone, to parse a configuration exactly as `train` would.
+#[derive(Debug, Parser)]
+#[command(no_binary_name = true, name = "train")]
+struct TrainOnly {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+/// One configuration, ready to run or to print as a command.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Stable id of the run: a hash of what decides its result.
+    pub key: String,
+    /// The `train` flags of this run (without dashes), in the order given.
+    pub flags: Flags,
+    /// Flags passed after `--`, verbatim.
+    pub extra: Vec<String>,
+    pub resolved: Resolved,
+    /// The hyperparameters as result columns: every field of the resolved
+    /// `TrainConfig`, by name, in name order.
+    pub params: Vec<(String, Value)>,
+}
+
+impl RunSpec {
+    /// `train` arguments: `--flag=value`, then the extra flags.
+    pub fn train_args(&self) -> Vec<String> {
+        flags_to_args(&self.flags, &self.extra)
+    }
+
+    pub fn data(&self) -> String {
+        self.resolved.source.describe()
+    }
+
+    /// The swept flags as `lr=0.1 seed=2`, for progress lines.
+    pub fn label(&self, swept: &[String]) -> String {
+        self.flags
+            .iter()
+            .filter(|(f, _)| swept.contains(f))
+            .map(|(f, v)| format!("{f}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn flags_to_args(flags: &Flags, extra: &[String]) -> Vec<String> {
+    flags
+        .iter()
+        // `--lr=VALUE`: a value may start with `-` and must not read as a flag.
+        .map(|(f, v)| format!("--{f}={v}"))
+        .chain(extra.iter().cloned())
+        .collect()
+}
+
+/// Parse and resolve every configuration (`fixed` flags, then the swept
+/// ones, then `extra`) with the `train` parser; drop repeated configurations
+/// (same key). Fails on the first configuration `train` would refuse.
+pub fn plan(
+    fixed: &Flags,
+    configs: Vec<Flags>,
+    extra: &[String],
+) -> Result<Vec<RunSpec>, SweepError> {
+    let mut seen = HashSet::new();
+    let mut specs = Vec::new();
+    let mut data: Option<String> = None;
+    for swept in configs {
+        let flags: Flags = fixed.iter().cloned().chain(swept).collect();
+        let args = flags_to_args(&flags, extra);
+        let bad = |problem: String| SweepError::Config {
+            flags: args.join(" "),
+            problem,
+        };
+        let parsed = TrainOnly::try_parse_from(&args).map_err(|e| bad(clap_error_line(&e)))?;
+        let resolved = parsed.args.resolve().map_err(|e| bad(format!("{e:#}")))?;
+        let d = resolved.source.describe();
+        match &data {
+            Some(first) if *first != d => return Err(SweepError::MixedData(first.clone(), d)),
+            _ => data = Some(d),
+        }
+        let params = config_params(&resolved);
+        let key = run_key(&resolved, &params);
+        if seen.insert(key.clone()) {
+            specs.push(RunSpec {
+                key,
+                flags,
+                extra: extra.to_vec(),
+                resolved,
+                params,
+            });
+        }
+    }
+    Ok(specs)
+}
+
+/// clap's error without usage and help hints, on one line.
+fn clap_error_line(e: &clap::Error) -> String {
+    e.render()
+        .to_string()
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim().trim_start_matches("error: "))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The resolved configuration as `(name, value)` columns: `TrainConfig`'s
+/// fields as `train` serializes them (nested objects such as the schedule
+/// flattened), plus `split`; every schedule column present (null if unused)
+/// so that full-batch and mini-batch rows share one header.
+pub fn config_params(r: &Resolved) -> Vec<(String, Value)> {
+    // Through the JSON text, so f32 values keep their short form (0.1, not
+    // 0.10000000149011612 as `to_value` would widen them).
+    let text = serde_json::to_string(&r.config).expect("TrainConfig serializes");
+    let Value::Object(map) = serde_json::from_str(&text).expect("valid JSON") else {
+        unreachable!("TrainConfig is a struct")
+    };
+    let mut out: Vec<(String, Value)> = Vec::new();
+    for (name, value) in map {
+        match value {
+            Value::Object(inner) => out.extend(inner),
+            v => out.push((name, v)),
+        }
+    }
+    out.push(("split".into(), serde_json::json!(r.split)));
+    for name in ["iterations", "epochs", "batch_size"] {
+        if !out.iter().any(|(n, _)| n == name) {
+            out.push((name.into(), Value::Null));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// 16 hex digits of FNV-1a over the data and the hyperparameters: equal keys
+/// mean equal runs (the preset and thread count only fill in or speed up).
+pub fn run_key(r: &Resolved, params: &[(String, Value)]) -> String {
+    let mut text = format!("data={};", r.source.describe());
+    for (name, value) in params {
+        text.push_str(&format!("{name}={value};"));
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The data every spec reads (they all read the same, see [`plan`]).
+pub fn data_source(specs: &[RunSpec]) -> Option<&DataSource> {
+    specs.first().map(|s| &s.resolved.source)
+}
+
+/// Quote for a POSIX shell when needed.
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Files one emitted command writes, all in `dir` and named by the run key.
+pub fn run_file(dir: &Path, key: &str, ext: &str) -> PathBuf {
+    dir.join(format!("run-{key}.{ext}"))
+}
+
+/// The `train` command line of one run for `--emit-commands`: every flag of
+/// the configuration, one JSON result line to `DIR/run-KEY.json`, errors to
+/// `DIR/run-KEY.err`, model and per-epoch metrics beside them.
+pub fn command_line(bin: &str, spec: &RunSpec, dir: &Path, threads: usize) -> String {
+    let mut words = vec![shell_quote(bin), "train".to_string()];
+    words.extend(spec.train_args().iter().map(|a| shell_quote(a)));
+    let file = |ext: &str| shell_quote(&run_file(dir, &spec.key, ext).display().to_string());
+    words.extend([
+        "--threads".to_string(),
+        threads.to_string(),
+        "--json".into(),
+        "-q".into(),
+        "--model".into(),
+        file("npz"),
+        "--metrics".into(),
+        file("metrics.csv"),
+        ">".into(),
+        file("json"),
+        "2>".into(),
+        file("err"),
+    ]);
+    words.join(" ")
+}

@@ -1,0 +1,354 @@
+//! Checkpoints and resume: a run stopped anywhere (by an observer, SIGINT or
+//! SIGKILL) and continued from its last checkpoint ends with exactly the
+//! weights of a run that never stopped, bit for bit.
+
+use mnist_blas::checkpoint::{self, Checkpoint, RunIdentity};
+use mnist_blas::data::Dataset;
+use mnist_blas::engine::EngineKind;
+use mnist_blas::model::{Init, Mlp};
+use mnist_blas::testutil::random_dataset;
+use mnist_blas::train::{
+    self, Control, LrSchedule, Observer, OptimizerKind, Schedule, TrainConfig, TrainState,
+};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn config(optimizer: OptimizerKind, schedule: Schedule) -> TrainConfig {
+    TrainConfig {
+        hidden: 12,
+        init: Init::He,
+        optimizer,
+        lr: if optimizer == OptimizerKind::Adam {
+            0.01
+        } else {
+            0.1
+        },
+        lr_schedule: LrSchedule::Cosine,
+        momentum: 0.9,
+        schedule,
+        seed: 5,
+        engine: EngineKind::Blas,
+        log_every: 3,
+    }
+}
+
+/// Every parameter as raw bits, so -0.0 vs 0.0 or NaN payloads would count.
+fn bits(m: &Mlp) -> Vec<u32> {
+    m.params()
+        .iter()
+        .flat_map(|p| p.iter().map(|v| v.to_bits()))
+        .collect()
+}
+
+/// Stops training once `at` steps are done, keeping the state there.
+struct StopAt {
+    at: usize,
+    state: Option<TrainState>,
+}
+
+impl Observer for StopAt {
+    fn after_step(&mut self, state: &TrainState) -> Control {
+        if state.position.steps == self.at {
+            self.state = Some(state.clone());
+            return Control::Stop;
+        }
+        Control::Continue
+    }
+}
+
+/// Train to the end, and again stopped after `stop_at` steps, saved to a
+/// checkpoint file, loaded, and continued; the two must agree bit for bit.
+fn resume_matches_uninterrupted(cfg: &TrainConfig, data: &Dataset, stop_at: usize) {
+    let full = train::train(cfg, data, None, &mut train::Silent).unwrap();
+
+    let mut stop = StopAt {
+        at: stop_at,
+        state: None,
+    };
+    let first = train::train(cfg, data, None, &mut stop).unwrap();
+    assert!(first.stopped, "stopped after step {stop_at}");
+    let state = stop.state.expect("stopped");
+    assert_ne!(bits(&state.model), bits(&full.model), "stopped early");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.ckpt.npz");
+    let identity = RunIdentity::of(0.8, data);
+    checkpoint::save(&path, cfg, &identity, &state).unwrap();
+    let ckpt = Checkpoint::load(&path).unwrap();
+    assert_eq!(ckpt.steps(), stop_at);
+    ckpt.check_matches(cfg, &identity).unwrap();
+    let loaded = ckpt.into_state(cfg).unwrap();
+    assert_eq!(loaded.position, state.position);
+    assert_eq!(bits(&loaded.optimizer.m), bits(&state.optimizer.m));
+    assert_eq!(bits(&loaded.optimizer.v), bits(&state.optimizer.v));
+
+    let resumed = train::train_from(cfg, loaded, data, None, &mut train::Silent).unwrap();
+    assert!(!resumed.stopped);
+    assert_eq!(resumed.steps, full.steps);
+    assert!(
+        bits(&resumed.model) == bits(&full.model),
+        "resumed after step {stop_at}: weights differ from the uninterrupted run"
+    );
+    let losses = |rs: &[train::Record]| -> Vec<(usize, u64, u64)> {
+        rs.iter()
+            .map(|r| (r.step, r.train_loss.to_bits(), r.train_accuracy.to_bits()))
+            .collect()
+    };
+    assert_eq!(losses(&resumed.records), losses(&full.records));
+}
+
+#[test]
+fn minibatch_adam_resumes_bit_identically_mid_epoch_and_at_a_boundary() {
+    // 300 rows, batch 64: 5 batches per epoch (the last one short), 3 epochs.
+    let data = random_dataset(300, 1);
+    let cfg = config(
+        OptimizerKind::Adam,
+        Schedule::MiniBatch {
+            epochs: 3,
+            batch_size: 64,
+        },
+    );
+    for stop_at in [1, 5, 7, 14] {
+        resume_matches_uninterrupted(&cfg, &data, stop_at);
+    }
+}
+
+#[test]
+fn fullbatch_sgd_and_momentum_resume_bit_identically() {
+    let data = random_dataset(300, 2);
+    for optimizer in [OptimizerKind::Sgd, OptimizerKind::Momentum] {
+        let cfg = config(optimizer, Schedule::FullBatch { iterations: 9 });
+        for stop_at in [1, 4, 8] {
+            resume_matches_uninterrupted(&cfg, &data, stop_at);
+        }
+    }
+}
+
+#[test]
+fn checkpoint_of_another_run_is_refused_naming_the_difference() {
+    let data = random_dataset(200, 3);
+    let cfg = config(
+        OptimizerKind::Adam,
+        Schedule::MiniBatch {
+            epochs: 2,
+            batch_size: 50,
+        },
+    );
+    let mut stop = StopAt { at: 2, state: None };
+    train::train(&cfg, &data, None, &mut stop).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.npz");
+    let identity = RunIdentity::of(0.8, &data);
+    checkpoint::save(&path, &cfg, &identity, &stop.state.unwrap()).unwrap();
+    let ckpt = Checkpoint::load(&path).unwrap();
+
+    let mut other = cfg.clone();
+    other.lr = 0.02;
+    let err = ckpt
+        .check_matches(&other, &identity)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("c.npz") && err.contains("--lr 0.01") && err.contains("--lr 0.02"),
+        "{err}"
+    );
+    let mut other = cfg.clone();
+    other.schedule = Schedule::MiniBatch {
+        epochs: 2,
+        batch_size: 32,
+    };
+    let err = ckpt
+        .check_matches(&other, &identity)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--batch-size 50") && err.contains("32"),
+        "{err}"
+    );
+    let err = ckpt
+        .check_matches(&cfg, &RunIdentity::of(0.8, &random_dataset(200, 4)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("other training data"), "{err}");
+    let err = ckpt
+        .check_matches(&cfg, &RunIdentity::of(0.7, &data))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--split 0.8") && err.contains("0.7"), "{err}");
+
+    // A model file is not a checkpoint, and says so.
+    let model = dir.path().join("model.npz");
+    Mlp::init(12, Init::He, 0).save_npz(&model).unwrap();
+    let err = Checkpoint::load(&model).unwrap_err().to_string();
+    assert!(err.contains("not a checkpoint"), "{err}");
+}
+
+// ------------------------------------------------------------ the binary --
+
+/// Long enough on the built-in sample (4,800 training rows) that there is
+/// time to kill it between checkpoints; small enough to run twice in a test.
+const RUN: &[&str] = &[
+    "train",
+    "--epochs",
+    "30",
+    "--hidden",
+    "64",
+    "--batch-size",
+    "32",
+    "--seed",
+    "4",
+    "--quiet",
+];
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mnist-blas"))
+}
+
+fn spawn(dir: &Path, extra: &[&str]) -> Child {
+    bin()
+        .current_dir(dir)
+        .args(RUN)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts")
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+/// The model of the uninterrupted run (computed once for all tests here).
+fn reference_model() -> &'static (Mlp, Vec<u8>) {
+    static REFERENCE: OnceLock<(Mlp, Vec<u8>)> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let o = run(dir.path(), RUN);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let path = dir.path().join("model.npz");
+        (Mlp::load_npz(&path).unwrap(), std::fs::read(&path).unwrap())
+    })
+}
+
+/// Waits until `path` holds a checkpoint with at least `epochs` epochs done
+/// (checkpoints are renamed into place, so any file there is complete).
+fn wait_for_checkpoint(child: &mut Child, path: &Path, epochs: usize) -> Checkpoint {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before a checkpoint with {epochs} epochs appeared");
+        }
+        if path.exists() {
+            let ckpt = Checkpoint::load(path).expect("a checkpoint on disk is always whole");
+            if ckpt.completed() >= epochs {
+                return ckpt;
+            }
+        }
+        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn model_bits(path: &Path) -> Vec<u32> {
+    bits(&Mlp::load_npz(path).unwrap())
+}
+
+#[test]
+fn sigkill_mid_run_leaves_an_intact_checkpoint_and_resume_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt_path = dir.path().join("model.ckpt.npz");
+    let mut child = spawn(dir.path(), &["--checkpoint-every", "1"]);
+    wait_for_checkpoint(&mut child, &ckpt_path, 2);
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed: {status}");
+
+    // Whatever instant the kill hit, the checkpoint is a whole one (maybe
+    // a later epoch than we saw), and no model file was started.
+    let ckpt = Checkpoint::load(&ckpt_path).expect("intact after SIGKILL");
+    assert!(
+        (2..30).contains(&ckpt.completed()),
+        "{} epochs",
+        ckpt.completed()
+    );
+    assert!(!dir.path().join("model.npz").exists());
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p != &ckpt_path)
+        .collect();
+    // A temp file may remain if the kill hit mid-write; it is never the checkpoint.
+    assert!(
+        leftovers
+            .iter()
+            .all(|p| p.file_name().unwrap().to_string_lossy().ends_with(".tmp")),
+        "{leftovers:?}"
+    );
+
+    let mut args = RUN.to_vec();
+    args.extend(["--checkpoint-every", "1", "--resume", "model.ckpt.npz"]);
+    let o = run(dir.path(), &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (reference, reference_bytes) = reference_model();
+    let resumed = model_bits(&dir.path().join("model.npz"));
+    assert!(
+        resumed == bits(reference),
+        "resumed weights differ from the uninterrupted run"
+    );
+    // The model files differ at most in zip timestamps; report, don't require.
+    let bytes = std::fs::read(dir.path().join("model.npz")).unwrap();
+    eprintln!(
+        "model.npz bytes identical to the uninterrupted run: {}",
+        &bytes == reference_bytes
+    );
+}
+
+#[test]
+fn sigint_writes_a_checkpoint_exits_130_and_says_how_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.npz"), b"the previous model").unwrap();
+    let ckpt_path = dir.path().join("model.ckpt.npz");
+    let mut child = spawn(dir.path(), &["--checkpoint-every", "1"]);
+    wait_for_checkpoint(&mut child, &ckpt_path, 1);
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: interrupted "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("model.npz")).unwrap(),
+        b"the previous model",
+        "an interrupted run leaves the old model alone"
+    );
+
+    // Run exactly the command the message suggests.
+    let suggested = err
+        .trim_end()
+        .split_once("resume with: mnist-blas ")
+        .map(|(_, cmd)| cmd.to_string())
+        .unwrap_or_else(|| panic!("no resume command in: {err}"));
+    assert!(
+        suggested.ends_with("--resume model.ckpt.npz"),
+        "{suggested}"
+    );
+    let args: Vec<&str> = suggested.split_whitespace().collect();
+    let o = run(dir.path(), &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (reference, _) = reference_model();
+    assert!(
+        model_bits(&dir.path().join("model.npz")) == bits(reference),
+        "resumed after SIGINT: weights differ from the uninterrupted run"
+    );
+}

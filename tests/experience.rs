@@ -1,0 +1,243 @@
+//! What a user sees: the summary screen, `--json` for scripts, `--quiet`,
+//! clean output when piped, and the pictures (`train --plot`, `eval --plot`,
+//! `eval --errors-png`, `eval --weights-png`, `inspect`).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mnist-blas"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("output is UTF-8")
+}
+
+fn last_json(o: &Output) -> serde_json::Value {
+    let out = text(&o.stdout);
+    let line = out.lines().last().expect("some output");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
+}
+
+/// Width and height of a PNG file, after checking its signature and that
+/// its first chunk is the header.
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        bytes.len() > 33,
+        "{}: only {} bytes",
+        path.display(),
+        bytes.len()
+    );
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{}: not a PNG",
+        path.display()
+    );
+    assert_eq!(
+        &bytes[12..16],
+        b"IHDR",
+        "{}: no header chunk",
+        path.display()
+    );
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (be(&bytes[16..20]), be(&bytes[20..24]))
+}
+
+/// No escape sequences, carriage returns or other control characters but
+/// newlines: what a CI log or a pipe must receive.
+fn assert_plain(what: &str, s: &str) {
+    if let Some((i, c)) = s.char_indices().find(|&(_, c)| c.is_control() && c != '\n') {
+        panic!("{what} has control character {c:?} at byte {i}: {s:?}");
+    }
+}
+
+#[test]
+fn piped_train_prints_plain_lines_a_summary_and_json_and_draws_curves() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_in(
+        dir.path(),
+        &["--epochs", "2", "--json", "--plot", "curves.png"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let err = text(&o.stderr);
+    // stdout and stderr are pipes here: no bar, no colour, no `\r` redraws.
+    assert_plain("stdout", &out);
+    assert_plain("stderr", &err);
+    assert!(!out.contains('\u{1b}') && !err.contains('\u{1b}'));
+    assert!(!out.contains('\r') && !err.contains('\r'));
+
+    // The per-epoch log and the summary screen.
+    assert!(out.contains("epoch    1: train accuracy"), "{out}");
+    assert!(out.contains("epoch    2: train accuracy"), "{out}");
+    for key in [
+        "-- summary",
+        "data:       built-in sample (6,000 rows)",
+        "split:      4,800 train / 1,200 held out (--split 0.8, seed 0)",
+        "model:      784-10-10 (7,960 parameters), init he",
+        "engine:     blas",
+        "blas:       OpenBLAS",
+        "settings:   adam lr 0.005 (cosine schedule), batch 32, 2 epochs = 300 steps",
+        "time:       load ",
+        "throughput: ",
+        "final:      train accuracy ",
+        "wrote:      model.npz, metrics.csv, curves.png",
+    ] {
+        assert!(out.contains(key), "summary lacks `{key}`:\n{out}");
+    }
+    let linked = cfg!(feature = "blas");
+    assert_eq!(out.contains("OpenBLAS not linked"), !linked, "{out}");
+
+    let j = last_json(&o);
+    assert_eq!(j["command"], "train");
+    assert_eq!(j["epochs"], 2);
+    assert_eq!(j["steps"], 300);
+    // Two passes over the 4,800 training rows.
+    assert_eq!(j["samples"], 9600);
+    assert!(j["samples_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(j["plot"], "curves.png");
+    let acc = j["heldout_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.8 && acc <= 1.0, "{acc}");
+    // The summary screen shows the same numbers as the JSON.
+    assert!(
+        out.contains(&format!("held-out accuracy {acc:.4}")),
+        "{acc} not in:\n{out}"
+    );
+
+    assert_eq!(png_size(&dir.path().join("curves.png")), (1200, 500));
+}
+
+#[test]
+fn quiet_json_prints_exactly_one_json_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_in(dir.path(), &["--epochs", "1", "--quiet", "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(o.stderr.is_empty(), "{}", text(&o.stderr));
+    let j = last_json(&o);
+    assert_eq!(j["train_rows"], 4800);
+    assert!(j["heldout_accuracy"].as_f64().unwrap() > 0.5);
+
+    let o = run_in(dir.path(), &["--epochs", "1", "--quiet"]);
+    assert!(o.status.success());
+    assert!(o.stdout.is_empty() && o.stderr.is_empty());
+}
+
+#[test]
+fn eval_and_inspect_draw_their_pictures() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_in(
+        dir.path(),
+        &["--epochs", "2", "--quiet", "--model", "m.npz"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/train-sample.csv.gz");
+    let o = run_in(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            "m.npz",
+            "--data",
+            data.to_str().unwrap(),
+            "--plot",
+            "confusion.png",
+            "--errors-png",
+            "errors.png",
+            "--errors",
+            "12",
+            "--weights-png",
+            "w.png",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert_plain("eval stdout", &out);
+    assert!(out.contains("macro "), "{out}");
+    assert!(
+        out.contains("wrote confusion.png, errors.png, w.png"),
+        "{out}"
+    );
+    let j = last_json(&o);
+    assert_eq!(j["wrote"].as_array().unwrap().len(), 3, "{j}");
+    let per_class = j["per_class"].as_array().unwrap();
+    assert_eq!(per_class.len(), 10);
+    let support: u64 = per_class
+        .iter()
+        .map(|c| c["support"].as_u64().unwrap())
+        .sum();
+    assert_eq!(support, 6000);
+
+    assert_eq!(png_size(&dir.path().join("confusion.png")), (750, 736));
+    // 12 digits: 8 per row, 2 rows.
+    assert_eq!(png_size(&dir.path().join("errors.png")), (884, 322));
+    assert_eq!(png_size(&dir.path().join("w.png")), (820, 442));
+
+    let o = run_in(
+        dir.path(),
+        &[
+            "inspect",
+            "--model",
+            "m.npz",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            "weights.png",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("784-10-10, 7960 parameters"), "{out}");
+    // One row per hidden unit in the table.
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.split_whitespace().count() == 6
+                && l.split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse::<usize>()
+                    .is_ok())
+            .count(),
+        10,
+        "{out}"
+    );
+    // `inspect --data` and `eval --weights-png` on the same data draw the same picture.
+    assert_eq!(
+        std::fs::read(dir.path().join("weights.png")).unwrap(),
+        std::fs::read(dir.path().join("w.png")).unwrap()
+    );
+    assert_eq!(png_size(&dir.path().join("weights.png")), (820, 442));
+
+    // Without --data nothing is greyed out: a different picture, same size.
+    let o = run_in(dir.path(), &["inspect", "--model", "m.npz", "--quiet"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.stdout.is_empty());
+    assert_eq!(png_size(&dir.path().join("weights.png")), (820, 442));
+    assert_ne!(
+        std::fs::read(dir.path().join("weights.png")).unwrap(),
+        std::fs::read(dir.path().join("w.png")).unwrap()
+    );
+}
+
+#[test]
+fn a_picture_in_a_missing_directory_fails_before_training_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_in(
+        dir.path(),
+        &["--epochs", "1", "--plot", "no/such/dir/curves.png"],
+    );
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no/such/dir/curves.png"), "{err}");
+    assert!(!text(&o.stdout).contains("epoch    1"), "trained anyway");
+    assert!(!dir.path().join("model.npz").exists());
+}

@@ -1,0 +1,58 @@
+//! Replays every input kept under `tests/fuzz_regressions/` (seeds, a
+//! sample of the fuzzers' corpus, and any input that ever failed) through
+//! the same checks the fuzz targets run: no panic, one-line errors naming
+//! the file, well-formed datasets, serial and parallel CSV parses agreeing.
+
+use mnist_blas::data::fuzz::{
+    check_csv_chunkings_agree, check_file_bytes, check_idx_bytes, csv_around,
+};
+use std::path::Path;
+
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz_regressions")
+        .join(target);
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            let p = e.unwrap().path();
+            (p.display().to_string(), std::fs::read(&p).unwrap())
+        })
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no inputs in {}", dir.display());
+    v
+}
+
+/// Runs `check` on each input, naming the input that fails.
+fn replay(target: &str, check: impl Fn(&[u8]) + std::panic::RefUnwindSafe) {
+    for (name, bytes) in inputs(target) {
+        if let Err(e) = std::panic::catch_unwind(|| check(&bytes)) {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("{name}: {msg}");
+        }
+    }
+}
+
+#[test]
+fn csv_raw_inputs() {
+    replay("csv_raw", check_file_bytes);
+}
+
+#[test]
+fn csv_body_inputs() {
+    replay("csv_body", |b| {
+        let (csv, expect) = csv_around(b);
+        check_csv_chunkings_agree(&csv, expect);
+        check_file_bytes(&csv);
+    });
+}
+
+#[test]
+fn idx_inputs() {
+    replay("idx", check_idx_bytes);
+}
