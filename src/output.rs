@@ -27,6 +27,21 @@ where
         path: path.to_path_buf(),
         source,
     };
+    let mut tmp = temp_file_beside(path, ".tmp").map_err(wrap)?;
+    {
+        let mut w = BufWriter::new(tmp.as_file_mut());
+        fill(&mut w).map_err(wrap)?;
+        w.flush().map_err(wrap)?;
+    }
+    tmp.as_file().sync_all().map_err(wrap)?;
+    tmp.persist(path).map_err(|e| wrap(e.error))?;
+    Ok(())
+}
+
+/// A new temporary file in `path`'s directory (so a rename onto `path`
+/// never crosses file systems), named `.NAME.XXXX{suffix}`, with the mode a
+/// plain `File::create` would give (tempfile's own default is 0600).
+pub fn temp_file_beside(path: &Path, suffix: &str) -> io::Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -37,23 +52,13 @@ where
         .unwrap_or_default();
     let prefix = format!(".{name}.");
     let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    // tempfile creates 0600 files; an output should get the mode any new
-    // file gets (0666 less the umask), like a plain `File::create`.
+    builder.prefix(&prefix).suffix(suffix);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let mut tmp = builder.tempfile_in(&dir).map_err(wrap)?;
-    {
-        let mut w = BufWriter::new(tmp.as_file_mut());
-        fill(&mut w).map_err(wrap)?;
-        w.flush().map_err(wrap)?;
-    }
-    tmp.as_file().sync_all().map_err(wrap)?;
-    tmp.persist(path).map_err(|e| wrap(e.error))?;
-    Ok(())
+    builder.tempfile_in(dir)
 }
 
 #[cfg(test)]

@@ -71,26 +71,8 @@ pub fn render(
         path: path.to_path_buf(),
         message,
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     // The `.png` suffix tells the encoder the format, whatever `path` ends with.
-    let prefix = format!(".{name}.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".png");
-    // An ordinary file's mode (0666 less the umask), not tempfile's 0600.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let tmp = builder
-        .tempfile_in(&dir)
+    let tmp = crate::output::temp_file_beside(path, ".png")
         .map_err(|e| fail(e.to_string()))?
         .into_temp_path();
     {

@@ -27,10 +27,6 @@ use std::cell::RefCell;
 
 pub struct SparseEngine;
 
-/// Rows whose first-layer gradients are added together, after their
-/// forward passes: see [`flush_first_layer`].
-const BLOCK_ROWS: usize = 32;
-
 /// Lanes of one chunk of hidden units (one AVX-512 register of f32).
 const LANES: usize = 16;
 type Chunk = [f32; LANES];
@@ -57,15 +53,9 @@ struct Workspace {
     g_b2: Chunk,
     /// The current row's non-zero pixels.
     nz: NonZeros,
-    /// The current row's hidden activations.
+    /// The current row's hidden activations and their gradient.
     a1: Vec<Chunk>,
-    /// Rows whose first-layer gradient is still to be added (see
-    /// [`flush_first_layer`]): their `dz1` (`chunks` each), and their
-    /// non-zero pixels one after another, row `r` ending at `pending_end[r]`.
     dz1: Vec<Chunk>,
-    pending_index: Vec<u16>,
-    pending_value: Vec<f32>,
-    pending_end: Vec<usize>,
 }
 
 impl Workspace {
@@ -88,10 +78,7 @@ impl Workspace {
                 g_b2: [0.0; LANES],
                 nz: NonZeros::default(),
                 a1: vec![[0.0; LANES]; chunks],
-                dz1: vec![[0.0; LANES]; BLOCK_ROWS * chunks],
-                pending_index: Vec::with_capacity(BLOCK_ROWS * FEATURES),
-                pending_value: Vec::with_capacity(BLOCK_ROWS * FEATURES),
-                pending_end: Vec::with_capacity(BLOCK_ROWS),
+                dz1: vec![[0.0; LANES]; chunks],
             };
         }
         let w1 = m.w1.as_slice().expect("standard layout");
@@ -370,7 +357,6 @@ fn accumulate_row(
         axpy(&mut ws.g_w2t[j], a, &dz2);
     }
     // dz1 = (w2^T dz2) gated by the ReLU (a1 > 0 exactly where z1 > 0).
-    let r = ws.pending_end.len();
     for c in 0..chunks {
         let mut d = [0.0f32; LANES];
         for (k, &dk) in dz2[..CLASSES].iter().enumerate() {
@@ -379,54 +365,22 @@ fn accumulate_row(
         let a = &ws.a1[c];
         let dz1 = std::array::from_fn(|l| if a[l] > 0.0 { d[l] } else { 0.0 });
         ws.g_b1[c] = add(&ws.g_b1[c], &dz1);
-        ws.dz1[r * chunks + c] = dz1;
+        ws.dz1[c] = dz1;
     }
-    // dw1 += dz1 x^T waits for the rest of the block.
-    let n = ws.nz.len;
-    ws.pending_index.extend_from_slice(&ws.nz.index[..n]);
-    ws.pending_value.extend_from_slice(&ws.nz.value[..n]);
-    ws.pending_end.push(ws.pending_index.len());
-    if ws.pending_end.len() == BLOCK_ROWS {
-        flush_first_layer(ws, chunks);
-    }
-}
-
-/// First layer of the pending rows: `dw1 += dz1 x^T`, over each row's
-/// non-zero pixels only, rows in order (so the sums are the same as row by
-/// row). Deferred so that the forward passes of a block read `w1t` and then
-/// this loop updates `g_w1t`, instead of the two 50 KB tables alternating
-/// and evicting each other from the L1 cache at every row.
-#[inline(always)]
-fn flush_first_layer(ws: &mut Workspace, chunks: usize) {
-    // Borrow the fields separately, so the compiler knows the stores into
-    // g_w1t cannot move the other buffers and keeps their addresses in
-    // registers.
-    let Workspace {
-        g_w1t,
-        dz1,
-        pending_index,
-        pending_value,
-        pending_end,
-        ..
-    } = ws;
-    let g_w1t = &mut g_w1t[..FEATURES * chunks];
-    let mut start = 0;
-    for (r, &end) in pending_end.iter().enumerate() {
-        let dz1 = &dz1[r * chunks..(r + 1) * chunks];
-        for (&i, &v) in pending_index[start..end]
-            .iter()
-            .zip(&pending_value[start..end])
-        {
-            let base = i as usize * chunks;
-            for c in 0..chunks {
-                axpy(&mut g_w1t[base + c], v, &dz1[c]);
-            }
+    // First layer: dw1 += dz1 x^T, over the non-zero pixels only. Borrow the
+    // fields separately, so the compiler knows the stores into g_w1t cannot
+    // move the other buffers and keeps their addresses in registers. (This
+    // loop is bound by its stores; deferring it to a block of rows, so the
+    // forward passes and these updates do not take turns in the L1 cache,
+    // measured no faster and was dropped.)
+    let Workspace { g_w1t, dz1, nz, .. } = ws;
+    let (g_w1t, dz1) = (&mut g_w1t[..FEATURES * chunks], &dz1[..chunks]);
+    for (&i, &v) in nz.index[..nz.len].iter().zip(&nz.value[..nz.len]) {
+        let base = i as usize * chunks;
+        for c in 0..chunks {
+            axpy(&mut g_w1t[base + c], v, &dz1[c]);
         }
-        start = end;
     }
-    pending_index.clear();
-    pending_value.clear();
-    pending_end.clear();
 }
 
 multiversion! {
@@ -443,11 +397,6 @@ multiversion! {
             } else {
                 accumulate_row(ws, chunks, row, label, &mut stats);
             }
-        }
-        if chunks == 1 {
-            flush_first_layer(ws, 1);
-        } else {
-            flush_first_layer(ws, chunks);
         }
         stats
     }

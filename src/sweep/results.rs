@@ -176,29 +176,9 @@ fn text_value(column: &str, text: &str) -> Value {
         .unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
-/// One record of a run (a `train --metrics` row).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CurveRow {
-    pub step: usize,
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    pub heldout_loss: Option<f64>,
-    pub heldout_accuracy: Option<f64>,
-    pub seconds: f64,
-}
-
-impl From<&Record> for CurveRow {
-    fn from(r: &Record) -> CurveRow {
-        CurveRow {
-            step: r.step,
-            train_loss: r.train_loss,
-            train_accuracy: r.train_accuracy,
-            heldout_loss: r.heldout_loss,
-            heldout_accuracy: r.heldout_accuracy,
-            seconds: r.seconds,
-        }
-    }
-}
+/// One record of a run (a `train --metrics` row): the trainer's own
+/// [`Record`], under the name the sweep's curves file uses.
+pub type CurveRow = Record;
 
 /// The record with the best held-out accuracy (the first, on ties):
 /// `(step, accuracy)`.

@@ -79,7 +79,7 @@ pub fn run_one(spec: &RunSpec, all: &Dataset, load_seconds: f64, threads: usize)
     let engine = c.engine.build();
     let on_train = evaluate(engine.as_ref(), &outcome.model, &train_set);
     let on_heldout = evaluate(engine.as_ref(), &outcome.model, &heldout);
-    let curve: Vec<CurveRow> = outcome.records.iter().map(CurveRow::from).collect();
+    let curve: Vec<CurveRow> = outcome.records.clone();
     m.set("steps", outcome.steps);
     m.set("samples", counter.0);
     m.set(
