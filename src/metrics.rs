@@ -1,7 +1,7 @@
 //! Evaluating a model on a dataset: predictions, loss, accuracy, confusion.
 
 use crate::data::{Dataset, CLASSES, FEATURES};
-use crate::engine::{BatchStats, Engine};
+use crate::engine::{argmax, BatchStats, Engine};
 use crate::model::Mlp;
 use rayon::prelude::*;
 
@@ -71,12 +71,7 @@ pub fn evaluate(engine: &dyn Engine, model: &Mlp, data: &Dataset) -> Evaluation 
             let mut preds = Vec::with_capacity(probs.nrows());
             let mut loss = 0.0;
             for (r, row) in probs.rows().into_iter().enumerate() {
-                let mut best = 0;
-                for k in 1..CLASSES {
-                    if row[k] > row[best] {
-                        best = k;
-                    }
-                }
+                let best = argmax(row.as_slice().expect("standard layout"));
                 preds.push(best as u8);
                 if let Some(labels) = &data.labels {
                     let y = labels[c * EVAL_ROWS + r] as usize;

@@ -9,7 +9,7 @@
 //! Buffers live in a per-thread workspace, so a training loop allocates
 //! nothing after its first step.
 
-use super::{BatchStats, Engine, EngineKind};
+use super::{argmax, BatchStats, Engine, EngineKind};
 use crate::data::{CLASSES, FEATURES};
 use crate::model::{Gradients, Mlp};
 use ndarray::linalg::general_mat_mul;
@@ -90,17 +90,6 @@ fn softmax_in_place(z: &mut [f32]) {
     }
     let inv = 1.0 / sum;
     z.iter_mut().for_each(|v| *v *= inv);
-}
-
-/// Index of the largest probability (first on ties, as numpy's argmax).
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 impl Engine for BlasEngine {

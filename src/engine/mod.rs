@@ -102,6 +102,17 @@ pub(crate) fn pixel_table() -> &'static [f32; 256] {
     TABLE.get_or_init(|| std::array::from_fn(|i| i as f32 / 255.0))
 }
 
+/// Index of the largest value, the first on ties (as numpy's `argmax`).
+pub(crate) fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 /// What the linear-algebra backend is, for the run summary.
 pub fn backend_description() -> String {
     if cfg!(feature = "blas") {

@@ -19,7 +19,7 @@
 //! always gives the same bits.
 
 use super::simd::multiversion;
-use super::{pixel_table, BatchStats, Engine, EngineKind};
+use super::{argmax, pixel_table, BatchStats, Engine, EngineKind};
 use crate::data::{CLASSES, FEATURES};
 use crate::model::{Gradients, Mlp};
 use ndarray::Array2;
@@ -317,18 +317,6 @@ fn softmax_classes(z: &mut Chunk) {
     let inv = 1.0 / sum;
     z[..CLASSES].iter_mut().for_each(|v| *v *= inv);
     z[CLASSES..].fill(0.0);
-}
-
-/// Index of the largest probability (first on ties, as numpy's argmax).
-#[inline(always)]
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// Forward and backward of one row, adding its gradients into the
