@@ -758,3 +758,205 @@ fn full_kaggle_train_csv() {
     let sum: u64 = d.row(41999).iter().map(|&p| u64::from(p)).sum();
     assert_eq!(sum, 43525);
 }
+
+// ------------------------------------------------------ streaming blocks --
+
+/// Block sizes for streaming tests: smaller than a header (a line straddles
+/// several blocks), about a row, a few rows, and more than the whole text.
+const BLOCK_SIZES: [usize; 5] = [16, 997, 1600, 7001, 1 << 20];
+
+/// Writes `bytes` to `name` in `dir` and loads it in `block` byte blocks.
+fn load_blocks(dir: &Path, name: &str, bytes: &[u8], block: usize) -> Result<Dataset, DataError> {
+    let file = dir.join(name);
+    std::fs::write(&file, bytes).unwrap();
+    data::load_in_blocks(&file, Expect::Labeled, block)
+}
+
+/// Streaming `text` (plain and gzipped) gives exactly what parsing it whole
+/// gives: the same rows, or the same error message (the file name aside).
+fn assert_stream_matches_whole(what: &str, text: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file_name = |gz: bool| if gz { "t.csv.gz" } else { "t.csv" };
+    for gz in [false, true] {
+        let bytes = if gz { gzip(text) } else { text.to_vec() };
+        let file = dir.path().join(file_name(gz));
+        let whole = parse_csv_serial(text, &file, Expect::Labeled);
+        for block in BLOCK_SIZES {
+            let streamed = load_blocks(dir.path(), file_name(gz), &bytes, block);
+            match (&whole, &streamed) {
+                (Ok(a), Ok(b)) => assert_same(a, b),
+                (Err(a), Err(b)) => assert_eq!(
+                    a.to_string(),
+                    b.to_string(),
+                    "{what}, gz {gz}, block {block}"
+                ),
+                (a, b) => panic!(
+                    "{what}, gz {gz}, block {block}: whole {:?}, streamed {:?}",
+                    a.as_ref().map(|d| d.len()),
+                    b.as_ref().map(|d| d.len())
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn streaming_equals_whole_file_on_valid_variants() {
+    let plain = csv_text(9, true);
+    let crlf = plain.replace('\n', "\r\n");
+    let quoted = replace_line(&plain, 5, &row(3, true).replacen('0', "\"0\"", 3));
+    for (what, text) in [
+        ("plain", plain.clone()),
+        ("crlf", crlf.clone()),
+        ("bom", format!("\u{feff}{plain}")),
+        ("no final newline", plain.trim_end().to_string()),
+        ("no final newline, crlf", crlf.trim_end().to_string()),
+        ("trailing blank lines", format!("{plain}\n\n\r\n\n\r")),
+        ("some fields quoted", quoted),
+        ("unlabeled layout", csv_text(4, false)),
+    ] {
+        assert_stream_matches_whole(what, text.as_bytes());
+    }
+}
+
+#[test]
+fn streaming_equals_whole_file_on_errors() {
+    let base = csv_text(9, true);
+    let header_only = format!("{}\n\r\n\n", header(true));
+    let blank_inside = replace_line(&base, 6, "");
+    let blank_run = format!("{base}\n\n\n{}\n", row(1, true));
+    let unbalanced = replace_line(&base, 7, &row_with_field(1, 3, "\"7"));
+    let cr_inside = replace_line(&base, 8, &row_with_field(1, 200, "7\r"));
+    for (what, text) in [
+        ("empty", String::new()),
+        ("only line breaks", "\n\r\n\n".to_string()),
+        ("header only", header_only),
+        ("test layout, labels expected", csv_text(3, false)),
+        (
+            "missing header",
+            base.lines().skip(1).collect::<Vec<_>>().join("\n"),
+        ),
+        ("blank line inside", blank_inside),
+        ("blank lines then a row", blank_run),
+        ("unbalanced quote", unbalanced),
+        ("stray carriage return", cr_inside),
+        ("short last line", format!("{base}1,2,3")),
+    ] {
+        assert_stream_matches_whole(what, text.as_bytes());
+    }
+}
+
+#[test]
+fn errors_in_later_blocks_name_the_right_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = csv_text(30, true);
+    for line in [2, 3, 11, 17, 30, 31] {
+        let text = replace_line(&base, line, &row_with_field(0, 100, "256"));
+        for block in BLOCK_SIZES {
+            let e = load_blocks(dir.path(), "train.csv", text.as_bytes(), block).unwrap_err();
+            assert_eq!(e.line(), Some(line as u64), "block {block}: {e}");
+            assert!(matches!(e, DataError::BadPixel { field: 101, .. }), "{e:?}");
+        }
+    }
+    // Two bad lines in different blocks: the first in the file is reported.
+    let text = replace_line(&base, 25, &row_with_field(0, 5, "x"));
+    let text = replace_line(&text, 12, &row_with_field(0, 0, "12"));
+    for block in BLOCK_SIZES {
+        let e = load_blocks(dir.path(), "train.csv", text.as_bytes(), block).unwrap_err();
+        assert!(matches!(e, DataError::BadLabel { line: 12, .. }), "{e:?}");
+    }
+}
+
+#[test]
+fn streaming_rejects_a_long_line_without_holding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "0,".repeat(2_000_000);
+    let text = replace_line(&csv_text(5, true), 4, &huge);
+    for block in [4096, 1 << 20] {
+        let e = load_blocks(dir.path(), "train.csv", text.as_bytes(), block).unwrap_err();
+        match &e {
+            DataError::LineTooLong { line, bytes, .. } => {
+                assert_eq!((*line, *bytes), (4, 4_000_000), "block {block}")
+            }
+            other => panic!("block {block}: {other:?}"),
+        }
+    }
+    // The same as the last line, without a final newline, and as the header.
+    let text = format!("{}{}\r", csv_text(5, true), huge);
+    let e = load_blocks(dir.path(), "train.csv", text.as_bytes(), 4096).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::LineTooLong {
+                line: 7,
+                bytes: 4_000_000,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = format!("{}\n{}", "label,".repeat(1_000_000), row(0, true));
+    let e = load_blocks(dir.path(), "train.csv", text.as_bytes(), 4096).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::LineTooLong {
+                line: 1,
+                bytes: 6_000_000,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn streaming_many_empty_lines_report_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = csv_text(2, true);
+    text.push_str(&"\n".repeat(1_000_000));
+    text.push_str(&row(0, true));
+    for block in [4096, 1 << 20] {
+        let e = load_blocks(dir.path(), "train.csv", text.as_bytes(), block).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DataError::FieldCount {
+                    line: 4,
+                    found: 0,
+                    ..
+                }
+            ),
+            "block {block}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn streaming_truncated_gzip_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let gz = gzip(csv_text(300, true).as_bytes());
+    let file = dir.path().join("cut.csv.gz");
+    std::fs::write(&file, &gz[..gz.len() * 3 / 4]).unwrap();
+    for block in [1000, 1 << 20] {
+        let e = data::load_in_blocks(&file, Expect::Labeled, block).unwrap_err();
+        assert!(matches!(e, DataError::Gzip { .. }), "block {block}: {e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("{}: gzip data is truncated", file.display())),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn streaming_equals_serial_on_the_real_sample() {
+    let file = repo_file("data/sample/train-sample.csv.gz");
+    let text = mnist_blas::data::source::read_bytes(&file).unwrap();
+    let serial = parse_csv_serial(&text, &file, Expect::Labeled).unwrap();
+    assert_eq!(serial.len(), 6000);
+    for block in [1000, 64 * 1024, 1 << 20, data::csv::STREAM_BLOCK_BYTES] {
+        let streamed = data::load_in_blocks(&file, Expect::Labeled, block).unwrap();
+        assert_same(&streamed, &serial);
+    }
+}

@@ -7,7 +7,8 @@
 //! The promises: never a panic; an error is one line that starts with the
 //! file name and is short; a success is a well-formed [`Dataset`]; the
 //! parallel CSV reader gives the same answer as the serial one, whatever
-//! the chunking (same rows, or the same first error).
+//! the chunking (same rows, or the same first error), and so does the
+//! block-by-block file reader, whatever the block size.
 
 use std::path::Path;
 
@@ -25,15 +26,36 @@ const MAX_MESSAGE_CHARS: usize = 600;
 /// serial answers.
 pub fn check_file_bytes(bytes: &[u8]) {
     let path = Path::new(FUZZ_PATH);
+    let raw = bytes;
     let bytes = match source::maybe_gunzip(bytes.to_vec(), path) {
         Ok(b) => b,
-        Err(e) => return check_error(&e),
+        Err(e) => {
+            check_error(&e);
+            // Streamed, the corrupt gzip may be met after a bad line, but
+            // it must not load.
+            for expect in [Expect::Labeled, Expect::Unlabeled] {
+                for block in STREAM_BLOCKS {
+                    let mut input = source::DataReader::from_bytes(raw.to_vec(), path);
+                    match super::read_in_blocks(&mut input, path, expect, block) {
+                        Ok(_) => panic!("corrupt gzip loaded with {block}-byte blocks"),
+                        Err(e) => check_error(&e),
+                    }
+                }
+            }
+            return;
+        }
     };
     for expect in [Expect::Labeled, Expect::Unlabeled] {
         // With no labels file beside `fuzz-input`, IDX + Labeled is an error.
-        match super::parse_bytes(&bytes, path, expect) {
-            Ok(d) => check_dataset(&d, expect),
-            Err(e) => check_error(&e),
+        let whole = super::parse_bytes(&bytes, path, expect);
+        match &whole {
+            Ok(d) => check_dataset(d, expect),
+            Err(e) => check_error(e),
+        }
+        for block in STREAM_BLOCKS {
+            let mut input = source::DataReader::from_bytes(raw.to_vec(), path);
+            let streamed = super::read_in_blocks(&mut input, path, expect, block);
+            assert_same_outcome(&whole, &streamed, &format!("{block}-byte blocks"));
         }
         if !idx::is_idx(&bytes) {
             check_csv_chunkings_agree(&bytes, expect);
@@ -51,6 +73,30 @@ pub fn check_idx_bytes(bytes: &[u8]) {
     match idx::parse_labels(bytes, path) {
         Ok(labels) => assert!(labels.iter().all(|&l| usize::from(l) < CLASSES)),
         Err(e) => check_error(&e),
+    }
+}
+
+/// Block sizes the streaming reader is checked with: lines straddle blocks.
+const STREAM_BLOCKS: [usize; 2] = [16, 1000];
+
+/// Two ways of reading the same input agree: the same rows, or the same
+/// error message.
+fn assert_same_outcome(a: &Result<Dataset, DataError>, b: &Result<Dataset, DataError>, how: &str) {
+    match (a, b) {
+        (Ok(a), Ok(b)) => assert!(
+            a.pixels == b.pixels && a.labels == b.labels,
+            "whole-file and {how} reads differ"
+        ),
+        (Err(a), Err(b)) => assert_eq!(
+            a.to_string(),
+            b.to_string(),
+            "whole-file and {how} reads report different errors"
+        ),
+        (a, b) => panic!(
+            "whole-file read gave {:?} but {how} gave {:?}",
+            a.as_ref().map(|d| d.len()),
+            b.as_ref().map(|d| d.len())
+        ),
     }
 }
 

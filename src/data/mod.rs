@@ -128,9 +128,52 @@ pub enum Expect {
 /// `path` may be a Kaggle CSV (plain or `.gz`) or an MNIST IDX images file
 /// (plain or `.gz`, e.g. `train-images-idx3-ubyte.gz`); for IDX the labels
 /// file beside it (`*-labels-idx1-ubyte[.gz]`) is read when it exists.
+///
+/// A CSV is read and parsed in blocks, so the decompressed text (77 MB for
+/// Kaggle's `train.csv`, more than twice the pixels) is never held whole;
+/// an IDX file is binary and read whole.
 pub fn load(path: &Path, expect: Expect) -> Result<Dataset, DataError> {
-    let bytes = source::read_bytes(path)?;
-    parse_bytes(&bytes, path, expect)
+    load_in_blocks(path, expect, csv::STREAM_BLOCK_BYTES)
+}
+
+/// [`load`] reading `block_bytes` at a time, so tests can make lines
+/// straddle blocks with a tiny block size.
+#[doc(hidden)]
+pub fn load_in_blocks(
+    path: &Path,
+    expect: Expect,
+    block_bytes: usize,
+) -> Result<Dataset, DataError> {
+    read_in_blocks(
+        &mut source::DataReader::open(path)?,
+        path,
+        expect,
+        block_bytes,
+    )
+}
+
+/// [`load_in_blocks`] from an opened reader; `path` names it in messages
+/// and, for IDX, is where the labels are looked for.
+#[doc(hidden)]
+pub fn read_in_blocks(
+    input: &mut source::DataReader,
+    path: &Path,
+    expect: Expect,
+    block_bytes: usize,
+) -> Result<Dataset, DataError> {
+    let mut first = Vec::new();
+    // The first bytes of the (decompressed) content decide the reader.
+    let ended = input.read_block(&mut first, block_bytes.max(csv::MIN_BLOCK_BYTES))?;
+    if first.is_empty() {
+        Err(DataError::EmptyFile {
+            path: path.to_path_buf(),
+        })
+    } else if idx::is_idx(&first) {
+        input.read_rest(&mut first)?;
+        idx::load_idx(&first, path, expect)
+    } else {
+        csv::parse_csv_stream(input, first, ended, path, expect, block_bytes)
+    }
 }
 
 /// [`load`] for content already in memory (and already gunzipped). `path`
