@@ -209,3 +209,42 @@ fn impossible_settings_are_refused() {
         assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_pipe_ends_quietly_not_with_a_panic() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    // One line per iteration: ~150 KB, more than a pipe buffer holds, so the
+    // writer must meet the closed pipe. Read one line and close it, as
+    // `| head -1` does.
+    let mut child = bin()
+        .current_dir(dir.path())
+        .args([
+            "--preset",
+            "notebook",
+            "--iterations",
+            "1500",
+            "--log-every",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("data:"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}",
+        out.status
+    );
+}
