@@ -478,7 +478,7 @@ impl Observer for Checkpointer<'_> {
         let stop = self.stop.load(Ordering::SeqCst);
         let due = self
             .every
-            .is_some_and(|n| p.batch_in_epoch == 0 && p.completed % n.max(1) == 0);
+            .is_some_and(|n| p.batch_in_epoch == 0 && p.completed.is_multiple_of(n.max(1)));
         if due || stop {
             if let Err(e) = save(&self.path, self.config, &self.identity, state) {
                 self.error = Some(e);

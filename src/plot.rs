@@ -525,7 +525,7 @@ pub fn hidden_weights(
         ))?;
         for j in 0..units {
             let w = model.w1.row(j);
-            let shown = |i: usize| ink.map_or(true, |f| f[i] >= RARE_INK);
+            let shown = |i: usize| ink.is_none_or(|f| f[i] >= RARE_INK);
             let max_abs = robust_scale(
                 w.iter()
                     .enumerate()

@@ -32,7 +32,7 @@ fn test_header() -> String {
 fn pixel_fields(i: usize) -> Vec<String> {
     (0..FEATURES)
         .map(|p| {
-            if (p + i) % 29 == 0 {
+            if (p + i).is_multiple_of(29) {
                 "200".to_string()
             } else {
                 "0".to_string()
@@ -96,7 +96,7 @@ fn idx_images(count: u32, images: usize) -> Vec<u8> {
     v.extend(count.to_be_bytes());
     v.extend(28u32.to_be_bytes());
     v.extend(28u32.to_be_bytes());
-    v.extend(std::iter::repeat(7u8).take(images * FEATURES));
+    v.extend(std::iter::repeat_n(7u8, images * FEATURES));
     v
 }
 

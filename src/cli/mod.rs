@@ -16,7 +16,7 @@ pub use train::{DataSource, Resolved, TrainArgs};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::Path;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,7 +74,7 @@ pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
 }
 
 /// Shown when a path given by the user does not exist.
-pub(crate) fn check_exists(path: &PathBuf, what: &str) -> Result<()> {
+pub(crate) fn check_exists(path: &Path, what: &str) -> Result<()> {
     if !path.exists() {
         anyhow::bail!("{}: no such file ({what})", path.display());
     }

@@ -130,7 +130,7 @@ fn resume_command(path: &std::path::Path) -> String {
             kept.push(a);
         }
     }
-    if kept.first().map_or(true, |a| a.starts_with('-')) {
+    if kept.first().is_none_or(|a| a.starts_with('-')) {
         kept.insert(0, "train".into());
     }
     kept.push("--resume".into());

@@ -77,7 +77,7 @@ impl Dataset {
         labels: Option<Vec<u8>>,
         source: PathBuf,
     ) -> Result<Dataset, DataError> {
-        if pixels.len() % FEATURES != 0 {
+        if !pixels.len().is_multiple_of(FEATURES) {
             let detail = format!(
                 "{} pixel bytes is not a whole number of {FEATURES}-pixel rows",
                 pixels.len()

@@ -17,6 +17,10 @@
 //! dz1 = (w2^T dz2) * [z1 > 0] dw1 += dz1 x^T      db1 += dz1
 //! ```
 
+// The naive engine indexes on purpose: `w1[[j, i]] * x[i]` reads like the
+// formula it implements, which is the point of the oracle.
+#![allow(clippy::needless_range_loop)]
+
 use super::{BatchStats, Engine, EngineKind};
 use crate::data::{CLASSES, FEATURES};
 use crate::model::{Gradients, Mlp};

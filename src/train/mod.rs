@@ -334,7 +334,7 @@ pub fn train_from(
                 st.position.steps += 1;
                 st.position.completed += 1;
                 observer.on_step(it + 1, iterations, &stats);
-                if it % every == 0 || it + 1 == iterations {
+                if it.is_multiple_of(every) || it + 1 == iterations {
                     // The notebook prints the accuracy of iteration `it`'s forward pass.
                     let r = loop_state.record(it, &stats, &st.model);
                     observer.on_record(&r);
