@@ -1,7 +1,9 @@
 //! The fast engine against the oracle, and the oracle against calculus.
 
 use mnist_blas::data::FEATURES;
-use mnist_blas::engine::{blas::BlasEngine, naive, naive::NaiveEngine, Engine};
+use mnist_blas::engine::{
+    blas::BlasEngine, naive, naive::NaiveEngine, sparse::SparseEngine, Engine,
+};
 use mnist_blas::model::{Init, Mlp};
 use mnist_blas::testutil::{max_rel_diff, random_batch, tolerance};
 
@@ -156,7 +158,7 @@ fn softmax_survives_huge_logits() {
     m.b2[3] = 1000.0;
     m.b2[4] = 999.0;
     let (x, _) = random_batch(2, 0);
-    for engine in [&BlasEngine as &dyn Engine, &NaiveEngine] {
+    for engine in [&BlasEngine as &dyn Engine, &NaiveEngine, &SparseEngine] {
         let p = engine.probabilities(&m, &x);
         assert!(p.iter().all(|v| v.is_finite()));
         assert!((p[[0, 3]] - 0.7310586).abs() < 1e-5, "{}", p[[0, 3]]);
