@@ -13,7 +13,7 @@ use super::{argmax, BatchStats, Engine, EngineKind};
 use crate::data::{CLASSES, FEATURES};
 use crate::model::{Gradients, Mlp};
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, Axis};
 use std::cell::RefCell;
 
 pub struct BlasEngine;
@@ -163,17 +163,4 @@ fn accumulate_block(m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStat
         g.b1 += &ws.da1.sum_axis(Axis(0));
         stats
     })
-}
-
-/// The forward pass as a free function on views, for tests and benches that
-/// want the hidden activations too: returns `(a1, probabilities)`.
-pub fn forward_activations(m: &Mlp, pixels: &[u8]) -> (Array2<f32>, Array2<f32>) {
-    let mut ws = Workspace::default();
-    forward(m, pixels, &mut ws);
-    (ws.a1, ws.z2)
-}
-
-/// Shape check helper used by tests: a view of `pixels` as `rows x 784`.
-pub fn pixels_view(pixels: &[u8]) -> ArrayView2<'_, u8> {
-    ArrayView2::from_shape((pixels.len() / FEATURES, FEATURES), pixels).expect("rows x 784")
 }
