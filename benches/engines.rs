@@ -89,7 +89,7 @@ fn engines(c: &mut Criterion) {
             let mut grads = Mlp::zeros(HIDDEN);
             g.bench_with_input(BenchmarkId::new(kind.name(), rows), &(x, y), |b, (x, y)| {
                 b.iter(|| {
-                    let stats = shards.mean_gradients(engine.as_ref(), &m, x, y, &mut grads);
+                    let stats = shards.mean_gradients(engine.as_ref(), &m, x, y, None, &mut grads);
                     opt.step(&mut m, &grads);
                     black_box(stats)
                 })

@@ -111,7 +111,7 @@ fn every_hot_path_product_goes_to_cblas_sgemm() {
     let mut g = Mlp::zeros(10);
     let mut shards = ShardBuffers::default();
     let n = calls_during(|| {
-        shards.mean_gradients(&engine, &m, &x, &y, &mut g);
+        shards.mean_gradients(&engine, &m, &x, &y, None, &mut g);
     });
     assert_eq!(n, 5 * rows.div_ceil(SHARD_ROWS));
 

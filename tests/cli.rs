@@ -143,6 +143,50 @@ fn notebook_preset_is_reproducible_and_prints_every_25_iterations() {
     );
 }
 
+/// The notebook preset scores the held-out rows once, at the end, as the
+/// notebook does; `--heldout-eval records` brings back the held-out curve,
+/// and neither changes the model.
+#[test]
+fn heldout_eval_end_skips_the_curve_but_not_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |when: Option<&str>, tag: &str| {
+        let (model, metrics) = (format!("{tag}.npz"), format!("{tag}.csv"));
+        let mut args = vec![
+            "--preset",
+            "notebook",
+            "--iterations",
+            "30",
+            "--engine",
+            "sparse",
+            "--json",
+            "--model",
+            &model,
+            "--metrics",
+            &metrics,
+        ];
+        if let Some(w) = when {
+            args.extend(["--heldout-eval", w]);
+        }
+        let o = run_in(dir.path(), &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let csv = std::fs::read_to_string(dir.path().join(&metrics)).unwrap();
+        let heldout: Vec<String> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(4).unwrap().to_string())
+            .collect();
+        let npz = std::fs::read(dir.path().join(&model)).unwrap();
+        (last_json(&o), heldout, npz)
+    };
+    let (end, end_curve, end_model) = run(None, "default");
+    let (records, curve, model) = run(Some("records"), "records");
+    assert_eq!(end_curve.len(), 3, "records at 0, 25 and 29");
+    assert!(end_curve.iter().all(|v| v.is_empty()), "{end_curve:?}");
+    assert!(curve.iter().all(|v| v.parse::<f64>().is_ok()), "{curve:?}");
+    assert_eq!(end["heldout_accuracy"], records["heldout_accuracy"]);
+    assert_eq!(end_model, model);
+}
+
 #[test]
 fn bad_csv_fails_with_file_and_line_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();

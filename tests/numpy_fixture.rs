@@ -101,6 +101,7 @@ fn both_engines_take_numpys_sgd_and_adam_step() {
                 &f.model,
                 &f.x,
                 &f.y,
+                None,
                 &mut grads,
             );
             let loss: Array0<f64> = f.arrays.by_name("loss").unwrap();

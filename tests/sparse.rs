@@ -116,3 +116,79 @@ fn sparse_forgets_the_previous_model_and_width() {
     compare_with_oracle(&x, &y, 10, Init::Uniform, 13);
     compare_with_oracle(&x, &y, 10, Init::He, 14);
 }
+
+fn bits(m: &Mlp) -> Vec<u32> {
+    m.params()
+        .iter()
+        .flat_map(|p| p.iter().map(|v| v.to_bits()))
+        .collect()
+}
+
+/// Prepared rows (non-zeros by row and by pixel, computed once for
+/// full-batch training) are a cache, not an approximation: the gradients and
+/// counts must equal those from the raw rows bit for bit, narrow and wide.
+#[test]
+fn prepared_rows_give_the_same_bits_as_raw_rows() {
+    let (mut x, mut y) = random_batch(300, 21);
+    // Blank rows and a full row, among ordinary ones.
+    x[..FEATURES].fill(0);
+    x[5 * FEATURES..6 * FEATURES].fill(255);
+    x[7 * FEATURES..8 * FEATURES].fill(0);
+    y[5] = 3;
+    for hidden in [10, 16, 20, 40] {
+        let m = Mlp::init(hidden, Init::He, hidden as u64);
+        let prepared = SparseEngine.prepare(&x).expect("sparse prepares rows");
+        assert_eq!(prepared.rows(), 300);
+        let mut raw = Mlp::zeros(hidden);
+        let a = SparseEngine.accumulate(&m, &x, &y, &mut raw);
+        let mut from_prepared = Mlp::zeros(hidden);
+        let b = SparseEngine.accumulate_prepared(&m, &prepared, &y, &mut from_prepared);
+        assert_eq!(bits(&raw), bits(&from_prepared), "H={hidden}");
+        assert_eq!((a.correct, a.rows), (b.correct, b.rows));
+        assert_eq!(a.loss_sum.to_bits(), b.loss_sum.to_bits());
+    }
+}
+
+/// A whole sharded batch, as full-batch training runs it: prepared shards
+/// and raw rows give bit-identical mean gradients.
+#[test]
+fn prepared_shards_give_the_same_bits_as_raw_shards() {
+    use mnist_blas::train::shard::{prepare, ShardBuffers, SHARD_ROWS};
+    let rows = 3 * SHARD_ROWS + 45;
+    let (x, y) = random_batch(rows, 22);
+    let m = Mlp::init(10, Init::Uniform, 22);
+    let shards = prepare(&SparseEngine, &x).expect("sparse prepares shards");
+    assert_eq!(shards.len(), 4);
+    let mut raw = Mlp::zeros(10);
+    let a = ShardBuffers::default().mean_gradients(&SparseEngine, &m, &x, &y, None, &mut raw);
+    let mut fast = Mlp::zeros(10);
+    let b =
+        ShardBuffers::default().mean_gradients(&SparseEngine, &m, &x, &y, Some(&shards), &mut fast);
+    assert_eq!(bits(&raw), bits(&fast));
+    assert_eq!(a, b);
+    assert!(raw.params().iter().any(|p| p.iter().any(|&v| v != 0.0)));
+}
+
+/// The engine keeps padded copies of the last model it saw; a model that
+/// differs in a single weight must not be served the stale copy.
+#[test]
+fn a_one_weight_change_is_seen() {
+    let (x, y) = random_batch(40, 23);
+    let m = Mlp::init(10, Init::He, 23);
+    let mut changed = m.clone();
+    changed.w1[[3, 400]] += 0.25;
+    let run = |model: &Mlp| {
+        let mut g = Mlp::zeros(model.hidden());
+        SparseEngine.accumulate(model, &x, &y, &mut g);
+        bits(&g)
+    };
+    let after_m = {
+        run(&m);
+        run(&changed)
+    };
+    // A different width forces a fresh copy.
+    run(&Mlp::init(12, Init::He, 1));
+    let fresh = run(&changed);
+    assert_eq!(after_m, fresh);
+    assert_ne!(run(&m), fresh);
+}

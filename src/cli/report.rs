@@ -3,7 +3,7 @@
 //! throughput, the final accuracies and the files written.
 
 use super::progress::human_count;
-use super::train::TrainSummary;
+use super::train::{HeldoutEval, TrainSummary};
 use crate::engine::EngineKind;
 use std::fmt::Write;
 use std::path::Path;
@@ -80,10 +80,14 @@ pub fn summary_screen(s: &TrainSummary, source_rows: usize, written: &[&Path]) -
     line(
         "throughput",
         format!(
-            "{} samples/s ({} samples in {:.2} s, held-out checks included)",
+            "{} samples/s ({} samples in {:.2} s{})",
             human_count(s.samples_per_second),
             thousands(s.samples),
-            s.train_seconds
+            s.train_seconds,
+            match s.heldout_eval {
+                HeldoutEval::Records => ", held-out checks included",
+                HeldoutEval::End => "",
+            }
         ),
     );
     line(

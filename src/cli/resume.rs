@@ -38,7 +38,7 @@ pub fn train_with_checkpoints(
     cfg: &TrainConfig,
     split: f64,
     train_set: &Dataset,
-    heldout: &Dataset,
+    heldout: Option<&Dataset>,
     progress: &mut dyn Observer,
     say: &dyn Fn(String),
 ) -> Result<TrainOutcome> {
@@ -68,7 +68,7 @@ pub fn train_with_checkpoints(
         identity,
         &INTERRUPT,
     );
-    let outcome = train::train_from(cfg, state, train_set, Some(heldout), &mut observer)?;
+    let outcome = train::train_from(cfg, state, train_set, heldout, &mut observer)?;
     if let Some(e) = observer.error.take() {
         return Err(anyhow::Error::new(e).context("writing a checkpoint"));
     }

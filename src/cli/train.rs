@@ -42,6 +42,18 @@ pub enum Preset {
     Notebook,
 }
 
+/// When `train` scores the held-out rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeldoutEval {
+    /// At every record: a held-out curve in the metrics CSV, the plot and
+    /// the progress line.
+    Records,
+    /// Once, after training, as the notebook does: it prints training
+    /// accuracy as it goes. Saves a pass over the held-out rows per record.
+    End,
+}
+
 /// `full` or a number of rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchSize {
@@ -115,6 +127,10 @@ pub struct TrainArgs {
     /// Full-batch: record metrics every N iterations [default: 25].
     #[arg(long, value_name = "N")]
     pub log_every: Option<usize>,
+    /// When to score the held-out rows: at every record, or once at the end
+    /// [default: records; notebook: end].
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub heldout_eval: Option<HeldoutEval>,
     /// Where to write the trained model (.npz, the notebook's names and shapes).
     #[arg(long, value_name = "PATH", default_value = "model.npz")]
     pub model: PathBuf,
@@ -176,6 +192,7 @@ pub struct Resolved {
     pub threads: usize,
     pub source: DataSource,
     pub preset: Preset,
+    pub heldout_eval: HeldoutEval,
 }
 
 impl TrainArgs {
@@ -282,6 +299,11 @@ impl TrainArgs {
             threads: self.threads,
             source,
             preset: self.preset,
+            heldout_eval: self.heldout_eval.unwrap_or(if notebook {
+                HeldoutEval::End
+            } else {
+                HeldoutEval::Records
+            }),
         })
     }
 }
@@ -314,6 +336,8 @@ pub struct TrainSummary {
     pub threads: usize,
     pub split: f64,
     pub engine: EngineKind,
+    /// When the held-out rows were scored: `records` or `end`.
+    pub heldout_eval: HeldoutEval,
     pub steps: usize,
     pub train_accuracy: f64,
     pub train_loss: f64,
@@ -402,7 +426,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
             Schedule::MiniBatch { epochs, .. } => epochs,
         };
         let mut progress = TrainProgress::new(display, full_batch, units);
-        let outcome = resume::train_with_checkpoints(&args, c, r.split, &train_set, &heldout, &mut progress, &say)?;
+        let outcome = resume::train_with_checkpoints(
+            &args,
+            c,
+            r.split,
+            &train_set,
+            (r.heldout_eval == HeldoutEval::Records).then_some(&heldout),
+            &mut progress,
+            &say,
+        )?;
         progress.finish();
 
         let eval_start = Instant::now();
@@ -465,6 +497,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 threads,
                 split: r.split,
                 engine: c.engine,
+                heldout_eval: r.heldout_eval,
                 steps: outcome.steps,
                 train_accuracy: on_train.stats.accuracy(),
                 train_loss: on_train.stats.mean_loss(),

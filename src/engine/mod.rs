@@ -55,6 +55,41 @@ pub trait Engine: Send + Sync {
 
     /// Class probabilities, `rows x 10`.
     fn probabilities(&self, model: &Mlp, x: &[u8]) -> Array2<f32>;
+
+    /// Convert rows `x` once into the form this engine computes from
+    /// fastest, for many [`Engine::accumulate_prepared`] calls on the same
+    /// rows (full-batch training passes over one batch hundreds of times).
+    /// `None` when the engine has nothing to gain: callers then pass the
+    /// rows raw.
+    fn prepare(&self, _x: &[u8]) -> Option<PreparedRows> {
+        None
+    }
+
+    /// [`Engine::accumulate`] over rows this engine prepared: the same
+    /// result, bit for bit.
+    fn accumulate_prepared(
+        &self,
+        _model: &Mlp,
+        _rows: &PreparedRows,
+        _y: &[u8],
+        _grads: &mut Gradients,
+    ) -> BatchStats {
+        unreachable!("the {} engine prepares no rows", self.kind())
+    }
+}
+
+/// Rows an engine has converted ahead of time (see [`Engine::prepare`]).
+pub enum PreparedRows {
+    /// Non-zero pixels by row and by pixel.
+    Sparse(sparse::SparseRows),
+}
+
+impl PreparedRows {
+    pub fn rows(&self) -> usize {
+        match self {
+            PreparedRows::Sparse(s) => s.rows(),
+        }
+    }
 }
 
 /// Which engine to run.
@@ -103,12 +138,16 @@ pub(crate) fn pixel_table() -> &'static [f32; 256] {
 }
 
 /// Index of the largest value, the first on ties (as numpy's `argmax`).
+/// Written with selects rather than a branch per element: which element
+/// wins is data, and a mispredicted branch per row cost more than the rest
+/// of the comparison.
+#[inline]
 pub(crate) fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
+    let (mut best, mut best_value) = (0, v[0]);
+    for (i, &x) in v.iter().enumerate().skip(1) {
+        let better = x > best_value;
+        best = if better { i } else { best };
+        best_value = if better { x } else { best_value };
     }
     best
 }

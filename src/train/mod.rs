@@ -7,7 +7,7 @@ pub mod shard;
 pub use optimizer::{Optimizer, OptimizerKind};
 
 use crate::data::{Dataset, FEATURES};
-use crate::engine::{BatchStats, Engine, EngineKind};
+use crate::engine::{BatchStats, Engine, EngineKind, PreparedRows};
 use crate::metrics::{evaluate, Evaluation};
 use crate::model::{Init, Mlp};
 use crate::rng::{SeededRng, Stream};
@@ -320,13 +320,15 @@ pub fn train_from(
     let steps = match cfg.schedule {
         Schedule::FullBatch { iterations } => {
             let every = cfg.log_every.max(1);
+            // The same rows every iteration: convert them once.
+            let prepared = shard::prepare(loop_state.engine, &train.pixels);
             while st.position.completed < iterations {
                 let it = st.position.completed;
                 st.optimizer.lr = cfg.lr_schedule.rate(cfg.lr, it, iterations);
                 let stats = loop_state.step(
                     &mut st.model,
                     &mut st.optimizer,
-                    &train.pixels,
+                    (&train.pixels, prepared.as_deref()),
                     labels,
                     "iteration",
                     it,
@@ -371,7 +373,7 @@ pub fn train_from(
                     let stats = loop_state.step(
                         &mut st.model,
                         &mut st.optimizer,
-                        &xb,
+                        (&xb, None),
                         &yb,
                         "epoch",
                         epoch,
@@ -426,14 +428,14 @@ impl Loop<'_> {
         &mut self,
         model: &mut Mlp,
         opt: &mut Optimizer,
-        x: &[u8],
+        (x, prepared): (&[u8], Option<&[PreparedRows]>),
         y: &[u8],
         unit: &'static str,
         at: usize,
     ) -> Result<BatchStats, TrainError> {
         let stats = self
             .shards
-            .mean_gradients(self.engine, model, x, y, &mut self.grads);
+            .mean_gradients(self.engine, model, x, y, prepared, &mut self.grads);
         opt.step(model, &self.grads);
         if !model.is_finite() || !stats.mean_loss().is_finite() {
             let what = format!(

@@ -8,7 +8,7 @@
 //! and give bit-identical weights: only who computes which shard changes.
 
 use crate::data::FEATURES;
-use crate::engine::{BatchStats, Engine};
+use crate::engine::{BatchStats, Engine, PreparedRows};
 use crate::model::{Gradients, Mlp};
 use rayon::prelude::*;
 
@@ -27,13 +27,16 @@ pub struct ShardBuffers {
 
 impl ShardBuffers {
     /// Mean gradients of the loss over rows `x` (labels `y`) into `out`, and
-    /// the batch's loss/accuracy counts.
+    /// the batch's loss/accuracy counts. `prepared`, if given, is
+    /// [`prepare`]'s result for the same `x` and engine: the engine then
+    /// computes from it (same bits, less work).
     pub fn mean_gradients(
         &mut self,
         engine: &dyn Engine,
         model: &Mlp,
         x: &[u8],
         y: &[u8],
+        prepared: Option<&[PreparedRows]>,
         out: &mut Gradients,
     ) -> BatchStats {
         let rows = y.len();
@@ -41,8 +44,15 @@ impl ShardBuffers {
         let n = rows.div_ceil(SHARD_ROWS);
         out.fill(0.0);
         let mut stats = BatchStats::default();
+        if let Some(p) = prepared {
+            assert_eq!(p.len(), n, "prepared shards do not match the batch");
+        }
+        let shard = |i: usize, xs: &[u8], ys: &[u8], g: &mut Gradients| match prepared {
+            Some(p) => engine.accumulate_prepared(model, &p[i], ys, g),
+            None => engine.accumulate(model, xs, ys, g),
+        };
         if n <= 1 {
-            stats = engine.accumulate(model, x, y, out);
+            stats = shard(0, x, y, out);
         } else {
             let h = model.hidden();
             if self.shards.len() < n || self.shards[0].hidden() != h {
@@ -54,9 +64,10 @@ impl ShardBuffers {
                 .zip(&mut self.stats[..n])
                 .zip(x.par_chunks(SHARD_ROWS * FEATURES))
                 .zip(y.par_chunks(SHARD_ROWS))
-                .for_each(|(((g, s), xs), ys)| {
+                .enumerate()
+                .for_each(|(i, (((g, s), xs), ys))| {
                     g.fill(0.0);
-                    *s = engine.accumulate(model, xs, ys, g);
+                    *s = shard(i, xs, ys, g);
                 });
             // The fixed-order reduction.
             for (g, s) in self.shards[..n].iter().zip(&self.stats[..n]) {
@@ -67,4 +78,16 @@ impl ShardBuffers {
         out.scale(1.0 / rows as f32);
         stats
     }
+}
+
+/// The engine's prepared form of each shard of `x` (cut as
+/// [`ShardBuffers::mean_gradients`] cuts it), computed in parallel; `None`
+/// if the engine prepares nothing. Worth it when one batch is used for many
+/// steps: full-batch training.
+pub fn prepare(engine: &dyn Engine, x: &[u8]) -> Option<Vec<PreparedRows>> {
+    let shards: Vec<Option<PreparedRows>> = x
+        .par_chunks(SHARD_ROWS * FEATURES)
+        .map(|xs| engine.prepare(xs))
+        .collect();
+    shards.into_iter().collect()
 }
