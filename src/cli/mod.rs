@@ -12,7 +12,7 @@ mod train;
 
 pub use resume::{Interrupted, INTERRUPTED_EXIT_CODE};
 pub use sweep::SweepArgs;
-pub use train::{DataSource, Resolved, TrainArgs};
+pub use train::{DataSource, HeldoutEval, Resolved, TrainArgs};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};

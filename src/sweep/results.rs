@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 pub const LEAD_COLUMNS: [&str; 6] = ["key", "status", "error", "command", "data", "preset"];
 /// Columns after the hyperparameters: what the run measured. The names are
 /// `train --json`'s, plus the best epoch.
-pub const METRIC_COLUMNS: [&str; 20] = [
+pub const METRIC_COLUMNS: [&str; 21] = [
+    "heldout_eval",
     "train_rows",
     "heldout_rows",
     "steps",

@@ -9,6 +9,7 @@
 
 use super::results::{best_epoch, CurveRow, Measured, RunResult, FAILED, OK};
 use super::{RunSpec, SweepError};
+use crate::cli::HeldoutEval;
 use crate::data::Dataset;
 use crate::engine::BatchStats;
 use crate::metrics::evaluate;
@@ -67,12 +68,19 @@ pub fn run_one(spec: &RunSpec, all: &Dataset, load_seconds: f64, threads: usize)
         return fail(&mut m, reason);
     }
     let mut counter = RowCounter(0);
-    let outcome = match train::train(c, &train_set, Some(&heldout), &mut counter) {
+    // As `train`: held-out curves unless the run asked for one check at the
+    // end (the notebook preset does).
+    let scored = (r.heldout_eval == HeldoutEval::Records).then_some(&heldout);
+    let outcome = match train::train(c, &train_set, scored, &mut counter) {
         Ok(o) => o,
         Err(e) => return fail(&mut m, e.to_string()),
     };
     // Only now, so a failed row has the same (empty) measurements whether
     // the sweep ran it or `--collect` read it from an emitted command.
+    m.set(
+        "heldout_eval",
+        serde_json::to_value(r.heldout_eval).expect("an enum name"),
+    );
     m.set("train_rows", train_set.len());
     m.set("heldout_rows", heldout.len());
     let eval_start = Instant::now();
