@@ -195,10 +195,14 @@ fn parse_lines_into(
 }
 
 /// Appends `extra` zero bytes. A fresh buffer comes zeroed from the
-/// allocator (no pass over it, as for a whole file parsed at once).
+/// allocator (no pass over it, as for a whole file parsed at once); a
+/// reserved one is zeroed on the pool, so the first touch of its pages (a
+/// page fault each) is shared out too.
 fn grow_zeroed(buf: &mut Vec<u8>, extra: usize) {
     if buf.capacity() == 0 {
         *buf = vec![0; extra];
+    } else if extra >= 1 << 20 {
+        buf.par_extend(rayon::iter::repeat_n(0u8, extra));
     } else {
         buf.resize(buf.len() + extra, 0);
     }
@@ -641,7 +645,16 @@ fn parse_plain(line: &[u8], layout: Layout, px: &mut [u8], label: &mut u8) -> Re
     }
     let first = usize::from(layout.labeled());
     let last = px.len().saturating_sub(1);
-    for (k, slot) in px.iter_mut().enumerate() {
+    let mut k = 0;
+    while k < px.len() {
+        // Four in five MNIST pixels are 0: take eight "0," fields at once
+        // when they are there (never the last field, which has no comma).
+        if k + ZERO_RUN_FIELDS <= last && line.get(pos..pos + ZERO_RUN.len()) == Some(ZERO_RUN) {
+            px[k..k + ZERO_RUN_FIELDS].fill(0);
+            k += ZERO_RUN_FIELDS;
+            pos += ZERO_RUN.len();
+            continue;
+        }
         let (value, end) = scan_uint(line, pos);
         let separated = if k == last {
             end == line.len()
@@ -651,11 +664,16 @@ fn parse_plain(line: &[u8], layout: Layout, px: &mut [u8], label: &mut u8) -> Re
         if end == pos || value > 255 || !separated {
             return Err(classify_fault(line, layout, first + k, pos));
         }
-        *slot = value as u8;
+        px[k] = value as u8;
         pos = end + 1;
+        k += 1;
     }
     Ok(())
 }
+
+/// Eight zero fields, each with its comma: compared as one 16-byte block.
+const ZERO_RUN: &[u8] = b"0,0,0,0,0,0,0,0,";
+const ZERO_RUN_FIELDS: usize = 8;
 
 /// Reads ASCII digits from `pos`: (value, end). The value saturates at 1000,
 /// beyond any valid field, so long digit runs cannot overflow.
@@ -796,8 +814,8 @@ pub fn parse_csv_stream(
         };
         if parse_end > 0 {
             let lines = &buf[..parse_end];
-            parse_lines_into(lines, next_line, &ctx, mode, &mut pixels, &mut labels)?;
-            next_line += count_lines(lines) as u64;
+            next_line +=
+                parse_lines_into(lines, next_line, &ctx, mode, &mut pixels, &mut labels)? as u64;
         }
         if ended {
             break;
