@@ -170,7 +170,15 @@ fn axpy(acc: &mut Chunk, v: f32, w: &Chunk) {
 
 #[inline(always)]
 fn add(a: &Chunk, b: &Chunk) -> Chunk {
-    std::array::from_fn(|l| a[l] + b[l])
+    // Loops rather than `array::from_fn` or `map` throughout the hot code:
+    // their closures may be compiled outside the multiversioned caller,
+    // without its vector features (seen in profiles as calls to
+    // `core::array::try_from_fn`).
+    let mut out = *a;
+    for l in 0..LANES {
+        out[l] += b[l];
+    }
+    out
 }
 
 /// Room for one row's non-zero pixels, plus slack for the vector gather,
@@ -288,31 +296,47 @@ fn gather_vbmi2(row: &[u8], index: &mut [u16; NZ_CAP], value: &mut [f32; NZ_CAP]
     n
 }
 
+/// `sum over (index, value) of value * w1t[index]`, for lane chunk `c`.
+/// Four partial sums break the add-latency chain; their order is fixed.
+#[inline(always)]
+fn partial_sum(w1t: &[Chunk], chunks: usize, c: usize, index: &[u16], value: &[f32]) -> Chunk {
+    let n = index.len();
+    let value = &value[..n];
+    let mut acc = [[0.0f32; LANES]; 4];
+    for (idx, val) in index.chunks_exact(4).zip(value.chunks_exact(4)) {
+        for q in 0..4 {
+            axpy(&mut acc[q], val[q], &w1t[idx[q] as usize * chunks + c]);
+        }
+    }
+    let tail = n / 4 * 4;
+    for (&i, &v) in index[tail..].iter().zip(&value[tail..]) {
+        axpy(&mut acc[0], v, &w1t[i as usize * chunks + c]);
+    }
+    add(&add(&acc[0], &acc[1]), &add(&acc[2], &acc[3]))
+}
+
 /// Forward pass of one row given as its non-zero pixels (`index`,
 /// `value`): fills `ws.a1` and returns the 10 class probabilities (padding
 /// lanes 0).
 #[inline(always)]
 fn forward_row(ws: &mut Workspace, chunks: usize, index: &[u16], value: &[f32]) -> Chunk {
-    let n = index.len();
-    let value = &value[..n];
     let w1t = &ws.w1t[..FEATURES * chunks];
     for c in 0..chunks {
-        // Four partial sums break the add-latency chain; their order is fixed.
-        let mut acc = [[0.0f32; LANES]; 4];
-        for (idx, val) in index.chunks_exact(4).zip(value.chunks_exact(4)) {
-            for q in 0..4 {
-                axpy(&mut acc[q], val[q], &w1t[idx[q] as usize * chunks + c]);
-            }
+        ws.a1[c] = partial_sum(w1t, chunks, c, index, value);
+    }
+    forward_from_sums(ws, chunks)
+}
+
+/// The rest of the forward pass, from the first layer's sums (without the
+/// bias) in `ws.a1`: bias, ReLU, second layer, softmax.
+#[inline(always)]
+fn forward_from_sums(ws: &mut Workspace, chunks: usize) -> Chunk {
+    for c in 0..chunks {
+        let mut a1 = add(&ws.a1[c], &ws.b1[c]);
+        for v in a1.iter_mut() {
+            *v = v.max(0.0);
         }
-        let tail = n / 4 * 4;
-        for (&i, &v) in index[tail..].iter().zip(&value[tail..]) {
-            axpy(&mut acc[0], v, &w1t[i as usize * chunks + c]);
-        }
-        let z = add(
-            &add(&add(&acc[0], &acc[1]), &add(&acc[2], &acc[3])),
-            &ws.b1[c],
-        );
-        ws.a1[c] = z.map(|v| v.max(0.0));
+        ws.a1[c] = a1;
     }
     let mut z2 = ws.b2;
     for j in 0..ws.hidden {
@@ -333,12 +357,24 @@ fn softmax_classes(z: &mut Chunk) {
         .iter()
         .cloned()
         .fold(f32::NEG_INFINITY, f32::max);
-    let e = exp_chunk(std::array::from_fn(|l| z[l] - max));
+    let mut shifted = *z;
+    for v in shifted.iter_mut() {
+        *v -= max;
+    }
+    let e = exp_chunk(shifted);
     // A fixed order of additions (a tree, for a shorter dependency chain).
-    let pairs: [f32; 5] = std::array::from_fn(|i| e[2 * i] + e[2 * i + 1]);
+    let pairs = [
+        e[0] + e[1],
+        e[2] + e[3],
+        e[4] + e[5],
+        e[6] + e[7],
+        e[8] + e[9],
+    ];
     let sum = ((pairs[0] + pairs[1]) + (pairs[2] + pairs[3])) + pairs[4];
     let inv = 1.0 / sum;
-    *z = std::array::from_fn(|l| if l < CLASSES { e[l] * inv } else { 0.0 });
+    for (l, v) in z.iter_mut().enumerate() {
+        *v = if l < CLASSES { e[l] * inv } else { 0.0 };
+    }
 }
 
 /// `e^x` lane by lane, for `x <= 0` (logits minus their maximum), within
@@ -364,7 +400,8 @@ fn exp_chunk(x: Chunk) -> Chunk {
         1.666_666_5e-1,
         0.5, // Cephes: 5.0000001201e-1, which is 0.5 in f32
     ];
-    std::array::from_fn(|l| {
+    let mut out = [0.0f32; LANES];
+    for l in 0..LANES {
         let x = if x[l] < LOWEST { LOWEST } else { x[l] };
         let t = x * LOG2E + SHIFT;
         let n = t - SHIFT;
@@ -377,8 +414,9 @@ fn exp_chunk(x: Chunk) -> Chunk {
         // n is in [-126, 0] here: the low bits of t's mantissa hold it.
         let n = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
         let scale = f32::from_bits((n.wrapping_add(127) as u32) << 23);
-        y * scale
-    })
+        out[l] = y * scale;
+    }
+    out
 }
 
 /// The summed cross-entropy `-ln p` of many rows, with one logarithm per
@@ -448,7 +486,12 @@ fn backward_head(
             axpy(&mut d, dk, &ws.w2[k * chunks + c]);
         }
         let a = &ws.a1[c];
-        let dz1 = std::array::from_fn(|l| if a[l] > 0.0 { d[l] } else { 0.0 });
+        let mut dz1 = d;
+        for l in 0..LANES {
+            if a[l] <= 0.0 {
+                dz1[l] = 0.0;
+            }
+        }
         ws.g_b1[c] = add(&ws.g_b1[c], &dz1);
         ws.dz1[c] = dz1;
     }
@@ -607,7 +650,7 @@ fn first_layer_gradient(g_w1t: &mut [Chunk], dz1_rows: &[Chunk], s: &SparseRows,
         (&s.col_row[span.clone()], &s.col_value[span])
     };
     for p in (0..FEATURES).step_by(4) {
-        let cols: [(&[u16], &[f32]); 4] = std::array::from_fn(|q| column(p + q));
+        let cols = [column(p), column(p + 1), column(p + 2), column(p + 3)];
         let common = cols.iter().map(|c| c.0.len()).min().unwrap_or(0);
         for c in 0..chunks {
             // Four named sums rather than an array: indexed by a variable,
