@@ -29,7 +29,29 @@ pub struct SparseEngine;
 
 /// Lanes of one chunk of hidden units (one AVX-512 register of f32).
 const LANES: usize = 16;
-type Chunk = [f32; LANES];
+/// One chunk of lanes, aligned to a cache line: a 64-byte load or store of
+/// one then never straddles two lines (a `Vec<[f32; 16]>` is only 4-byte
+/// aligned, and most of its chunks did).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C, align(64))]
+struct Chunk([f32; LANES]);
+
+const ZERO: Chunk = Chunk([0.0; LANES]);
+
+impl std::ops::Deref for Chunk {
+    type Target = [f32; LANES];
+    #[inline(always)]
+    fn deref(&self) -> &[f32; LANES] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Chunk {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut [f32; LANES] {
+        &mut self.0
+    }
+}
 
 /// Per-thread copies of the model in the padded layouts, gradients in the
 /// same layouts, and one row's scratch. Reused across calls: a training loop
@@ -73,18 +95,18 @@ impl Workspace {
             *self = Workspace {
                 hidden: h,
                 chunks,
-                w1t: vec![[0.0; LANES]; FEATURES * chunks],
-                b1: vec![[0.0; LANES]; chunks],
-                w2t: vec![[0.0; LANES]; h],
-                w2: vec![[0.0; LANES]; CLASSES * chunks],
-                b2: [0.0; LANES],
-                g_w1t: vec![[0.0; LANES]; FEATURES * chunks],
-                g_b1: vec![[0.0; LANES]; chunks],
-                g_w2t: vec![[0.0; LANES]; h],
-                g_b2: [0.0; LANES],
+                w1t: vec![ZERO; FEATURES * chunks],
+                b1: vec![ZERO; chunks],
+                w2t: vec![ZERO; h],
+                w2: vec![ZERO; CLASSES * chunks],
+                b2: ZERO,
+                g_w1t: vec![ZERO; FEATURES * chunks],
+                g_b1: vec![ZERO; chunks],
+                g_w2t: vec![ZERO; h],
+                g_b2: ZERO,
                 nz: NonZeros::default(),
-                a1: vec![[0.0; LANES]; chunks],
-                dz1: vec![[0.0; LANES]; chunks],
+                a1: vec![ZERO; chunks],
+                dz1: vec![ZERO; chunks],
                 dz1_rows: Vec::new(),
                 loaded: None,
             };
@@ -118,9 +140,9 @@ impl Workspace {
 
     fn clear_gradients(&mut self) {
         for g in [&mut self.g_w1t, &mut self.g_b1, &mut self.g_w2t] {
-            g.fill([0.0; LANES]);
+            g.fill(ZERO);
         }
-        self.g_b2 = [0.0; LANES];
+        self.g_b2 = ZERO;
     }
 
     /// Add the padded gradients into `g` (the model's layout).
@@ -302,7 +324,7 @@ fn gather_vbmi2(row: &[u8], index: &mut [u16; NZ_CAP], value: &mut [f32; NZ_CAP]
 fn partial_sum(w1t: &[Chunk], chunks: usize, c: usize, index: &[u16], value: &[f32]) -> Chunk {
     let n = index.len();
     let value = &value[..n];
-    let mut acc = [[0.0f32; LANES]; 4];
+    let mut acc = [ZERO; 4];
     for (idx, val) in index.chunks_exact(4).zip(value.chunks_exact(4)) {
         for q in 0..4 {
             axpy(&mut acc[q], val[q], &w1t[idx[q] as usize * chunks + c]);
@@ -400,7 +422,7 @@ fn exp_chunk(x: Chunk) -> Chunk {
         1.666_666_5e-1,
         0.5, // Cephes: 5.0000001201e-1, which is 0.5 in f32
     ];
-    let mut out = [0.0f32; LANES];
+    let mut out = ZERO;
     for l in 0..LANES {
         let x = if x[l] < LOWEST { LOWEST } else { x[l] };
         let t = x * LOG2E + SHIFT;
@@ -481,7 +503,7 @@ fn backward_head(
     }
     // dz1 = (w2^T dz2) gated by the ReLU (a1 > 0 exactly where z1 > 0).
     for c in 0..chunks {
-        let mut d = [0.0f32; LANES];
+        let mut d = ZERO;
         for (k, &dk) in dz2[..CLASSES].iter().enumerate() {
             axpy(&mut d, dk, &ws.w2[k * chunks + c]);
         }
@@ -655,8 +677,7 @@ fn first_layer_gradient(g_w1t: &mut [Chunk], dz1_rows: &[Chunk], s: &SparseRows,
         for c in 0..chunks {
             // Four named sums rather than an array: indexed by a variable,
             // an array would live on the stack, one store per multiply-add.
-            let (mut a0, mut a1, mut a2, mut a3) =
-                ([0.0f32; LANES], [0.0; LANES], [0.0; LANES], [0.0; LANES]);
+            let (mut a0, mut a1, mut a2, mut a3) = (ZERO, ZERO, ZERO, ZERO);
             let (r0, r1, r2, r3) = (
                 &cols[0].0[..common],
                 &cols[1].0[..common],
@@ -712,7 +733,7 @@ multiversion! {
         let chunks = ws.chunks;
         let mut dz1_rows = std::mem::take(&mut ws.dz1_rows);
         dz1_rows.clear();
-        dz1_rows.resize(s.rows * chunks, [0.0; LANES]);
+        dz1_rows.resize(s.rows * chunks, ZERO);
         let mut loss = LossSum::new();
         for (r, &label) in y.iter().enumerate() {
             let span = s.row_start[r] as usize..s.row_start[r + 1] as usize;
@@ -819,11 +840,11 @@ mod tests {
     /// is exact).
     #[test]
     fn exp_chunk_is_within_two_ulps_of_expf() {
-        assert_eq!(exp_chunk([0.0; LANES])[0], 1.0);
+        assert_eq!(exp_chunk(ZERO)[0], 1.0);
         let mut worst = 0u32;
         let mut x = 0.0f32;
         while x > -87.3 {
-            let chunk: Chunk = std::array::from_fn(|l| x - l as f32 * 1e-3);
+            let chunk = Chunk(std::array::from_fn(|l| x - l as f32 * 1e-3));
             for (l, got) in exp_chunk(chunk).into_iter().enumerate() {
                 if chunk[l] < -87.3 {
                     continue;
@@ -834,8 +855,8 @@ mod tests {
             x -= 0.0137;
         }
         assert!(worst <= 2, "{worst} ulps");
-        assert!(exp_chunk([f32::NAN; LANES])[0].is_nan());
-        let floor = exp_chunk([-1000.0; LANES])[0];
+        assert!(exp_chunk(Chunk([f32::NAN; LANES]))[0].is_nan());
+        let floor = exp_chunk(Chunk([-1000.0; LANES]))[0];
         assert!(floor > 0.0 && floor < 1.3e-38, "{floor}");
     }
 
