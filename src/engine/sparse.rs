@@ -114,11 +114,12 @@ impl Workspace {
         if self.loaded.as_ref().is_some_and(|l| same_bits(l, m)) {
             return;
         }
+        // Pixel by pixel: each chunk is written whole, once, and the reads
+        // run down `h` rows side by side.
         let w1 = m.w1.as_slice().expect("standard layout");
-        for (j, row) in w1.chunks_exact(FEATURES).enumerate() {
-            let (c, lane) = (j / LANES, j % LANES);
-            for (i, &w) in row.iter().enumerate() {
-                self.w1t[i * chunks + c][lane] = w;
+        for i in 0..FEATURES {
+            for j in 0..h {
+                self.w1t[i * chunks + j / LANES][j % LANES] = w1[j * FEATURES + i];
             }
         }
         for (j, &b) in m.b1.iter().enumerate() {
@@ -139,9 +140,14 @@ impl Workspace {
     }
 
     fn clear_gradients(&mut self) {
-        for g in [&mut self.g_w1t, &mut self.g_b1, &mut self.g_w2t] {
-            g.fill(ZERO);
-        }
+        self.g_w1t.fill(ZERO);
+        self.clear_small_gradients();
+    }
+
+    /// All but `g_w1t`, which the prepared path overwrites whole.
+    fn clear_small_gradients(&mut self) {
+        self.g_b1.fill(ZERO);
+        self.g_w2t.fill(ZERO);
         self.g_b2 = ZERO;
     }
 
@@ -169,8 +175,17 @@ impl Workspace {
 
 /// Bit-for-bit equality of two models' weights (`==` would take -0 for +0).
 fn same_bits(a: &Mlp, b: &Mlp) -> bool {
+    // XORs folded over blocks (which vectorises), leaving at the first
+    // block that differs: after an update that is the first block.
     a.params().iter().zip(b.params()).all(|(x, y)| {
-        x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
+        x.len() == y.len()
+            && x.chunks(64).zip(y.chunks(64)).all(|(x, y)| {
+                let diff = x
+                    .iter()
+                    .zip(y)
+                    .fold(0, |d, (p, q)| d | (p.to_bits() ^ q.to_bits()));
+                diff == 0
+            })
     })
 }
 
@@ -699,9 +714,10 @@ fn first_layer_gradient(g_w1t: &mut [Chunk], dz1_rows: &[Chunk], s: &SparseRows,
             for (q, acc) in [a0, a1, a2, a3].into_iter().enumerate() {
                 let (rows, values) = cols[q];
                 let sum = column_sum(acc, &rows[common..], &values[common..], dz1_rows, chunks, c);
-                // The buffer was cleared for this call, and a running sum
-                // that starts at +0 never becomes -0, so storing the sum is
-                // exactly `0 + sum`.
+                // Every entry is written here, so the buffer needs no
+                // clearing first; and a running sum that starts at +0 never
+                // becomes -0, so the sum is exactly `0 + sum`, what the
+                // row-by-row path adds up.
                 g_w1t[(p + q) * chunks + c] = sum;
             }
         }
@@ -811,7 +827,7 @@ impl Engine for SparseEngine {
         WORKSPACE.with(|ws| {
             let ws = &mut *ws.borrow_mut();
             ws.load_model(m);
-            ws.clear_gradients();
+            ws.clear_small_gradients();
             let stats = accumulate_prepared_rows(ws, s, y);
             ws.add_gradients_to(g);
             stats
