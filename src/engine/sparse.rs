@@ -605,11 +605,18 @@ pub struct SparseRows {
     row_start: Vec<u32>,
     index: Vec<u16>,
     value: Vec<f32>,
-    /// Pixel `i`'s non-zeros are `col_row[col_start[i]..col_start[i + 1]]`
-    /// (rows ascending) and the same range of `col_value`.
-    col_start: Vec<u32>,
-    col_row: Vec<u16>,
-    col_value: Vec<f32>,
+    /// The non-zeros grouped by pixel, rows ascending, in groups of four
+    /// pixels `4g..4g + 4`: while all four have entries left, one entry of
+    /// each, side by side (`quad_row[k][j]` is pixel `4g + j`'s k-th row, for
+    /// `k` in `group_start[g]..group_start[g + 1]`), so the per-pixel sums
+    /// read one stream instead of eight; then each pixel's remaining
+    /// entries, `tail_row[tail_start[i]..tail_start[i + 1]]` for pixel `i`.
+    group_start: Vec<u32>,
+    quad_row: Vec<[u16; 4]>,
+    quad_value: Vec<[f32; 4]>,
+    tail_start: Vec<u32>,
+    tail_row: Vec<u16>,
+    tail_value: Vec<f32>,
 }
 
 impl SparseRows {
@@ -652,14 +659,44 @@ impl SparseRows {
                 *at += 1;
             }
         }
+        // Interleave each group of four pixels' columns.
+        let column = |i: usize| col_start[i] as usize..col_start[i + 1] as usize;
+        let mut group_start = Vec::with_capacity(FEATURES / 4 + 1);
+        let (mut quad_row, mut quad_value) = (Vec::new(), Vec::new());
+        let mut tail_start = Vec::with_capacity(FEATURES + 1);
+        let (mut tail_row, mut tail_value) = (Vec::new(), Vec::new());
+        tail_start.push(0u32);
+        for g in 0..FEATURES / 4 {
+            group_start.push(quad_row.len() as u32);
+            let cols = [
+                column(4 * g),
+                column(4 * g + 1),
+                column(4 * g + 2),
+                column(4 * g + 3),
+            ];
+            let common = cols.iter().map(|c| c.len()).min().unwrap_or(0);
+            for k in 0..common {
+                quad_row.push(std::array::from_fn(|j| col_row[cols[j].start + k]));
+                quad_value.push(std::array::from_fn(|j| col_value[cols[j].start + k]));
+            }
+            for c in &cols {
+                tail_row.extend_from_slice(&col_row[c.start + common..c.end]);
+                tail_value.extend_from_slice(&col_value[c.start + common..c.end]);
+                tail_start.push(tail_row.len() as u32);
+            }
+        }
+        group_start.push(quad_row.len() as u32);
         Some(SparseRows {
             rows,
             row_start,
             index,
             value,
-            col_start,
-            col_row,
-            col_value,
+            group_start,
+            quad_row,
+            quad_value,
+            tail_start,
+            tail_row,
+            tail_value,
         })
     }
 
@@ -669,9 +706,9 @@ impl SparseRows {
 
     /// Bytes held, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        (self.row_start.len() + self.col_start.len()) * 4
-            + (self.index.len() + self.col_row.len()) * 2
-            + (self.value.len() + self.col_value.len()) * 4
+        (self.row_start.len() + self.group_start.len() + self.tail_start.len()) * 4
+            + (self.index.len() + self.tail_row.len() + 4 * self.quad_row.len()) * 2
+            + (self.value.len() + self.tail_value.len() + 4 * self.quad_value.len()) * 4
     }
 }
 
@@ -682,43 +719,35 @@ impl SparseRows {
 #[inline(always)]
 fn first_layer_gradient(g_w1t: &mut [Chunk], dz1_rows: &[Chunk], s: &SparseRows, chunks: usize) {
     let g_w1t = &mut g_w1t[..FEATURES * chunks];
-    let column = |i: usize| {
-        let span = s.col_start[i] as usize..s.col_start[i + 1] as usize;
-        (&s.col_row[span.clone()], &s.col_value[span])
-    };
-    for p in (0..FEATURES).step_by(4) {
-        let cols = [column(p), column(p + 1), column(p + 2), column(p + 3)];
-        let common = cols.iter().map(|c| c.0.len()).min().unwrap_or(0);
+    for g in 0..FEATURES / 4 {
+        let quads = s.group_start[g] as usize..s.group_start[g + 1] as usize;
+        let (rows, values) = (&s.quad_row[quads.clone()], &s.quad_value[quads]);
         for c in 0..chunks {
             // Four named sums rather than an array: indexed by a variable,
             // an array would live on the stack, one store per multiply-add.
             let (mut a0, mut a1, mut a2, mut a3) = (ZERO, ZERO, ZERO, ZERO);
-            let (r0, r1, r2, r3) = (
-                &cols[0].0[..common],
-                &cols[1].0[..common],
-                &cols[2].0[..common],
-                &cols[3].0[..common],
-            );
-            let (v0, v1, v2, v3) = (
-                &cols[0].1[..common],
-                &cols[1].1[..common],
-                &cols[2].1[..common],
-                &cols[3].1[..common],
-            );
-            for k in 0..common {
-                axpy(&mut a0, v0[k], &dz1_rows[r0[k] as usize * chunks + c]);
-                axpy(&mut a1, v1[k], &dz1_rows[r1[k] as usize * chunks + c]);
-                axpy(&mut a2, v2[k], &dz1_rows[r2[k] as usize * chunks + c]);
-                axpy(&mut a3, v3[k], &dz1_rows[r3[k] as usize * chunks + c]);
+            for (r, v) in rows.iter().zip(values) {
+                axpy(&mut a0, v[0], &dz1_rows[r[0] as usize * chunks + c]);
+                axpy(&mut a1, v[1], &dz1_rows[r[1] as usize * chunks + c]);
+                axpy(&mut a2, v[2], &dz1_rows[r[2] as usize * chunks + c]);
+                axpy(&mut a3, v[3], &dz1_rows[r[3] as usize * chunks + c]);
             }
-            for (q, acc) in [a0, a1, a2, a3].into_iter().enumerate() {
-                let (rows, values) = cols[q];
-                let sum = column_sum(acc, &rows[common..], &values[common..], dz1_rows, chunks, c);
+            for (j, acc) in [a0, a1, a2, a3].into_iter().enumerate() {
+                let p = 4 * g + j;
+                let tail = s.tail_start[p] as usize..s.tail_start[p + 1] as usize;
+                let sum = column_sum(
+                    acc,
+                    &s.tail_row[tail.clone()],
+                    &s.tail_value[tail],
+                    dz1_rows,
+                    chunks,
+                    c,
+                );
                 // Every entry is written here, so the buffer needs no
                 // clearing first; and a running sum that starts at +0 never
                 // becomes -0, so the sum is exactly `0 + sum`, what the
                 // row-by-row path adds up.
-                g_w1t[(p + q) * chunks + c] = sum;
+                g_w1t[p * chunks + c] = sum;
             }
         }
     }
