@@ -1,6 +1,7 @@
 //! Update rules: plain SGD (the notebook's gradient descent), SGD with
 //! momentum, and Adam.
 
+use crate::engine::simd::multiversion;
 use crate::model::{Gradients, Mlp};
 
 #[derive(
@@ -90,8 +91,19 @@ impl Optimizer {
             OptimizerKind::Adam => {
                 let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
                 // Bias corrections in f64: 1 - beta^t loses digits in f32.
-                let c1 = (1.0 - (b1 as f64).powi(self.t as i32)) as f32;
-                let c2 = (1.0 - (b2 as f64).powi(self.t as i32)) as f32;
+                // Folded into two scalars (as PyTorch does), so that each
+                // weight costs one square root and one division:
+                // lr * (m / c1) / (sqrt(v / c2) + eps)
+                //   = (lr / c1) * m / (sqrt(v) / sqrt(c2) + eps).
+                let c1 = 1.0 - (b1 as f64).powi(self.t as i32);
+                let c2 = 1.0 - (b2 as f64).powi(self.t as i32);
+                let consts = AdamConsts {
+                    step: (lr as f64 / c1) as f32,
+                    b1,
+                    b2,
+                    eps,
+                    inv_sqrt_c2: (1.0 / c2.sqrt()) as f32,
+                };
                 let blocks = model
                     .params_mut()
                     .into_iter()
@@ -99,16 +111,37 @@ impl Optimizer {
                     .zip(self.v.params_mut())
                     .zip(g.params());
                 for (((w, m), v), g) in blocks {
-                    for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g)
-                    {
-                        *m = b1 * *m + (1.0 - b1) * g;
-                        *v = b2 * *v + (1.0 - b2) * g * g;
-                        let m_hat = *m / c1;
-                        let v_hat = *v / c2;
-                        *w -= lr * m_hat / (v_hat.sqrt() + eps);
-                    }
+                    adam_update(&consts, w, m, v, g);
                 }
             }
+        }
+    }
+}
+
+/// One Adam step's scalars.
+struct AdamConsts {
+    /// `lr / (1 - beta1^t)`.
+    step: f32,
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    /// `1 / sqrt(1 - beta2^t)`.
+    inv_sqrt_c2: f32,
+}
+
+multiversion! {
+    /// Adam on one parameter block. A plain indexed loop the compiler
+    /// vectorises (the division and square root included), compiled for the
+    /// widest vectors the CPU has: the same IEEE operations in the same
+    /// order at every width, so the same bits. At batch 32 the update of
+    /// the 7,960 weights cost as much as the forward and backward passes.
+    fn adam_update(k: &AdamConsts, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        let n = w.len();
+        let (m, v, g) = (&mut m[..n], &mut v[..n], &g[..n]);
+        for i in 0..n {
+            m[i] = k.b1 * m[i] + (1.0 - k.b1) * g[i];
+            v[i] = k.b2 * v[i] + (1.0 - k.b2) * g[i] * g[i];
+            w[i] -= k.step * m[i] / (v[i].sqrt() * k.inv_sqrt_c2 + k.eps);
         }
     }
 }
