@@ -166,55 +166,116 @@ impl Workspace {
 const _: () = assert!(FEATURES.is_multiple_of(LANES));
 
 multiversion! {
-    /// `w1` (`h x 784`, the model's layout) into `w1t` (784 chunk rows of
-    /// `h` lanes), sixteen pixels at a time: whole-row reads, and each
-    /// 16 x 16 block transposed in registers. Runs once per step: at small
-    /// batches, a naive strided copy cost a fifth of the step.
-    fn transpose_in(w1: &[f32], h: usize, w1t: &mut [Chunk]) {
-        let chunks = h.div_ceil(LANES);
-        for i0 in (0..FEATURES).step_by(LANES) {
-            for c in 0..chunks {
-                let mut block = [ZERO; LANES];
-                for l in 0..LANES.min(h - c * LANES) {
-                    let j = c * LANES + l;
-                    block[l].0.copy_from_slice(&w1[j * FEATURES + i0..j * FEATURES + i0 + LANES]);
-                }
-                for (p, out) in w1t[i0 * chunks + c..].iter_mut().step_by(chunks).take(LANES).enumerate() {
-                    let mut row = ZERO;
-                    for l in 0..LANES {
-                        row[l] = block[l][p];
-                    }
-                    *out = row;
+/// `w1` (`h x 784`, the model's layout) into `w1t` (784 chunk rows of `h`
+/// lanes, padding 0), one 16 x 16 block at a time. Runs once per step (per
+/// shard in full-batch training): an element-by-element strided copy cost
+/// a fifth of a small-batch step.
+fn transpose_in(w1: &[f32], h: usize, w1t: &mut [Chunk]) {
+    let chunks = h.div_ceil(LANES);
+    for i0 in (0..FEATURES).step_by(LANES) {
+        for c in 0..chunks {
+            let mut block = [ZERO; LANES];
+            for (l, row) in block.iter_mut().enumerate().take(h - c * LANES) {
+                let j = c * LANES + l;
+                row.0.copy_from_slice(&w1[j * FEATURES + i0..j * FEATURES + i0 + LANES]);
+            }
+            transpose16(&mut block);
+            // By reference: `into_iter` would first copy the whole block.
+            for (p, column) in block.iter().enumerate() {
+                w1t[(i0 + p) * chunks + c] = *column;
+            }
+        }
+    }
+}
+}
+
+multiversion! {
+/// `w1 +=` the transpose of `g_w1t`: [`transpose_in`]'s inverse, adding.
+fn add_transposed(g_w1t: &[Chunk], h: usize, w1: &mut [f32]) {
+    let chunks = h.div_ceil(LANES);
+    for i0 in (0..FEATURES).step_by(LANES) {
+        for c in 0..chunks {
+            let mut block = [ZERO; LANES];
+            for (p, row) in block.iter_mut().enumerate() {
+                *row = g_w1t[(i0 + p) * chunks + c];
+            }
+            transpose16(&mut block);
+            for (l, column) in block.iter().enumerate().take(h - c * LANES) {
+                let j = c * LANES + l;
+                let row = &mut w1[j * FEATURES + i0..j * FEATURES + i0 + LANES];
+                for (w, &g) in row.iter_mut().zip(column.iter()) {
+                    *w += g;
                 }
             }
         }
     }
 }
+}
 
-multiversion! {
-    /// `w1 += ` the transpose of `g_w1t`: [`transpose_in`]'s inverse, adding.
-    fn add_transposed(g_w1t: &[Chunk], h: usize, w1: &mut [f32]) {
-        let chunks = h.div_ceil(LANES);
-        for i0 in (0..FEATURES).step_by(LANES) {
-            for c in 0..chunks {
-                // block[p] is pixel i0 + p's chunk c (lanes: hidden units).
-                let mut block = [ZERO; LANES];
-                for (p, g) in g_w1t[i0 * chunks + c..].iter().step_by(chunks).take(LANES).enumerate() {
-                    block[p] = *g;
-                }
-                for l in 0..LANES.min(h - c * LANES) {
-                    let j = c * LANES + l;
-                    let mut column = ZERO;
-                    for p in 0..LANES {
-                        column[p] = block[p][l];
-                    }
-                    let row = &mut w1[j * FEATURES + i0..j * FEATURES + i0 + LANES];
-                    for (w, &g) in row.iter_mut().zip(column.iter()) {
-                        *w += g;
-                    }
-                }
-            }
+/// Transposes a 16 x 16 block in place: with AVX-512, in registers (64
+/// shuffles); otherwise element by element. Data movement only, so both give
+/// the same bits.
+#[inline]
+fn transpose16(block: &mut [Chunk; LANES]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::level() == super::simd::Level::Avx512 {
+        // SAFETY: AVX-512F was detected.
+        unsafe { transpose16_avx512(block) };
+        return;
+    }
+    for a in 0..LANES {
+        for b in a + 1..LANES {
+            let t = block[a][b];
+            block[a][b] = block[b][a];
+            block[b][a] = t;
         }
+    }
+}
+
+/// The classic three-stage AVX-512 transpose: interleave pairs of rows
+/// (32-bit), then pairs of pairs (64-bit), then 128-bit quarters twice.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transpose16_avx512(block: &mut [Chunk; LANES]) {
+    use std::arch::x86_64::*;
+    // SAFETY: every Chunk is 64 bytes and 64-byte aligned, so the aligned
+    // loads and stores stay within `block`.
+    let mut r = [_mm512_setzero_ps(); 16];
+    for (r, row) in r.iter_mut().zip(block.iter()) {
+        // SAFETY: as above.
+        *r = unsafe { _mm512_load_ps(row.0.as_ptr()) };
+    }
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    let pd = _mm512_castps_pd;
+    let ps = _mm512_castpd_ps;
+    let mut u = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let (a, b, c, d) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+        u[4 * g] = ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+        u[4 * g + 1] = ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+        u[4 * g + 2] = ps(_mm512_unpacklo_pd(pd(b), pd(d)));
+        u[4 * g + 3] = ps(_mm512_unpackhi_pd(pd(b), pd(d)));
+    }
+    // u[4g + k] holds element k (+4, +8, +12) of rows 4g..4g+4.
+    let mut v = [_mm512_setzero_ps(); 16];
+    for k in 0..4 {
+        v[k] = _mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]);
+        v[4 + k] = _mm512_shuffle_f32x4::<0xdd>(u[k], u[4 + k]);
+        v[8 + k] = _mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]);
+        v[12 + k] = _mm512_shuffle_f32x4::<0xdd>(u[8 + k], u[12 + k]);
+    }
+    let mut out = [_mm512_setzero_ps(); 16];
+    for k in 0..8 {
+        out[k] = _mm512_shuffle_f32x4::<0x88>(v[k], v[8 + k]);
+        out[8 + k] = _mm512_shuffle_f32x4::<0xdd>(v[k], v[8 + k]);
+    }
+    for (i, o) in out.into_iter().enumerate() {
+        // SAFETY: as for the loads.
+        unsafe { _mm512_store_ps(block[i].0.as_mut_ptr(), o) };
     }
 }
 
@@ -924,6 +985,50 @@ impl Engine for SparseEngine {
 mod tests {
     use super::*;
     use crate::testutil::random_batch;
+
+    /// The AVX-512 transpose (when this CPU has it) against the definition.
+    #[test]
+    fn transpose16_transposes() {
+        let mut block = [ZERO; LANES];
+        for (i, row) in block.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = (i * 100 + j) as f32;
+            }
+        }
+        transpose16(&mut block);
+        for (i, row) in block.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                assert_eq!(v, (j * 100 + i) as f32, "[{i}][{j}]");
+            }
+        }
+    }
+
+    /// `w1` through the padded layout and back, at one, two and three
+    /// chunks of hidden units.
+    #[test]
+    fn transposes_round_trip() {
+        for h in [10, 16, 20, 40] {
+            let w1: Vec<f32> = (0..h * FEATURES).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let chunks = h.div_ceil(LANES);
+            let mut w1t = vec![ZERO; FEATURES * chunks];
+            transpose_in(&w1, h, &mut w1t);
+            for j in 0..h {
+                for i in [0, 1, 17, 783] {
+                    assert_eq!(w1t[i * chunks + j / LANES][j % LANES], w1[j * FEATURES + i]);
+                }
+            }
+            for i in 0..FEATURES {
+                for l in h..chunks * LANES {
+                    assert_eq!(w1t[i * chunks + l / LANES][l % LANES], 0.0, "padding");
+                }
+            }
+            let mut back = vec![1.0; h * FEATURES];
+            add_transposed(&w1t, h, &mut back);
+            for (b, w) in back.iter().zip(&w1) {
+                assert_eq!(*b, w + 1.0);
+            }
+        }
+    }
 
     /// The vector exponential against the C library's, over the whole range
     /// a softmax feeds it (and exactly 1 at 0, so the largest class's term
