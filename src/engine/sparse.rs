@@ -223,6 +223,7 @@ fn transpose16(block: &mut [Chunk; LANES]) {
         unsafe { transpose16_avx512(block) };
         return;
     }
+    #[allow(clippy::needless_range_loop, reason = "a swap across the diagonal")]
     for a in 0..LANES {
         for b in a + 1..LANES {
             let t = block[a][b];
