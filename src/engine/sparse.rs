@@ -497,10 +497,14 @@ fn forward_from_sums(ws: &mut Workspace, chunks: usize) -> Chunk {
 /// `expf` per row cost more than the rest of the row's second layer.
 #[inline(always)]
 fn softmax_classes(z: &mut Chunk) {
-    let max = z[..CLASSES]
-        .iter()
-        .cloned()
-        .fold(f32::NEG_INFINITY, f32::max);
+    // A compare and select, not `f32::max`: in a test harness compiled for
+    // AVX-512, a vectorised `f32::max` reduction of this kind was seen to
+    // return wrong maxima. Same result for every non-NaN input, and a NaN
+    // is skipped either way.
+    let mut max = f32::NEG_INFINITY;
+    for &v in &z[..CLASSES] {
+        max = if v > max { v } else { max };
+    }
     let mut shifted = *z;
     for v in shifted.iter_mut() {
         *v -= max;
@@ -1105,6 +1109,75 @@ mod tests {
                 .zip(bits(&nz.value[..nz.len]))
                 .collect();
             assert_eq!(got, expected);
+        }
+    }
+}
+
+#[cfg(test)]
+mod level_tests {
+    //! The per-row head (second layer, softmax, loss, arg-max, backward),
+    //! compiled for the widest vectors this CPU has and for the baseline:
+    //! both must agree bit for bit, as the module promises.
+    use super::*;
+    use crate::model::Init;
+
+    const ROWS: usize = 16;
+
+    fn row_head(
+        ws: &mut Workspace,
+        z: &[Chunk; ROWS],
+        labels: &[u8],
+    ) -> (Vec<Chunk>, Vec<Chunk>, BatchStats) {
+        let (mut stats, mut loss) = (BatchStats::default(), LossSum::new());
+        let (mut probs, mut dz1) = (Vec::new(), Vec::new());
+        for (i, &label) in labels.iter().enumerate() {
+            ws.a1[0] = z[i];
+            let p = forward_from_sums(ws, 1);
+            probs.push(p);
+            backward_head(ws, 1, p, label, &mut stats, &mut loss);
+            dz1.push(ws.dz1[0]);
+        }
+        stats.loss_sum = loss.finish();
+        (probs, dz1, stats)
+    }
+
+    multiversion! {
+        fn row_head_best(ws: &mut Workspace, z: &[Chunk; ROWS], labels: &[u8]) -> (Vec<Chunk>, Vec<Chunk>, BatchStats) {
+            row_head(ws, z, labels)
+        }
+    }
+
+    type Head = fn(&mut Workspace, &[Chunk; ROWS], &[u8]) -> (Vec<Chunk>, Vec<Chunk>, BatchStats);
+
+    #[test]
+    fn the_row_head_gives_the_same_bits_at_every_level() {
+        for (hidden, seed) in [(10, 1), (16, 3), (3, 4)] {
+            let m = Mlp::init(hidden, Init::He, seed);
+            let mut z = [ZERO; ROWS];
+            for (i, zi) in z.iter_mut().enumerate() {
+                for l in 0..hidden {
+                    zi[l] = ((i * 7 + l * 3 + seed as usize) % 11) as f32 * 0.37 - 1.5;
+                }
+            }
+            let labels: Vec<u8> = (0..ROWS).map(|i| ((i * 3 + 1) % 10) as u8).collect();
+            let run = |head: Head| {
+                let mut ws = Workspace::default();
+                ws.load_model(&m);
+                ws.clear_gradients();
+                let (probs, dz1, stats) = head(&mut ws, &z, &labels);
+                (
+                    probs,
+                    dz1,
+                    stats.correct,
+                    stats.loss_sum.to_bits(),
+                    ws.g_b1.clone(),
+                    ws.g_w2t.clone(),
+                    ws.g_b2,
+                )
+            };
+            let baseline = run(row_head);
+            assert!(f64::from_bits(baseline.3) > 0.0);
+            assert_eq!(run(row_head_best), baseline, "H={hidden}");
         }
     }
 }
