@@ -8,7 +8,9 @@
 //!   one thread, one call: the backward pass needs the forward's
 //!   activations, so it is timed together with it;
 //! - `train_step`: one optimizer step exactly as the trainer takes it
-//!   (sharded over rayon, fixed-order reduction, SGD update).
+//!   (sharded over rayon, fixed-order reduction, SGD update); plus
+//!   `sparse_prepared`, the full-batch trainer's path, where the rows were
+//!   converted once before the first step (`Engine::prepare`, untimed).
 //!
 //! Rows are real MNIST digits (`../shared`, else the repository sample,
 //! cycled), so the sparse engine sees real sparsity. OpenBLAS is pinned to
@@ -20,7 +22,7 @@ mod common;
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use mnist_blas::engine::{Engine, EngineKind};
 use mnist_blas::model::{Init, Mlp};
-use mnist_blas::train::shard::ShardBuffers;
+use mnist_blas::train::shard::{self, ShardBuffers};
 use mnist_blas::train::{Optimizer, OptimizerKind};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -95,9 +97,26 @@ fn engines(c: &mut Criterion) {
                 })
             });
         }
+        let engine = EngineKind::Sparse.build();
+        let prepared = shard::prepare(engine.as_ref(), &x).expect("the sparse engine prepares rows");
+        let mut m = model.clone();
+        let mut opt = Optimizer::new(OptimizerKind::Sgd, 0.1, 0.0, HIDDEN);
+        let mut shards = ShardBuffers::default();
+        let mut grads = Mlp::zeros(HIDDEN);
+        g.bench_with_input(BenchmarkId::new(PREPARED, rows), &(x, y), |b, (x, y)| {
+            b.iter(|| {
+                let stats =
+                    shards.mean_gradients(engine.as_ref(), &m, x, y, Some(&prepared), &mut grads);
+                opt.step(&mut m, &grads);
+                black_box(stats)
+            })
+        });
     }
     g.finish();
 }
+
+/// The `train_step` entry for prepared sparse rows.
+const PREPARED: &str = "sparse_prepared";
 
 criterion_group!(benches, engines);
 
@@ -145,6 +164,13 @@ fn print_summary() {
                 ratio(b, s)
             );
         }
+    }
+    println!("\ntrain_step, sparse with the rows prepared once (full-batch training)");
+    println!("{:>6} {:>10} {:>10}", "rows", "prepared", "blas/prep");
+    for &rows in &LADDER {
+        let p = mean_ns(&dir, "train_step", PREPARED, rows);
+        let b = mean_ns(&dir, "train_step", EngineKind::Blas.name(), rows);
+        println!("{rows:>6} {} {}", per_row(p, rows), ratio(b, p));
     }
 }
 
