@@ -960,3 +960,68 @@ fn streaming_equals_serial_on_the_real_sample() {
         assert_same(&streamed, &serial);
     }
 }
+
+/// A label and 784 pixels, all 0 except `lit` (position, value).
+fn zero_row(label: u8, lit: &[(usize, &str)]) -> String {
+    let mut fields = vec!["0".to_string(); FEATURES + 1];
+    fields[0] = label.to_string();
+    for &(p, v) in lit {
+        fields[p + 1] = v.to_string();
+    }
+    fields.join(",")
+}
+
+/// The parser takes eight "0," fields at a time; rows that are mostly
+/// zeros, with a non-zero (or an odd spelling of zero) at every offset
+/// around those blocks, must parse exactly as field-by-field would.
+#[test]
+fn runs_of_zero_fields_parse_like_single_fields() {
+    let positions = [0, 1, 6, 7, 8, 9, 15, 16, 17, 391, 775, 776, 777, 782, 783];
+    let mut text = header(true);
+    let mut expected: Vec<Vec<u8>> = Vec::new();
+    let mut add = |line: String, px: Vec<u8>| {
+        text.push('\n');
+        text.push_str(&line);
+        expected.push(px);
+    };
+    add(zero_row(3, &[]), vec![0; FEATURES]);
+    for &p in &positions {
+        for (spelled, value) in [("7", 7u8), ("255", 255), ("00", 0), ("000", 0)] {
+            let mut px = vec![0; FEATURES];
+            px[p] = value;
+            add(zero_row(1, &[(p, spelled)]), px);
+        }
+    }
+    text.push('\n');
+    let d = parse(&text).unwrap();
+    assert_eq!(d.len(), expected.len());
+    for (r, want) in expected.iter().enumerate() {
+        assert_eq!(d.row(r), &want[..], "row {r}");
+    }
+    let serial = parse_csv_serial(text.as_bytes(), path(), Expect::Labeled).unwrap();
+    assert_eq!((serial.pixels, serial.labels), (d.pixels, d.labels));
+}
+
+/// Faults inside or right after a run of zeros are reported at the right
+/// field, and a short or long row of zeros is a field-count error.
+#[test]
+fn faults_among_zero_runs_name_the_right_field() {
+    let text = csv_text(3, true);
+    for p in [5, 8, 15, 16, 783] {
+        let e = parse_err(&replace_line(&text, 3, &zero_row(2, &[(p, "x")])));
+        assert!(
+            matches!(&e, DataError::BadPixel { line: 3, field, .. } if *field == p + 2),
+            "pixel {p}: {e:?}"
+        );
+    }
+    let short = zero_row(2, &[]);
+    let short = &short[..short.len() - 2]; // drop the last ",0"
+    let e = parse_err(&replace_line(&text, 2, short));
+    assert!(matches!(e, DataError::FieldCount { line: 2, .. }), "{e:?}");
+    let long = format!("{},0", zero_row(2, &[]));
+    let e = parse_err(&replace_line(&text, 2, &long));
+    assert!(matches!(e, DataError::FieldCount { line: 2, .. }), "{e:?}");
+    let trailing_comma = format!("{},", zero_row(2, &[]));
+    let e = parse_err(&replace_line(&text, 2, &trailing_comma));
+    assert!(matches!(e, DataError::FieldCount { line: 2, .. }), "{e:?}");
+}

@@ -588,7 +588,13 @@ impl LossSum {
 
     #[inline(always)]
     fn add(&mut self, p: f32) {
-        self.product *= p.max(f32::MIN_POSITIVE) as f64;
+        // A compare, not `f32::max`, which would turn a NaN into the floor.
+        let p = if p < f32::MIN_POSITIVE {
+            f32::MIN_POSITIVE
+        } else {
+            p
+        };
+        self.product *= p as f64;
         if self.product < 1e-250 {
             self.sum -= self.product.ln();
             self.product = 1.0;
@@ -596,8 +602,8 @@ impl LossSum {
     }
 
     fn finish(self) -> f64 {
-        // NaN probabilities make a NaN product, so a diverged run still
-        // shows a NaN loss (`f32::max` would have hidden one NaN).
+        // A NaN probability makes a NaN product, so a diverged run shows a
+        // NaN loss.
         self.sum - self.product.ln()
     }
 }
@@ -990,6 +996,33 @@ impl Engine for SparseEngine {
 mod tests {
     use super::*;
     use crate::testutil::random_batch;
+
+    /// The product-of-probabilities loss against the plain sum of logs,
+    /// including probabilities small enough that an unfolded product would
+    /// underflow to 0 within a few rows, and the f32 clamp at the bottom.
+    #[test]
+    fn loss_sum_matches_a_sum_of_logs() {
+        let ps: Vec<f32> = (0..1000)
+            .map(|i| match i % 4 {
+                0 => 0.93,
+                1 => 1e-30,
+                2 => (i as f32 / 1000.0).max(1e-3),
+                _ => 0.0,
+            })
+            .collect();
+        let mut sum = LossSum::new();
+        let mut plain = 0.0f64;
+        for &p in &ps {
+            sum.add(p);
+            plain -= (p.max(f32::MIN_POSITIVE) as f64).ln();
+        }
+        let got = sum.finish();
+        assert!(((got - plain) / plain).abs() < 1e-12, "{got} vs {plain}");
+        let mut nan = LossSum::new();
+        nan.add(0.5);
+        nan.add(f32::NAN);
+        assert!(nan.finish().is_nan(), "a NaN probability must show");
+    }
 
     /// The AVX-512 transpose (when this CPU has it) against the definition.
     #[test]
