@@ -98,8 +98,7 @@ fn engines(c: &mut Criterion) {
             });
         }
         let engine = EngineKind::Sparse.build();
-        let prepared =
-            shard::prepare(engine.as_ref(), &x).expect("the sparse engine prepares rows");
+        let prepared = shard::prepare(engine.as_ref(), x).expect("the sparse engine prepares rows");
         let mut m = model.clone();
         let mut opt = Optimizer::new(OptimizerKind::Sgd, 0.1, 0.0, HIDDEN);
         let mut shards = ShardBuffers::default();
