@@ -56,3 +56,47 @@ fn csv_body_inputs() {
 fn idx_inputs() {
     replay("idx", check_idx_bytes);
 }
+
+/// The split-at-commas oracle the CSV checks use is not vacuous: on the
+/// real sample it reads every row exactly as the parser does, and a bad
+/// field makes it name the same line as the parser.
+#[test]
+fn split_oracle_reads_the_real_sample_like_the_parser() {
+    use flate2::read::GzDecoder;
+    use mnist_blas::data::csv::parse_csv;
+    use mnist_blas::data::fuzz::split_oracle;
+    use mnist_blas::data::Expect;
+    use std::io::Read;
+    let gz = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/train-sample.csv.gz"),
+    )
+    .unwrap();
+    let mut text = Vec::new();
+    GzDecoder::new(&gz[..]).read_to_end(&mut text).unwrap();
+    let parsed = parse_csv(&text, Path::new("s.csv"), Expect::Labeled).unwrap();
+    let (pixels, labels) = split_oracle(&text, Expect::Labeled)
+        .expect("plain CSV")
+        .unwrap();
+    assert_eq!(parsed.pixels, pixels);
+    assert_eq!(parsed.labels.unwrap(), labels);
+    // Break the 8th pixel of data line 100 (file line 101).
+    let line_start = text
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\n')
+        .nth(99)
+        .unwrap()
+        .0
+        + 1;
+    let field = text[line_start..]
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b',')
+        .nth(7)
+        .unwrap()
+        .0;
+    text.insert(line_start + field + 1, b'x');
+    assert_eq!(split_oracle(&text, Expect::Labeled), Some(Err(101)));
+    let e = parse_csv(&text, Path::new("s.csv"), Expect::Labeled).unwrap_err();
+    assert!(e.to_string().starts_with("s.csv:101:"), "{e}");
+}
