@@ -100,6 +100,9 @@ fn assert_same_outcome(a: &Result<Dataset, DataError>, b: &Result<Dataset, DataE
     }
 }
 
+/// Pixels and labels, as [`split_oracle`] reads them.
+pub type SplitRows = (Vec<u8>, Vec<u8>);
+
 /// An independent reading of plain input (no quotes, no `\r`, no BOM, `\n`
 /// line ends): split each data line at commas and read each field as ASCII
 /// digits. `Some(Ok(rows))` when every line is valid (pixels and labels),
@@ -107,7 +110,7 @@ fn assert_same_outcome(a: &Result<Dataset, DataError>, b: &Result<Dataset, DataE
 /// input is outside what this simple reading covers (the real parser's
 /// other paths are checked against each other instead). The fast parser
 /// takes shortcuts (eight zero fields at a time); this takes none.
-pub fn split_oracle(bytes: &[u8], expect: Expect) -> Option<Result<(Vec<u8>, Vec<u8>), u64>> {
+pub fn split_oracle(bytes: &[u8], expect: Expect) -> Option<Result<SplitRows, u64>> {
     if bytes.iter().any(|&b| b == b'"' || b == b'\r') || bytes.starts_with(b"\xEF\xBB\xBF") {
         return None;
     }
