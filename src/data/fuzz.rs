@@ -139,11 +139,13 @@ pub fn split_oracle(bytes: &[u8], expect: Expect) -> Option<Result<SplitRows, u6
         }
         for (k, field) in fields.iter().enumerate() {
             let max = if labeled && k == 0 { 9 } else { 255 };
-            let digits = !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit());
+            if field.is_empty() || !field.bytes().all(|b| b.is_ascii_digit()) {
+                return Some(Err(number));
+            }
             let value = field
                 .bytes()
                 .fold(0u32, |v, b| (v * 10 + u32::from(b - b'0')).min(1000));
-            if !digits || value > max {
+            if value > max {
                 return Some(Err(number));
             }
             if labeled && k == 0 {
