@@ -526,7 +526,7 @@ fn softmax_classes(z: &mut Chunk) {
 }
 
 /// `e^x` lane by lane, for `x <= 0` (logits minus their maximum), within
-/// about 1 ulp of the exact value: Cody-Waite range reduction `x = n ln 2 +
+/// 2 ulps of the C library's `expf` (a test checks the range): Cody-Waite range reduction `x = n ln 2 +
 /// r`, a degree-6 polynomial for `e^r` (the coefficients of Cephes'
 /// `expf`), and `2^n` built in the exponent bits. Plain f32 arithmetic,
 /// so every vector width computes the same bits. Below -87.3 (where `expf`
@@ -819,13 +819,6 @@ impl SparseRows {
 
     pub fn rows(&self) -> usize {
         self.rows
-    }
-
-    /// Bytes held, for memory accounting.
-    pub fn heap_bytes(&self) -> usize {
-        (self.row_start.len() + self.group_start.len() + self.tail_start.len()) * 4
-            + (self.index.len() + self.tail_row.len() + 4 * self.quad_row.len()) * 2
-            + (self.value.len() + self.tail_value.len() + 4 * self.quad_value.len()) * 4
     }
 }
 
