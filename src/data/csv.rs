@@ -76,6 +76,12 @@ impl Layout {
             (Layout::Test, i) => format!("pixel{i}"),
         }
     }
+
+    /// The header line this layout expects (without its line break).
+    pub fn header(self) -> String {
+        let names: Vec<String> = (0..self.fields()).map(|i| self.column_name(i)).collect();
+        names.join(",")
+    }
 }
 
 /// Parses a Kaggle CSV held in memory, in parallel on the current rayon pool.

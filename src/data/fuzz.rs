@@ -55,7 +55,12 @@ pub fn check_file_bytes(bytes: &[u8]) {
         for block in STREAM_BLOCKS {
             let mut input = source::DataReader::from_bytes(raw.to_vec(), path);
             let streamed = super::read_in_blocks(&mut input, path, expect, block);
-            assert_same_outcome(&whole, &streamed, &format!("{block}-byte blocks"));
+            assert_same_outcome(
+                &whole,
+                &streamed,
+                "whole-file",
+                &format!("{block}-byte blocks"),
+            );
         }
         if !idx::is_idx(&bytes) {
             check_csv_chunkings_agree(&bytes, expect);
@@ -80,20 +85,25 @@ pub fn check_idx_bytes(bytes: &[u8]) {
 const STREAM_BLOCKS: [usize; 2] = [16, 1000];
 
 /// Two ways of reading the same input agree: the same rows, or the same
-/// error message.
-fn assert_same_outcome(a: &Result<Dataset, DataError>, b: &Result<Dataset, DataError>, how: &str) {
+/// error message. `a` is read the `reference` way, `b` the `how` way.
+fn assert_same_outcome(
+    a: &Result<Dataset, DataError>,
+    b: &Result<Dataset, DataError>,
+    reference: &str,
+    how: &str,
+) {
     match (a, b) {
         (Ok(a), Ok(b)) => assert!(
             a.pixels == b.pixels && a.labels == b.labels,
-            "whole-file and {how} reads differ"
+            "{reference} and {how} reads differ"
         ),
         (Err(a), Err(b)) => assert_eq!(
             a.to_string(),
             b.to_string(),
-            "whole-file and {how} reads report different errors"
+            "{reference} and {how} reads report different errors"
         ),
         (a, b) => panic!(
-            "whole-file read gave {:?} but {how} gave {:?}",
+            "{reference} read gave {:?} but {how} gave {:?}",
             a.as_ref().map(|d| d.len()),
             b.as_ref().map(|d| d.len())
         ),
@@ -119,13 +129,12 @@ pub fn split_oracle(bytes: &[u8], expect: Expect) -> Option<Result<SplitRows, u6
     let header = lines.next()?;
     // Only the exact header: header faults are the parser's own business.
     let labeled = expect == Expect::Labeled;
-    let names: Vec<String> = (0..FEATURES).map(|i| format!("pixel{i}")).collect();
-    let want = if labeled {
-        format!("label,{}", names.join(","))
+    let layout = if labeled {
+        csv::Layout::Train
     } else {
-        names.join(",")
+        csv::Layout::Test
     };
-    if header != want {
+    if header != layout.header() {
         return None;
     }
     let mut rows: Vec<&str> = lines.collect();
@@ -208,24 +217,7 @@ pub fn check_csv_chunkings_agree(bytes: &[u8], expect: Expect) {
     check_against_oracle(bytes, expect, &serial);
     for chunks in [2, 7] {
         let parallel = csv::parse_csv_in_chunks(bytes, path, expect, chunks);
-        match (&serial, &parallel) {
-            (Ok(a), Ok(b)) => {
-                assert!(
-                    a.pixels == b.pixels && a.labels == b.labels,
-                    "serial and {chunks}-chunk parses differ"
-                );
-            }
-            (Err(a), Err(b)) => assert_eq!(
-                a.to_string(),
-                b.to_string(),
-                "serial and {chunks}-chunk parses report different errors"
-            ),
-            (a, b) => panic!(
-                "serial gave {:?} but {chunks} chunks gave {:?}",
-                a.as_ref().map(|d| d.len()),
-                b.as_ref().map(|d| d.len())
-            ),
-        }
+        assert_same_outcome(&serial, &parallel, "serial", &format!("{chunks}-chunk"));
     }
 }
 
@@ -279,12 +271,13 @@ pub fn csv_around(fuzzed: &[u8]) -> (Vec<u8>, Expect) {
     if flags & 4 != 0 {
         out.extend_from_slice(b"\xEF\xBB\xBF");
     }
-    let fields = if train { FEATURES + 1 } else { FEATURES };
-    let names: Vec<String> = (0..FEATURES).map(|i| format!("pixel{i}")).collect();
-    if train {
-        out.extend_from_slice(b"label,");
-    }
-    out.extend_from_slice(names.join(",").as_bytes());
+    let layout = if train {
+        csv::Layout::Train
+    } else {
+        csv::Layout::Test
+    };
+    let fields = layout.fields();
+    out.extend_from_slice(layout.header().as_bytes());
     for piece in rest.split(|&b| b == b'\n') {
         out.extend_from_slice(eol);
         out.extend_from_slice(piece);
