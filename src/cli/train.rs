@@ -54,6 +54,13 @@ pub enum HeldoutEval {
     End,
 }
 
+impl HeldoutEval {
+    /// The held-out rows the training loop should score as it goes, if any.
+    pub fn during_training(self, heldout: &Dataset) -> Option<&Dataset> {
+        (self == HeldoutEval::Records).then_some(heldout)
+    }
+}
+
 /// `full` or a number of rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchSize {
@@ -431,7 +438,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             c,
             r.split,
             &train_set,
-            (r.heldout_eval == HeldoutEval::Records).then_some(&heldout),
+            r.heldout_eval.during_training(&heldout),
             &mut progress,
             &say,
         )?;

@@ -9,7 +9,6 @@
 
 use super::results::{best_epoch, CurveRow, Measured, RunResult, FAILED, OK};
 use super::{RunSpec, SweepError};
-use crate::cli::HeldoutEval;
 use crate::data::Dataset;
 use crate::engine::BatchStats;
 use crate::metrics::evaluate;
@@ -70,7 +69,7 @@ pub fn run_one(spec: &RunSpec, all: &Dataset, load_seconds: f64, threads: usize)
     let mut counter = RowCounter(0);
     // As `train`: held-out curves unless the run asked for one check at the
     // end (the notebook preset does).
-    let scored = (r.heldout_eval == HeldoutEval::Records).then_some(&heldout);
+    let scored = r.heldout_eval.during_training(&heldout);
     let outcome = match train::train(c, &train_set, scored, &mut counter) {
         Ok(o) => o,
         Err(e) => return fail(&mut m, e.to_string()),
