@@ -20,7 +20,8 @@ use crate::engine::BatchStats;
 use crate::model::{Mlp, ModelError};
 use crate::output::{write_atomic, WriteError};
 use crate::train::{
-    Control, Observer, Optimizer, OptimizerKind, Position, Record, TrainConfig, TrainState,
+    Control, Observer, Optimizer, OptimizerKind, Position, Record, StepView, TrainConfig,
+    TrainState,
 };
 use ndarray::{Array1, Array2, Ix1, Ix2, OwnedRepr};
 use ndarray_npy::{NpzReader, NpzWriter};
@@ -470,21 +471,21 @@ impl Observer for Checkpointer<'_> {
         self.inner.on_record(record);
     }
 
-    fn after_step(&mut self, state: &TrainState) -> Control {
+    fn after_step(&mut self, state: &mut StepView) -> Control {
         if self.inner.after_step(state) == Control::Stop {
             return Control::Stop;
         }
-        let p = &state.position;
+        let p = state.position().clone();
         let stop = self.stop.load(Ordering::SeqCst);
         let due = self
             .every
             .is_some_and(|n| p.batch_in_epoch == 0 && p.completed.is_multiple_of(n.max(1)));
         if due || stop {
-            if let Err(e) = save(&self.path, self.config, &self.identity, state) {
+            if let Err(e) = save(&self.path, self.config, &self.identity, state.state()) {
                 self.error = Some(e);
                 return Control::Stop;
             }
-            self.written = Some(p.clone());
+            self.written = Some(p);
         }
         if stop {
             self.interrupted = true;

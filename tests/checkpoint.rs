@@ -8,7 +8,7 @@ use mnist_blas::engine::EngineKind;
 use mnist_blas::model::{Init, Mlp};
 use mnist_blas::testutil::random_dataset;
 use mnist_blas::train::{
-    self, Control, LrSchedule, Observer, OptimizerKind, Schedule, TrainConfig, TrainState,
+    self, Control, LrSchedule, Observer, OptimizerKind, Schedule, StepView, TrainConfig, TrainState,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -49,9 +49,9 @@ struct StopAt {
 }
 
 impl Observer for StopAt {
-    fn after_step(&mut self, state: &TrainState) -> Control {
-        if state.position.steps == self.at {
-            self.state = Some(state.clone());
+    fn after_step(&mut self, state: &mut StepView) -> Control {
+        if state.position().steps == self.at {
+            self.state = Some(state.state().clone());
             return Control::Stop;
         }
         Control::Continue

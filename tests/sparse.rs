@@ -192,3 +192,94 @@ fn a_one_weight_change_is_seen() {
     assert_eq!(after_m, fresh);
     assert_ne!(run(&m), fresh);
 }
+
+/// The sparse engine's resident mini-batch trainer against the generic
+/// path (the engine's `accumulate` through `ShardBuffers`, then
+/// `Optimizer::step` on the model), step by step: the same statistics, and
+/// after the steps the same weights and optimizer moments, bit for bit.
+/// Batches of 32 (one shard), 300 and 600 (two and three shards, run on the
+/// pool), for each update rule, narrow and wide networks, and pools of 1
+/// and 2 threads.
+#[test]
+fn resident_steps_match_the_generic_path_bit_for_bit() {
+    use mnist_blas::rng::{SeededRng, Stream};
+    use mnist_blas::train::{shard::ShardBuffers, Optimizer, OptimizerKind};
+
+    let rows = 700;
+    let (x, y) = random_batch(rows, 17);
+    let bits = |m: &Mlp| -> Vec<u32> {
+        m.params()
+            .iter()
+            .flat_map(|p| p.iter().map(|v| v.to_bits()))
+            .collect()
+    };
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for (hidden, kind) in [
+            (10, OptimizerKind::Adam),
+            (10, OptimizerKind::Sgd),
+            (10, OptimizerKind::Momentum),
+            (20, OptimizerKind::Adam),
+        ] {
+            pool.install(|| {
+                let start = Mlp::init(hidden, Init::He, 3);
+                let mut generic = (start.clone(), Optimizer::new(kind, 0.01, 0.9, hidden));
+                let mut opt = Optimizer::new(kind, 0.01, 0.9, hidden);
+                let mut resident = SparseEngine
+                    .resident(&x, &y, &start, &opt)
+                    .expect("the sparse engine has a resident trainer");
+                let mut shards = ShardBuffers::default();
+                let mut grads = Mlp::zeros(hidden);
+                let mut rng = SeededRng::new(9, Stream::Shuffle);
+                for (step, batch) in [32, 32, 300, 32, 600, 1, 32].into_iter().enumerate() {
+                    let order = rng.permutation(rows);
+                    let idx = &order[..batch];
+                    let (mut xb, mut yb) = (Vec::new(), Vec::new());
+                    for &i in idx {
+                        xb.extend_from_slice(&x[i * FEATURES..(i + 1) * FEATURES]);
+                        yb.push(y[i]);
+                    }
+                    // A changing rate, as a schedule gives.
+                    let lr = 0.01 / (1 + step) as f32;
+                    generic.1.lr = lr;
+                    opt.lr = lr;
+                    let want = shards.mean_gradients(
+                        &SparseEngine,
+                        &generic.0,
+                        &xb,
+                        &yb,
+                        None,
+                        &mut grads,
+                    );
+                    generic.1.step(&mut generic.0, &grads);
+                    let rule = opt.next_rule();
+                    let got = resident.step(idx, &rule);
+                    let at = format!("threads {threads}, H={hidden}, {kind:?}, step {step}");
+                    assert_eq!(got.stats.rows, want.rows, "{at}");
+                    assert_eq!(got.stats.correct, want.correct, "{at}");
+                    assert_eq!(
+                        got.stats.loss_sum.to_bits(),
+                        want.loss_sum.to_bits(),
+                        "{at}"
+                    );
+                    assert!(got.finite, "{at}");
+                }
+                let mut model = Mlp::zeros(hidden);
+                resident.write_back(&mut model, &mut opt);
+                let at = format!("threads {threads}, H={hidden}, {kind:?}");
+                assert_ne!(
+                    bits(&model),
+                    bits(&start),
+                    "{at}: training moved the weights"
+                );
+                assert_eq!(bits(&model), bits(&generic.0), "{at}: weights");
+                assert_eq!(bits(&opt.m), bits(&generic.1.m), "{at}: first moment");
+                assert_eq!(bits(&opt.v), bits(&generic.1.v), "{at}: second moment");
+                assert_eq!(opt.t, generic.1.t, "{at}");
+            });
+        }
+    }
+}

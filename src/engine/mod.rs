@@ -12,6 +12,7 @@ pub(crate) mod simd;
 pub mod sparse;
 
 use crate::model::{Gradients, Mlp};
+use crate::train::{Optimizer, Rule};
 use ndarray::Array2;
 
 /// Loss and accuracy counts of one pass over some rows.
@@ -76,6 +77,43 @@ pub trait Engine: Send + Sync {
     ) -> BatchStats {
         unreachable!("the {} engine prepares no rows", self.kind())
     }
+
+    /// A mini-batch trainer over rows `x` (labels `y`) that keeps the model,
+    /// the optimizer's state and the rows in this engine's own layout from
+    /// step to step, starting from `model` and `optimizer`. `None` when the
+    /// engine has none: the trainer then calls [`Engine::accumulate`] and
+    /// [`Optimizer::step`] on the model itself.
+    fn resident(
+        &self,
+        _x: &[u8],
+        _y: &[u8],
+        _model: &Mlp,
+        _optimizer: &Optimizer,
+    ) -> Option<Box<dyn ResidentTrainer>> {
+        None
+    }
+}
+
+/// See [`Engine::resident`]. At batch 32 a step is a few microseconds of
+/// arithmetic, and converting the weights and gradients between the model's
+/// layout and the engine's each step cost as much again.
+pub trait ResidentTrainer {
+    /// One optimizer step on the rows numbered `batch`: mean gradients over
+    /// them, then `rule` (from [`Optimizer::next_rule`]). The statistics are
+    /// computed with the weights before the update.
+    fn step(&mut self, batch: &[usize], rule: &Rule) -> ResidentStep;
+
+    /// Write the weights and the optimizer's moments back into `model` and
+    /// `optimizer`, exactly.
+    fn write_back(&self, model: &mut Mlp, optimizer: &mut Optimizer);
+}
+
+/// What one [`ResidentTrainer::step`] reports.
+#[derive(Debug, Clone, Copy)]
+pub struct ResidentStep {
+    pub stats: BatchStats,
+    /// Whether every updated weight is finite.
+    pub finite: bool,
 }
 
 /// Rows an engine has converted ahead of time (see [`Engine::prepare`]).

@@ -4,10 +4,10 @@
 pub mod optimizer;
 pub mod shard;
 
-pub use optimizer::{Optimizer, OptimizerKind};
+pub use optimizer::{Optimizer, OptimizerKind, Rule};
 
 use crate::data::{Dataset, FEATURES};
-use crate::engine::{BatchStats, Engine, EngineKind, PreparedRows};
+use crate::engine::{BatchStats, Engine, EngineKind, PreparedRows, ResidentTrainer};
 use crate::metrics::{evaluate, Evaluation};
 use crate::model::{Init, Mlp};
 use crate::rng::{SeededRng, Stream};
@@ -127,8 +127,33 @@ pub trait Observer {
     /// now, with [`TrainOutcome::stopped`] set. Checkpoint writers and
     /// Ctrl-C handling live here, so the loop knows nothing of files or
     /// signals.
-    fn after_step(&mut self, _state: &TrainState) -> Control {
+    fn after_step(&mut self, _state: &mut StepView) -> Control {
         Control::Continue
+    }
+}
+
+/// What [`Observer::after_step`] sees: the position at once, and the whole
+/// state on request. An engine's resident trainer keeps the model and the
+/// optimizer's moments in its own layout between steps, and writes them
+/// back only when asked (an observer that saves a checkpoint), at each
+/// record, and at the end.
+pub struct StepView<'a> {
+    state: &'a mut TrainState,
+    /// Holds the up-to-date model until [`StepView::state`] writes it back.
+    resident: Option<&'a dyn ResidentTrainer>,
+}
+
+impl StepView<'_> {
+    pub fn position(&self) -> &Position {
+        &self.state.position
+    }
+
+    /// Everything needed to resume from exactly here.
+    pub fn state(&mut self) -> &TrainState {
+        if let Some(r) = self.resident.take() {
+            r.write_back(&mut self.state.model, &mut self.state.optimizer);
+        }
+        self.state
     }
 }
 
@@ -343,7 +368,11 @@ pub fn train_from(
                     st.records.push(r);
                 }
                 st.seconds = loop_state.seconds();
-                if observer.after_step(&st) == Control::Stop {
+                let mut view = StepView {
+                    state: &mut st,
+                    resident: None,
+                };
+                if observer.after_step(&mut view) == Control::Stop {
                     stopped = st.position.completed < iterations;
                     break;
                 }
@@ -357,32 +386,52 @@ pub fn train_from(
             let total = epochs * batches;
             let mut xb = Vec::with_capacity(batch_size * FEATURES);
             let mut yb = Vec::with_capacity(batch_size);
+            // The engine's own trainer, if it has one, holds the model from
+            // step to step; `st` is brought up to date at each record, for an
+            // observer that asks, and at the end.
+            let mut resident =
+                loop_state
+                    .engine
+                    .resident(&train.pixels, labels, &st.model, &st.optimizer);
             'epochs: while st.position.completed < epochs {
                 let epoch = st.position.completed + 1;
                 rng.set_word_pos(st.position.shuffle_word_pos);
                 let order = rng.permutation(train.len());
                 for idx in order.chunks(batch_size).skip(st.position.batch_in_epoch) {
-                    xb.clear();
-                    yb.clear();
-                    for &i in idx {
-                        xb.extend_from_slice(train.row(i));
-                        yb.push(labels[i]);
-                    }
                     let done = st.position.steps;
                     st.optimizer.lr = cfg.lr_schedule.rate(cfg.lr, done, total);
-                    let stats = loop_state.step(
-                        &mut st.model,
-                        &mut st.optimizer,
-                        (&xb, None),
-                        &yb,
-                        "epoch",
-                        epoch,
-                    )?;
+                    let stats = match resident.as_deref_mut() {
+                        Some(r) => {
+                            let rule = st.optimizer.next_rule();
+                            let step = r.step(idx, &rule);
+                            loop_state.check_step(&step.stats, step.finite, "epoch", epoch)?;
+                            step.stats
+                        }
+                        None => {
+                            xb.clear();
+                            yb.clear();
+                            for &i in idx {
+                                xb.extend_from_slice(train.row(i));
+                                yb.push(labels[i]);
+                            }
+                            loop_state.step(
+                                &mut st.model,
+                                &mut st.optimizer,
+                                (&xb, None),
+                                &yb,
+                                "epoch",
+                                epoch,
+                            )?
+                        }
+                    };
                     st.position.seen.merge(stats);
                     st.position.steps += 1;
                     st.position.batch_in_epoch += 1;
                     observer.on_step(done + 1, total, &stats);
                     if st.position.batch_in_epoch == batches {
+                        if let Some(r) = &resident {
+                            r.write_back(&mut st.model, &mut st.optimizer);
+                        }
                         let seen = std::mem::take(&mut st.position.seen);
                         loop_state.check_loss(&seen, "epoch", epoch)?;
                         let r = loop_state.record(epoch, &seen, &st.model);
@@ -393,11 +442,18 @@ pub fn train_from(
                         st.position.shuffle_word_pos = rng.word_pos();
                     }
                     st.seconds = loop_state.seconds();
-                    if observer.after_step(&st) == Control::Stop {
+                    let mut view = StepView {
+                        state: &mut st,
+                        resident: resident.as_deref(),
+                    };
+                    if observer.after_step(&mut view) == Control::Stop {
                         stopped = st.position.completed < epochs;
                         break 'epochs;
                     }
                 }
+            }
+            if let Some(r) = &resident {
+                r.write_back(&mut st.model, &mut st.optimizer);
             }
             total
         }
@@ -437,7 +493,20 @@ impl Loop<'_> {
             .shards
             .mean_gradients(self.engine, model, x, y, prepared, &mut self.grads);
         opt.step(model, &self.grads);
-        if !model.is_finite() || !stats.mean_loss().is_finite() {
+        self.check_step(&stats, model.is_finite(), unit, at)?;
+        Ok(stats)
+    }
+
+    /// After an update: stop a run whose weights or loss are no longer
+    /// finite, or whose loss has blown up.
+    fn check_step(
+        &self,
+        stats: &BatchStats,
+        finite: bool,
+        unit: &'static str,
+        at: usize,
+    ) -> Result<(), TrainError> {
+        if !finite || !stats.mean_loss().is_finite() {
             let what = format!(
                 "the loss became {} and the weights NaN or infinite",
                 stats.mean_loss()
@@ -447,9 +516,9 @@ impl Loop<'_> {
         // Single rows can be confidently wrong; a batch of 32 far above
         // chance cannot, in a run that is learning.
         if stats.rows >= 32 {
-            self.check_loss(&stats, unit, at)?;
+            self.check_loss(stats, unit, at)?;
         }
-        Ok(stats)
+        Ok(())
     }
 
     /// A mean loss above [`DIVERGED_LOSS`] means the run has blown up even if

@@ -64,46 +64,60 @@ impl Optimizer {
         }
     }
 
-    /// Apply one update with mean gradients `g`.
-    pub fn step(&mut self, model: &mut Mlp, g: &Gradients) {
+    /// Count one step and return its update rule, with the scalars every
+    /// weight of this step shares. [`Optimizer::step`] applies it to a
+    /// model; a resident trainer (`engine::ResidentTrainer`) applies it to
+    /// the weights in its own layout, through the same per-weight functions.
+    pub fn next_rule(&mut self) -> Rule {
         self.t += 1;
         let lr = self.lr;
         match self.kind {
-            OptimizerKind::Sgd => {
+            OptimizerKind::Sgd => Rule::Sgd { lr },
+            OptimizerKind::Momentum => Rule::Momentum {
+                lr,
+                mu: self.momentum,
+            },
+            OptimizerKind::Adam => {
+                // Bias corrections in f64: 1 - beta^t loses digits in f32.
+                // Folded into two scalars (as PyTorch does), so that each
+                // weight costs one square root and one division:
+                // lr * (m / c1) / (sqrt(v / c2) + eps)
+                //   = (lr / c1) * m / (sqrt(v) / sqrt(c2) + eps).
+                let (b1, b2) = (self.beta1, self.beta2);
+                let c1 = 1.0 - (b1 as f64).powi(self.t as i32);
+                let c2 = 1.0 - (b2 as f64).powi(self.t as i32);
+                Rule::Adam(AdamConsts {
+                    step: (lr as f64 / c1) as f32,
+                    b1,
+                    b2,
+                    eps: self.eps,
+                    inv_sqrt_c2: (1.0 / c2.sqrt()) as f32,
+                })
+            }
+        }
+    }
+
+    /// Apply one update with mean gradients `g`.
+    pub fn step(&mut self, model: &mut Mlp, g: &Gradients) {
+        match self.next_rule() {
+            Rule::Sgd { lr } => {
                 for (w, g) in model.params_mut().into_iter().zip(g.params()) {
-                    w.iter_mut().zip(g).for_each(|(w, g)| *w -= lr * g);
+                    w.iter_mut().zip(g).for_each(|(w, &g)| sgd(lr, w, g));
                 }
             }
-            OptimizerKind::Momentum => {
-                let mu = self.momentum;
+            Rule::Momentum { lr, mu } => {
                 let blocks = model
                     .params_mut()
                     .into_iter()
                     .zip(self.m.params_mut())
                     .zip(g.params());
                 for ((w, v), g) in blocks {
-                    for ((w, v), g) in w.iter_mut().zip(v.iter_mut()).zip(g) {
-                        *v = mu * *v + g;
-                        *w -= lr * *v;
+                    for ((w, v), &g) in w.iter_mut().zip(v.iter_mut()).zip(g) {
+                        momentum(lr, mu, w, v, g);
                     }
                 }
             }
-            OptimizerKind::Adam => {
-                let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-                // Bias corrections in f64: 1 - beta^t loses digits in f32.
-                // Folded into two scalars (as PyTorch does), so that each
-                // weight costs one square root and one division:
-                // lr * (m / c1) / (sqrt(v / c2) + eps)
-                //   = (lr / c1) * m / (sqrt(v) / sqrt(c2) + eps).
-                let c1 = 1.0 - (b1 as f64).powi(self.t as i32);
-                let c2 = 1.0 - (b2 as f64).powi(self.t as i32);
-                let consts = AdamConsts {
-                    step: (lr as f64 / c1) as f32,
-                    b1,
-                    b2,
-                    eps,
-                    inv_sqrt_c2: (1.0 / c2.sqrt()) as f32,
-                };
+            Rule::Adam(consts) => {
                 let blocks = model
                     .params_mut()
                     .into_iter()
@@ -118,8 +132,17 @@ impl Optimizer {
     }
 }
 
+/// One step's update rule and its scalars ([`Optimizer::next_rule`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Rule {
+    Sgd { lr: f32 },
+    Momentum { lr: f32, mu: f32 },
+    Adam(AdamConsts),
+}
+
 /// One Adam step's scalars.
-struct AdamConsts {
+#[derive(Debug, Clone, Copy)]
+pub struct AdamConsts {
     /// `lr / (1 - beta1^t)`.
     step: f32,
     b1: f32,
@@ -127,6 +150,27 @@ struct AdamConsts {
     eps: f32,
     /// `1 / sqrt(1 - beta2^t)`.
     inv_sqrt_c2: f32,
+}
+
+/// SGD on one weight.
+#[inline(always)]
+pub fn sgd(lr: f32, w: &mut f32, g: f32) {
+    *w -= lr * g;
+}
+
+/// Heavy-ball momentum on one weight with velocity `v`.
+#[inline(always)]
+pub fn momentum(lr: f32, mu: f32, w: &mut f32, v: &mut f32, g: f32) {
+    *v = mu * *v + g;
+    *w -= lr * *v;
+}
+
+/// Adam on one weight with moments `m` and `v`.
+#[inline(always)]
+pub fn adam(k: &AdamConsts, w: &mut f32, m: &mut f32, v: &mut f32, g: f32) {
+    *m = k.b1 * *m + (1.0 - k.b1) * g;
+    *v = k.b2 * *v + (1.0 - k.b2) * g * g;
+    *w -= k.step * *m / (v.sqrt() * k.inv_sqrt_c2 + k.eps);
 }
 
 multiversion! {
@@ -139,9 +183,7 @@ multiversion! {
         let n = w.len();
         let (m, v, g) = (&mut m[..n], &mut v[..n], &g[..n]);
         for i in 0..n {
-            m[i] = k.b1 * m[i] + (1.0 - k.b1) * g[i];
-            v[i] = k.b2 * v[i] + (1.0 - k.b2) * g[i] * g[i];
-            w[i] -= k.step * m[i] / (v[i].sqrt() * k.inv_sqrt_c2 + k.eps);
+            adam(k, &mut w[i], &mut m[i], &mut v[i], g[i]);
         }
     }
 }

@@ -19,11 +19,14 @@
 //! always gives the same bits.
 
 use super::simd::multiversion;
-use super::{argmax, pixel_table, BatchStats, Engine, EngineKind, PreparedRows};
+use super::{argmax, pixel_table, BatchStats, Engine, EngineKind, PreparedRows, ResidentTrainer};
 use crate::data::{CLASSES, FEATURES};
 use crate::model::{Gradients, Mlp};
+use crate::train::Optimizer;
 use ndarray::Array2;
 use std::cell::RefCell;
+
+mod resident;
 
 pub struct SparseEngine;
 
@@ -37,6 +40,19 @@ const LANES: usize = 16;
 struct Chunk([f32; LANES]);
 
 const ZERO: Chunk = Chunk([0.0; LANES]);
+
+/// Pixel rows allocated in `w1t` and `g_w1t`: 784 rounded up to a power of
+/// two. The hot loops index them with `pixel & (PIXEL_SLOTS - 1)`, which the
+/// compiler can see is in bounds, so they carry no bounds checks; rows past
+/// 784 stay zero and are never read.
+const PIXEL_SLOTS: usize = 1024;
+const _: () = assert!(PIXEL_SLOTS.is_power_of_two() && PIXEL_SLOTS >= FEATURES);
+
+/// Pixel `i`'s row in `w1t` / `g_w1t` (the identity for every real pixel).
+#[inline(always)]
+fn slot(i: u16) -> usize {
+    i as usize & (PIXEL_SLOTS - 1)
+}
 
 impl std::ops::Deref for Chunk {
     type Target = [f32; LANES];
@@ -53,11 +69,9 @@ impl std::ops::DerefMut for Chunk {
     }
 }
 
-/// Per-thread copies of the model in the padded layouts, gradients in the
-/// same layouts, and one row's scratch. Reused across calls: a training loop
-/// allocates nothing after its first step.
+/// The model in the padded layouts.
 #[derive(Default)]
-struct Workspace {
+struct Weights {
     hidden: usize,
     /// Chunks per hidden vector: `Hp / 16`.
     chunks: usize,
@@ -67,8 +81,74 @@ struct Workspace {
     /// `w2` transposed: hidden unit `j`'s weights to the 10 classes, padded.
     w2t: Vec<Chunk>,
     /// `w2` as is: class `k`'s weights from the hidden units, `chunks` each.
+    /// Derived from `w2t` ([`Weights::mirror_w2`]).
     w2: Vec<Chunk>,
     b2: Chunk,
+}
+
+impl Weights {
+    /// Zeros for a network with `h` hidden units.
+    fn zeros(h: usize) -> Weights {
+        let chunks = h.div_ceil(LANES);
+        Weights {
+            hidden: h,
+            chunks,
+            w1t: vec![ZERO; PIXEL_SLOTS * chunks],
+            b1: vec![ZERO; chunks],
+            w2t: vec![ZERO; h],
+            w2: vec![ZERO; CLASSES * chunks],
+            b2: ZERO,
+        }
+    }
+
+    /// Copy `m` (of this shape) into the padded layouts.
+    fn load(&mut self, m: &Mlp) {
+        let h = self.hidden;
+        assert_eq!(m.hidden(), h, "model and layout differ in hidden units");
+        transpose_in(m.w1.as_slice().expect("standard layout"), h, &mut self.w1t);
+        for (j, &b) in m.b1.iter().enumerate() {
+            self.b1[j / LANES][j % LANES] = b;
+        }
+        for k in 0..CLASSES {
+            for j in 0..h {
+                self.w2t[j][k] = m.w2[[k, j]];
+            }
+            self.b2[k] = m.b2[k];
+        }
+        self.mirror_w2();
+    }
+
+    /// `m` = these weights, exactly ([`Weights::load`]'s inverse).
+    fn store(&self, m: &mut Mlp) {
+        let h = self.hidden;
+        assert_eq!(m.hidden(), h, "model and layout differ in hidden units");
+        let w1 = m.w1.as_slice_mut().expect("standard layout");
+        transpose_out(&self.w1t, h, w1, Combine::Copy);
+        for (j, b) in m.b1.iter_mut().enumerate() {
+            *b = self.b1[j / LANES][j % LANES];
+        }
+        for k in 0..CLASSES {
+            for j in 0..h {
+                m.w2[[k, j]] = self.w2t[j][k];
+            }
+            m.b2[k] = self.b2[k];
+        }
+    }
+
+    /// Rebuild the class-major copy `w2` from `w2t`.
+    fn mirror_w2(&mut self) {
+        let chunks = self.chunks;
+        for k in 0..CLASSES {
+            for j in 0..self.hidden {
+                self.w2[k * chunks + j / LANES][j % LANES] = self.w2t[j][k];
+            }
+        }
+    }
+}
+
+/// One thread's gradients in the padded layouts, and one row's scratch.
+#[derive(Default)]
+struct Scratch {
     g_w1t: Vec<Chunk>,
     g_b1: Vec<Chunk>,
     g_w2t: Vec<Chunk>,
@@ -80,60 +160,26 @@ struct Workspace {
     dz1: Vec<Chunk>,
     /// Every row's `dz1`, for the prepared path's per-pixel `dw1`.
     dz1_rows: Vec<Chunk>,
-    /// The model the padded copies were made from: a full-batch step hands
-    /// each thread the same weights for a dozen shards, so the copy is
-    /// redone only when the weights really changed.
-    loaded: Option<Mlp>,
 }
 
-impl Workspace {
-    /// Copy `m` into the padded layouts.
-    fn load_model(&mut self, m: &Mlp) {
-        let h = m.hidden();
+impl Scratch {
+    fn new(h: usize) -> Scratch {
         let chunks = h.div_ceil(LANES);
-        if self.hidden != h {
-            *self = Workspace {
-                hidden: h,
-                chunks,
-                w1t: vec![ZERO; FEATURES * chunks],
-                b1: vec![ZERO; chunks],
-                w2t: vec![ZERO; h],
-                w2: vec![ZERO; CLASSES * chunks],
-                b2: ZERO,
-                g_w1t: vec![ZERO; FEATURES * chunks],
-                g_b1: vec![ZERO; chunks],
-                g_w2t: vec![ZERO; h],
-                g_b2: ZERO,
-                nz: NonZeros::default(),
-                a1: vec![ZERO; chunks],
-                dz1: vec![ZERO; chunks],
-                dz1_rows: Vec::new(),
-                loaded: None,
-            };
-        }
-        if self.loaded.as_ref().is_some_and(|l| same_bits(l, m)) {
-            return;
-        }
-        transpose_in(m.w1.as_slice().expect("standard layout"), h, &mut self.w1t);
-        for (j, &b) in m.b1.iter().enumerate() {
-            self.b1[j / LANES][j % LANES] = b;
-        }
-        for k in 0..CLASSES {
-            for j in 0..h {
-                let w = m.w2[[k, j]];
-                self.w2t[j][k] = w;
-                self.w2[k * chunks + j / LANES][j % LANES] = w;
-            }
-            self.b2[k] = m.b2[k];
-        }
-        match &mut self.loaded {
-            Some(l) => l.clone_from(m),
-            None => self.loaded = Some(m.clone()),
+        Scratch {
+            g_w1t: vec![ZERO; PIXEL_SLOTS * chunks],
+            g_b1: vec![ZERO; chunks],
+            g_w2t: vec![ZERO; h],
+            g_b2: ZERO,
+            nz: NonZeros::default(),
+            a1: vec![ZERO; chunks],
+            dz1: vec![ZERO; chunks],
+            dz1_rows: Vec::new(),
         }
     }
 
     fn clear_gradients(&mut self) {
-        self.g_w1t.fill(ZERO);
+        let real = FEATURES * self.g_b1.len();
+        self.g_w1t[..real].fill(ZERO);
         self.clear_small_gradients();
     }
 
@@ -146,19 +192,55 @@ impl Workspace {
 
     /// Add the padded gradients into `g` (the model's layout).
     fn add_gradients_to(&self, g: &mut Gradients) {
+        let h = g.hidden();
         add_transposed(
             &self.g_w1t,
-            self.hidden,
+            h,
             g.w1.as_slice_mut().expect("standard layout"),
         );
         for (j, b) in g.b1.iter_mut().enumerate() {
             *b += self.g_b1[j / LANES][j % LANES];
         }
         for k in 0..CLASSES {
-            for j in 0..self.hidden {
+            for j in 0..h {
                 g.w2[[k, j]] += self.g_w2t[j][k];
             }
             g.b2[k] += self.g_b2[k];
+        }
+    }
+}
+
+/// A thread's copy of the model in the padded layouts and its scratch, for
+/// the engine's calls from the generic trainer. Reused across calls: a
+/// training loop allocates nothing after its first step.
+#[derive(Default)]
+struct Workspace {
+    w: Weights,
+    s: Scratch,
+    /// The model the padded copies were made from: a full-batch step hands
+    /// each thread the same weights for a dozen shards, so the copy is
+    /// redone only when the weights really changed.
+    loaded: Option<Mlp>,
+}
+
+impl Workspace {
+    /// Copy `m` into the padded layouts (unless it is the model already there).
+    fn load_model(&mut self, m: &Mlp) {
+        let h = m.hidden();
+        if self.w.hidden != h || self.w.w1t.is_empty() {
+            *self = Workspace {
+                w: Weights::zeros(h),
+                s: Scratch::new(h),
+                loaded: None,
+            };
+        }
+        if self.loaded.as_ref().is_some_and(|l| same_bits(l, m)) {
+            return;
+        }
+        self.w.load(m);
+        match &mut self.loaded {
+            Some(l) => l.clone_from(m),
+            None => self.loaded = Some(m.clone()),
         }
     }
 }
@@ -189,22 +271,39 @@ fn transpose_in(w1: &[f32], h: usize, w1t: &mut [Chunk]) {
 }
 }
 
-multiversion! {
-/// `w1 +=` the transpose of `g_w1t`: [`transpose_in`]'s inverse, adding.
+/// How [`transpose_out`] combines with what is already there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Combine {
+    Add,
+    Copy,
+}
+
+/// `w1 +=` the transpose of `g_w1t`: the gradients back into the model's layout.
 fn add_transposed(g_w1t: &[Chunk], h: usize, w1: &mut [f32]) {
+    transpose_out(g_w1t, h, w1, Combine::Add);
+}
+
+multiversion! {
+/// [`transpose_in`]'s inverse: `w1t` (padded, `784 x Hp`) into `w1`
+/// (`h x 784`), added or copied.
+fn transpose_out(w1t: &[Chunk], h: usize, w1: &mut [f32], combine: Combine) {
     let chunks = h.div_ceil(LANES);
     for i0 in (0..FEATURES).step_by(LANES) {
         for c in 0..chunks {
             let mut block = [ZERO; LANES];
             for (p, row) in block.iter_mut().enumerate() {
-                *row = g_w1t[(i0 + p) * chunks + c];
+                *row = w1t[(i0 + p) * chunks + c];
             }
             transpose16(&mut block);
             for (l, column) in block.iter().enumerate().take(h - c * LANES) {
                 let j = c * LANES + l;
                 let row = &mut w1[j * FEATURES + i0..j * FEATURES + i0 + LANES];
-                for (w, &g) in row.iter_mut().zip(column.iter()) {
-                    *w += g;
+                if combine == Combine::Add {
+                    for (w, &g) in row.iter_mut().zip(column.iter()) {
+                        *w += g;
+                    }
+                } else {
+                    row.copy_from_slice(&column.0);
                 }
             }
         }
@@ -362,6 +461,100 @@ impl NonZeros {
     }
 }
 
+/// Rows as their non-zero pixels, one after another (compressed sparse
+/// rows): row `r`'s pixels are `index[start[r]..start[r + 1]]` and their
+/// values (pixel / 255) the same range of `value`, in pixel order.
+#[derive(Default)]
+pub(crate) struct RowSet {
+    start: Vec<u32>,
+    index: Vec<u16>,
+    value: Vec<f32>,
+}
+
+impl RowSet {
+    /// Rows `x` (`rows x 784` bytes), gathered in order by one thread.
+    fn gather(x: &[u8]) -> RowSet {
+        let mut nz = NonZeros::default();
+        let rows = x.len() / FEATURES;
+        let mut set = RowSet {
+            start: Vec::with_capacity(rows + 1),
+            // MNIST digits light about a fifth of their pixels.
+            index: Vec::with_capacity(x.len() / 4),
+            value: Vec::with_capacity(x.len() / 4),
+        };
+        set.start.push(0);
+        for row in x.chunks_exact(FEATURES) {
+            nz.gather(row);
+            set.index.extend_from_slice(&nz.index[..nz.len]);
+            set.value.extend_from_slice(&nz.value[..nz.len]);
+            set.start.push(set.index.len() as u32);
+        }
+        set
+    }
+
+    /// [`RowSet::gather`] in blocks on the rayon pool, joined in order: the
+    /// same result. `None` if the non-zeros overflow a `u32` offset.
+    fn gather_parallel(x: &[u8]) -> Option<RowSet> {
+        use rayon::prelude::*;
+        const BLOCK_ROWS: usize = 1024;
+        let blocks: Vec<RowSet> = x
+            .par_chunks(BLOCK_ROWS * FEATURES)
+            .map(RowSet::gather)
+            .collect();
+        let total: usize = blocks.iter().map(|b| b.index.len()).sum();
+        u32::try_from(total).ok()?;
+        let mut set = RowSet {
+            start: Vec::with_capacity(x.len() / FEATURES + 1),
+            index: Vec::with_capacity(total),
+            value: Vec::with_capacity(total),
+        };
+        set.start.push(0);
+        for b in blocks {
+            let base = set.index.len() as u32;
+            set.start.extend(b.start[1..].iter().map(|&s| base + s));
+            set.index.extend_from_slice(&b.index);
+            set.value.extend_from_slice(&b.value);
+        }
+        Some(set)
+    }
+
+    fn len(&self) -> usize {
+        self.start.len().saturating_sub(1)
+    }
+
+    /// Start loading row `r` into the cache (a hint: no effect on results).
+    #[inline(always)]
+    fn prefetch(&self, r: usize) {
+        let (index, value) = self.row(r);
+        prefetch_lines(index);
+        prefetch_lines(value);
+    }
+
+    /// Row `r`'s non-zero pixels and their values.
+    #[inline(always)]
+    fn row(&self, r: usize) -> (&[u16], &[f32]) {
+        let span = self.start[r] as usize..self.start[r + 1] as usize;
+        (&self.index[span.clone()], &self.value[span])
+    }
+}
+
+/// Hint the cache lines of `data` into L1.
+#[inline(always)]
+fn prefetch_lines<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(data);
+        let start = data.as_ptr().cast::<i8>();
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults, and the address is inside `data`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
 /// Branch-free scalar gather: writes every pixel, advances only past
 /// non-zero ones (a data-dependent branch per pixel would mispredict often).
 fn gather_scalar(row: &[u8], index: &mut [u16; NZ_CAP], value: &mut [f32; NZ_CAP]) -> usize {
@@ -446,46 +639,47 @@ fn gather_vbmi2(row: &[u8], index: &mut [u16; NZ_CAP], value: &mut [f32; NZ_CAP]
 fn partial_sum(w1t: &[Chunk], chunks: usize, c: usize, index: &[u16], value: &[f32]) -> Chunk {
     let n = index.len();
     let value = &value[..n];
+    let w1t = &w1t[..PIXEL_SLOTS * chunks];
     let mut acc = [ZERO; 4];
     for (idx, val) in index.chunks_exact(4).zip(value.chunks_exact(4)) {
         for q in 0..4 {
-            axpy(&mut acc[q], val[q], &w1t[idx[q] as usize * chunks + c]);
+            axpy(&mut acc[q], val[q], &w1t[slot(idx[q]) * chunks + c]);
         }
     }
     let tail = n / 4 * 4;
     for (&i, &v) in index[tail..].iter().zip(&value[tail..]) {
-        axpy(&mut acc[0], v, &w1t[i as usize * chunks + c]);
+        axpy(&mut acc[0], v, &w1t[slot(i) * chunks + c]);
     }
     add(&add(&acc[0], &acc[1]), &add(&acc[2], &acc[3]))
 }
 
 /// Forward pass of one row given as its non-zero pixels (`index`,
-/// `value`): fills `ws.a1` and returns the 10 class probabilities (padding
+/// `value`): fills `s.a1` and returns the 10 class probabilities (padding
 /// lanes 0).
 #[inline(always)]
-fn forward_row(ws: &mut Workspace, chunks: usize, index: &[u16], value: &[f32]) -> Chunk {
-    let w1t = &ws.w1t[..FEATURES * chunks];
+fn forward_row(w: &Weights, s: &mut Scratch, chunks: usize, index: &[u16], value: &[f32]) -> Chunk {
+    let w1t = &w.w1t[..];
     for c in 0..chunks {
-        ws.a1[c] = partial_sum(w1t, chunks, c, index, value);
+        s.a1[c] = partial_sum(w1t, chunks, c, index, value);
     }
-    forward_from_sums(ws, chunks)
+    forward_from_sums(w, s, chunks)
 }
 
 /// The rest of the forward pass, from the first layer's sums (without the
-/// bias) in `ws.a1`: bias, ReLU, second layer, softmax.
+/// bias) in `s.a1`: bias, ReLU, second layer, softmax.
 #[inline(always)]
-fn forward_from_sums(ws: &mut Workspace, chunks: usize) -> Chunk {
+fn forward_from_sums(w: &Weights, s: &mut Scratch, chunks: usize) -> Chunk {
     for c in 0..chunks {
-        let mut a1 = add(&ws.a1[c], &ws.b1[c]);
+        let mut a1 = add(&s.a1[c], &w.b1[c]);
         for v in a1.iter_mut() {
             *v = v.max(0.0);
         }
-        ws.a1[c] = a1;
+        s.a1[c] = a1;
     }
-    let mut z2 = ws.b2;
-    for j in 0..ws.hidden {
-        let a = ws.a1[j / LANES][j % LANES];
-        axpy(&mut z2, a, &ws.w2t[j]);
+    let mut z2 = w.b2;
+    for j in 0..w.hidden {
+        let a = s.a1[j / LANES][j % LANES];
+        axpy(&mut z2, a, &w.w2t[j]);
     }
     softmax_classes(&mut z2);
     z2
@@ -611,10 +805,11 @@ impl LossSum {
 /// Everything of one row's backward pass except the first layer's weight
 /// gradient: counts the loss, adds the second layer's and `b1`'s gradients
 /// into the workspace and leaves `dz1` (the gradient at the hidden units'
-/// inputs) in `ws.dz1`. `probs` is the row's [`forward_row`] result.
+/// inputs) in `s.dz1`. `probs` is the row's [`forward_row`] result.
 #[inline(always)]
 fn backward_head(
-    ws: &mut Workspace,
+    w: &Weights,
+    s: &mut Scratch,
     chunks: usize,
     probs: Chunk,
     label: u8,
@@ -628,33 +823,67 @@ fn backward_head(
     dz2[label] -= 1.0;
 
     // Second layer: dw2 += dz2 a1^T, db2 += dz2.
-    ws.g_b2 = add(&ws.g_b2, &dz2);
-    for j in 0..ws.hidden {
-        let a = ws.a1[j / LANES][j % LANES];
-        axpy(&mut ws.g_w2t[j], a, &dz2);
+    s.g_b2 = add(&s.g_b2, &dz2);
+    for j in 0..w.hidden {
+        let a = s.a1[j / LANES][j % LANES];
+        axpy(&mut s.g_w2t[j], a, &dz2);
     }
     // dz1 = (w2^T dz2) gated by the ReLU (a1 > 0 exactly where z1 > 0).
     for c in 0..chunks {
         let mut d = ZERO;
         for (k, &dk) in dz2[..CLASSES].iter().enumerate() {
-            axpy(&mut d, dk, &ws.w2[k * chunks + c]);
+            axpy(&mut d, dk, &w.w2[k * chunks + c]);
         }
-        let a = &ws.a1[c];
+        let a = &s.a1[c];
         let mut dz1 = d;
         for l in 0..LANES {
             if a[l] <= 0.0 {
                 dz1[l] = 0.0;
             }
         }
-        ws.g_b1[c] = add(&ws.g_b1[c], &dz1);
-        ws.dz1[c] = dz1;
+        s.g_b1[c] = add(&s.g_b1[c], &dz1);
+        s.dz1[c] = dz1;
     }
 }
 
-/// Forward and backward of one row, adding its gradients into the
-/// workspace. `chunks` is passed in (always `ws.chunks`) so that callers can
-/// give the constant 1 and let the compiler drop the chunk loops and index
-/// multiplications for the common H <= 16.
+/// Forward and backward of one row given as its non-zero pixels, adding its
+/// gradients into `s`. `chunks` is passed in (always `w.chunks`) so that
+/// callers can give the constant 1 and let the compiler drop the chunk
+/// loops and index multiplications for the common H <= 16.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the hot loop's state, unbundled on purpose"
+)]
+#[inline(always)]
+fn accumulate_nonzeros(
+    w: &Weights,
+    s: &mut Scratch,
+    chunks: usize,
+    index: &[u16],
+    value: &[f32],
+    label: u8,
+    stats: &mut BatchStats,
+    loss: &mut LossSum,
+) {
+    let probs = forward_row(w, s, chunks, index, value);
+    backward_head(w, s, chunks, probs, label, stats, loss);
+    // First layer: dw1 += dz1 x^T, over the non-zero pixels only. Borrow the
+    // fields separately, so the compiler knows the stores into g_w1t cannot
+    // move the other buffers and keeps their addresses in registers. (This
+    // loop is bound by its stores; deferring it to a block of rows, so the
+    // forward passes and these updates do not take turns in the L1 cache,
+    // measured no faster and was dropped.)
+    let Scratch { g_w1t, dz1, .. } = s;
+    let (g_w1t, dz1) = (&mut g_w1t[..PIXEL_SLOTS * chunks], &dz1[..chunks]);
+    for (&i, &v) in index.iter().zip(value) {
+        let base = slot(i) * chunks;
+        for c in 0..chunks {
+            axpy(&mut g_w1t[base + c], v, &dz1[c]);
+        }
+    }
+}
+
+/// [`accumulate_nonzeros`] of one raw row (784 bytes).
 #[inline(always)]
 fn accumulate_row(
     ws: &mut Workspace,
@@ -664,25 +893,11 @@ fn accumulate_row(
     stats: &mut BatchStats,
     loss: &mut LossSum,
 ) {
-    let mut nz = std::mem::take(&mut ws.nz);
+    let mut nz = std::mem::take(&mut ws.s.nz);
     nz.gather(row);
-    let probs = forward_row(ws, chunks, &nz.index[..nz.len], &nz.value[..nz.len]);
-    backward_head(ws, chunks, probs, label, stats, loss);
-    // First layer: dw1 += dz1 x^T, over the non-zero pixels only. Borrow the
-    // fields separately, so the compiler knows the stores into g_w1t cannot
-    // move the other buffers and keeps their addresses in registers. (This
-    // loop is bound by its stores; deferring it to a block of rows, so the
-    // forward passes and these updates do not take turns in the L1 cache,
-    // measured no faster and was dropped.)
-    let Workspace { g_w1t, dz1, .. } = ws;
-    let (g_w1t, dz1) = (&mut g_w1t[..FEATURES * chunks], &dz1[..chunks]);
-    for (&i, &v) in nz.index[..nz.len].iter().zip(&nz.value[..nz.len]) {
-        let base = i as usize * chunks;
-        for c in 0..chunks {
-            axpy(&mut g_w1t[base + c], v, &dz1[c]);
-        }
-    }
-    ws.nz = nz;
+    let (index, value) = (&nz.index[..nz.len], &nz.value[..nz.len]);
+    accumulate_nonzeros(&ws.w, &mut ws.s, chunks, index, value, label, stats, loss);
+    ws.s.nz = nz;
 }
 
 multiversion! {
@@ -692,7 +907,7 @@ multiversion! {
         let mut stats = BatchStats { rows: y.len(), ..Default::default() };
         // Plain loops, not closures: a closure handed to an iterator adapter
         // may be compiled outside this function, without its vector features.
-        let chunks = ws.chunks;
+        let chunks = ws.w.chunks;
         let mut loss = LossSum::new();
         for (row, &label) in x.chunks_exact(FEATURES).zip(y) {
             if chunks == 1 {
@@ -716,12 +931,8 @@ multiversion! {
 /// still runs over the rows in order, so the result is bit-identical to
 /// [`SparseEngine::accumulate`] on the raw rows (a test checks it).
 pub struct SparseRows {
-    rows: usize,
-    /// Row `r`'s non-zeros are `index[row_start[r]..row_start[r + 1]]` (and
-    /// the same range of `value`), in pixel order.
-    row_start: Vec<u32>,
-    index: Vec<u16>,
-    value: Vec<f32>,
+    /// Each row's non-zeros, for the forward passes.
+    by_row: RowSet,
     /// The non-zeros grouped by pixel, rows ascending, in groups of four
     /// pixels `4g..4g + 4`: while all four have entries left, one entry of
     /// each, side by side (`quad_row[k][j]` is pixel `4g + j`'s k-th row, for
@@ -744,19 +955,11 @@ impl SparseRows {
         if rows > u16::MAX as usize + 1 {
             return None;
         }
-        let mut nz = NonZeros::default();
-        let mut row_start = Vec::with_capacity(rows + 1);
-        row_start.push(0u32);
-        let (mut index, mut value) = (Vec::new(), Vec::new());
+        let by_row = RowSet::gather(x);
+        let (row_start, index, value) = (&by_row.start, &by_row.index, &by_row.value);
         let mut per_pixel = vec![0u32; FEATURES];
-        for row in x.chunks_exact(FEATURES) {
-            nz.gather(row);
-            index.extend_from_slice(&nz.index[..nz.len]);
-            value.extend_from_slice(&nz.value[..nz.len]);
-            row_start.push(index.len() as u32);
-            for &i in &nz.index[..nz.len] {
-                per_pixel[i as usize] += 1;
-            }
+        for &i in index {
+            per_pixel[i as usize] += 1;
         }
         // Counting sort by pixel; walking the rows in order keeps each
         // pixel's rows ascending.
@@ -804,10 +1007,7 @@ impl SparseRows {
         }
         group_start.push(quad_row.len() as u32);
         Some(SparseRows {
-            rows,
-            row_start,
-            index,
-            value,
+            by_row,
             group_start,
             quad_row,
             quad_value,
@@ -818,7 +1018,7 @@ impl SparseRows {
     }
 
     pub fn rows(&self) -> usize {
-        self.rows
+        self.by_row.len()
     }
 }
 
@@ -883,32 +1083,32 @@ multiversion! {
     /// [`accumulate_rows`] over prepared rows: forward passes and the
     /// per-row part of the backward pass row by row (keeping every row's
     /// `dz1`), then `dw1` pixel by pixel.
-    fn accumulate_prepared_rows(ws: &mut Workspace, s: &SparseRows, y: &[u8]) -> BatchStats {
+    fn accumulate_prepared_rows(ws: &mut Workspace, rows: &SparseRows, y: &[u8]) -> BatchStats {
         let mut stats = BatchStats { rows: y.len(), ..Default::default() };
-        let chunks = ws.chunks;
-        let mut dz1_rows = std::mem::take(&mut ws.dz1_rows);
+        let chunks = ws.w.chunks;
+        let mut dz1_rows = std::mem::take(&mut ws.s.dz1_rows);
         dz1_rows.clear();
-        dz1_rows.resize(s.rows * chunks, ZERO);
+        dz1_rows.resize(rows.rows() * chunks, ZERO);
         let mut loss = LossSum::new();
         for (r, &label) in y.iter().enumerate() {
-            let span = s.row_start[r] as usize..s.row_start[r + 1] as usize;
-            let (index, value) = (&s.index[span.clone()], &s.value[span]);
+            let (index, value) = rows.by_row.row(r);
+            let Workspace { w, s, .. } = &mut *ws;
             if chunks == 1 {
-                let probs = forward_row(ws, 1, index, value);
-                backward_head(ws, 1, probs, label, &mut stats, &mut loss);
-                dz1_rows[r] = ws.dz1[0];
+                let probs = forward_row(w, s, 1, index, value);
+                backward_head(w, s, 1, probs, label, &mut stats, &mut loss);
+                dz1_rows[r] = s.dz1[0];
             } else {
-                let probs = forward_row(ws, chunks, index, value);
-                backward_head(ws, chunks, probs, label, &mut stats, &mut loss);
-                dz1_rows[r * chunks..(r + 1) * chunks].copy_from_slice(&ws.dz1[..chunks]);
+                let probs = forward_row(w, s, chunks, index, value);
+                backward_head(w, s, chunks, probs, label, &mut stats, &mut loss);
+                dz1_rows[r * chunks..(r + 1) * chunks].copy_from_slice(&s.dz1[..chunks]);
             }
         }
         if chunks == 1 {
-            first_layer_gradient(&mut ws.g_w1t, &dz1_rows, s, 1);
+            first_layer_gradient(&mut ws.s.g_w1t, &dz1_rows, rows, 1);
         } else {
-            first_layer_gradient(&mut ws.g_w1t, &dz1_rows, s, chunks);
+            first_layer_gradient(&mut ws.s.g_w1t, &dz1_rows, rows, chunks);
         }
-        ws.dz1_rows = dz1_rows;
+        ws.s.dz1_rows = dz1_rows;
         stats.loss_sum = loss.finish();
         stats
     }
@@ -917,19 +1117,19 @@ multiversion! {
 multiversion! {
     /// Class probabilities of every row of `x` into `out` (`rows x 10`).
     fn probabilities_rows(ws: &mut Workspace, x: &[u8], out: &mut [f32]) {
-        let chunks = ws.chunks;
-        let mut nz = std::mem::take(&mut ws.nz);
+        let chunks = ws.w.chunks;
+        let mut nz = std::mem::take(&mut ws.s.nz);
         for (row, o) in x.chunks_exact(FEATURES).zip(out.chunks_exact_mut(CLASSES)) {
             nz.gather(row);
             let (index, value) = (&nz.index[..nz.len], &nz.value[..nz.len]);
             let p = if chunks == 1 {
-                forward_row(ws, 1, index, value)
+                forward_row(&ws.w, &mut ws.s, 1, index, value)
             } else {
-                forward_row(ws, chunks, index, value)
+                forward_row(&ws.w, &mut ws.s, chunks, index, value)
             };
             o.copy_from_slice(&p[..CLASSES]);
         }
-        ws.nz = nz;
+        ws.s.nz = nz;
     }
 }
 
@@ -943,9 +1143,9 @@ impl Engine for SparseEngine {
         WORKSPACE.with(|ws| {
             let ws = &mut *ws.borrow_mut();
             ws.load_model(m);
-            ws.clear_gradients();
+            ws.s.clear_gradients();
             let stats = accumulate_rows(ws, x, y);
-            ws.add_gradients_to(g);
+            ws.s.add_gradients_to(g);
             stats
         })
     }
@@ -962,15 +1162,30 @@ impl Engine for SparseEngine {
         g: &mut Gradients,
     ) -> BatchStats {
         let PreparedRows::Sparse(s) = rows;
-        assert_eq!(s.rows, y.len(), "prepared rows and labels differ in length");
+        assert_eq!(
+            s.rows(),
+            y.len(),
+            "prepared rows and labels differ in length"
+        );
         WORKSPACE.with(|ws| {
             let ws = &mut *ws.borrow_mut();
             ws.load_model(m);
-            ws.clear_small_gradients();
+            ws.s.clear_small_gradients();
             let stats = accumulate_prepared_rows(ws, s, y);
-            ws.add_gradients_to(g);
+            ws.s.add_gradients_to(g);
             stats
         })
+    }
+
+    fn resident(
+        &self,
+        x: &[u8],
+        y: &[u8],
+        model: &Mlp,
+        optimizer: &Optimizer,
+    ) -> Option<Box<dyn ResidentTrainer>> {
+        let trainer = resident::SparseTrainer::new(x, y, model, optimizer)?;
+        Some(Box::new(trainer))
     }
 
     fn probabilities(&self, m: &Mlp, x: &[u8]) -> Array2<f32> {
@@ -1157,11 +1372,11 @@ mod level_tests {
         let (mut stats, mut loss) = (BatchStats::default(), LossSum::new());
         let (mut probs, mut dz1) = (Vec::new(), Vec::new());
         for (i, &label) in labels.iter().enumerate() {
-            ws.a1[0] = z[i];
-            let p = forward_from_sums(ws, 1);
+            ws.s.a1[0] = z[i];
+            let p = forward_from_sums(&ws.w, &mut ws.s, 1);
             probs.push(p);
-            backward_head(ws, 1, p, label, &mut stats, &mut loss);
-            dz1.push(ws.dz1[0]);
+            backward_head(&ws.w, &mut ws.s, 1, p, label, &mut stats, &mut loss);
+            dz1.push(ws.s.dz1[0]);
         }
         stats.loss_sum = loss.finish();
         (probs, dz1, stats)
@@ -1189,16 +1404,16 @@ mod level_tests {
             let run = |head: Head| {
                 let mut ws = Workspace::default();
                 ws.load_model(&m);
-                ws.clear_gradients();
+                ws.s.clear_gradients();
                 let (probs, dz1, stats) = head(&mut ws, &z, &labels);
                 (
                     probs,
                     dz1,
                     stats.correct,
                     stats.loss_sum.to_bits(),
-                    ws.g_b1.clone(),
-                    ws.g_w2t.clone(),
-                    ws.g_b2,
+                    ws.s.g_b1.clone(),
+                    ws.s.g_w2t.clone(),
+                    ws.s.g_b2,
                 )
             };
             let baseline = run(row_head);
