@@ -12,7 +12,8 @@ kernel's ru_maxrss of the child), and ratios to numpy.
 Part 2, mini-batch training: scripts/numpy_minibatch.py (correct 784-10-10,
 float32, Adam, batch 32) vs `mnist-blas train` (same network, optimizer and
 batch size), seconds per epoch over 33,600 rows and the ratios: the median
-epoch (each program's `epoch_seconds`), and all training time over the epochs
+epoch (numpy's `epoch_seconds`; for mnist-blas, from the `seconds` column of its
+metrics file, one row per epoch), and all training time over the epochs
 (for mnist-blas that adds the one-off preparation before the first step, such
 as the sparse engine's gathering of non-zero pixels; numpy's preparation is in
 its load time). Both score the held-out rows once, after the last epoch
@@ -31,6 +32,7 @@ Usage:
 """
 
 import argparse
+import csv
 import json
 import os
 import statistics
@@ -61,6 +63,14 @@ def run(cmd):
 
 def median(xs):
     return statistics.median(xs)
+
+
+def epoch_seconds(metrics_csv):
+    """Each epoch's seconds from an mnist-blas metrics file (its `seconds`
+    column is the training time at the end of each epoch)."""
+    with open(metrics_csv, newline="") as f:
+        ends = [float(row["seconds"]) for row in csv.DictReader(f)]
+    return [b - a for a, b in zip([0.0] + ends, ends)]
 
 
 def main():
@@ -133,7 +143,7 @@ def main():
             else:
                 # With --heldout-eval end, the epochs are training alone;
                 # train_seconds adds the one-off preparation before step 1.
-                epoch[name].append(median(js["epoch_seconds"]))
+                epoch[name].append(median(epoch_seconds(f"{tmp}/metrics.csv")))
                 whole[name].append(js["train_seconds"] / js["epochs"])
             acc[name] = js["heldout_accuracy"]
     print(f"\nMini-batch training, batch 32, {args.epochs} epochs over the 80% split"

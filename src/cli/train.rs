@@ -363,10 +363,6 @@ pub struct TrainSummary {
     pub samples: usize,
     /// `samples` / `train_seconds` (held-out checks included in the time).
     pub samples_per_second: f64,
-    /// Mini-batch: each epoch's seconds (the first includes the one-off
-    /// preparation before the first step, e.g. the sparse engine's gathering
-    /// of every row's non-zero pixels). Null for full-batch training.
-    pub epoch_seconds: Option<Vec<f64>>,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -524,14 +520,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 plot: args.plot.clone(),
                 samples: progress.samples(),
                 samples_per_second: progress.samples() as f64 / outcome.seconds.max(1e-9),
-                epoch_seconds: epochs.map(|_| {
-                    let ends = outcome.records.iter().map(|r| r.seconds);
-                    std::iter::once(0.0)
-                        .chain(ends.clone())
-                        .zip(ends)
-                        .map(|(a, b)| b - a)
-                        .collect()
-                }),
             };
             say(summary_screen(&summary, train_set.len() + heldout.len(), &written));
             if args.json {
