@@ -48,6 +48,18 @@ const ZERO: Chunk = Chunk([0.0; LANES]);
 const PIXEL_SLOTS: usize = 1024;
 const _: () = assert!(PIXEL_SLOTS.is_power_of_two() && PIXEL_SLOTS >= FEATURES);
 
+/// The first layer's sums are taken in two parts, pixels below this and the
+/// rest, then added: `z1 = sum(0..384) + sum(384..784)`, everywhere in this
+/// engine. A step can then run each part on its own core, with its own half
+/// of `w1`, and give the bits one core gives.
+pub(crate) const PIXEL_SPLIT: usize = 384;
+
+/// How many of a row's (ascending) non-zero pixels lie below [`PIXEL_SPLIT`].
+#[inline(always)]
+fn split_point(index: &[u16]) -> usize {
+    index.partition_point(|&i| (i as usize) < PIXEL_SPLIT)
+}
+
 /// Pixel `i`'s row in `w1t` / `g_w1t` (the identity for every real pixel).
 #[inline(always)]
 fn slot(i: u16) -> usize {
@@ -160,6 +172,8 @@ struct Scratch {
     dz1: Vec<Chunk>,
     /// Every row's `dz1`, for the prepared path's per-pixel `dw1`.
     dz1_rows: Vec<Chunk>,
+    /// Every row's upper part-sum, for the resident trainer's halves.
+    hi_rows: Vec<Chunk>,
 }
 
 impl Scratch {
@@ -174,6 +188,7 @@ impl Scratch {
             a1: vec![ZERO; chunks],
             dz1: vec![ZERO; chunks],
             dz1_rows: Vec::new(),
+            hi_rows: Vec::new(),
         }
     }
 
@@ -463,12 +478,14 @@ impl NonZeros {
 
 /// Rows as their non-zero pixels, one after another (compressed sparse
 /// rows): row `r`'s pixels are `index[start[r]..start[r + 1]]` and their
-/// values (pixel / 255) the same range of `value`, in pixel order.
+/// values (pixel / 255) the same range of `value`, in pixel order; the
+/// first `split[r]` of them are below [`PIXEL_SPLIT`].
 #[derive(Default)]
 pub(crate) struct RowSet {
     start: Vec<u32>,
     index: Vec<u16>,
     value: Vec<f32>,
+    split: Vec<u16>,
 }
 
 impl RowSet {
@@ -481,6 +498,7 @@ impl RowSet {
             // MNIST digits light about a fifth of their pixels.
             index: Vec::with_capacity(x.len() / 4),
             value: Vec::with_capacity(x.len() / 4),
+            split: Vec::with_capacity(rows),
         };
         set.start.push(0);
         for row in x.chunks_exact(FEATURES) {
@@ -488,6 +506,7 @@ impl RowSet {
             set.index.extend_from_slice(&nz.index[..nz.len]);
             set.value.extend_from_slice(&nz.value[..nz.len]);
             set.start.push(set.index.len() as u32);
+            set.split.push(split_point(&nz.index[..nz.len]) as u16);
         }
         set
     }
@@ -513,32 +532,40 @@ impl RowSet {
         }
         let mut index = vec![0u16; total as usize];
         let mut value = vec![0f32; total as usize];
+        let mut split = vec![0u16; counts.len()];
         // Each block's share of the arrays, cut in order.
         let mut parts = Vec::with_capacity(counts.len().div_ceil(BLOCK_ROWS));
         let (mut index_left, mut value_left) = (&mut index[..], &mut value[..]);
-        for (b, rows) in x.chunks(BLOCK_ROWS * FEATURES).enumerate() {
+        let blocks = x
+            .chunks(BLOCK_ROWS * FEATURES)
+            .zip(split.chunks_mut(BLOCK_ROWS));
+        for (b, (rows, split)) in blocks.enumerate() {
             let first = b * BLOCK_ROWS;
             let len = (start[first + rows.len() / FEATURES] - start[first]) as usize;
             let (i, i_rest) = std::mem::take(&mut index_left).split_at_mut(len);
             let (v, v_rest) = std::mem::take(&mut value_left).split_at_mut(len);
             (index_left, value_left) = (i_rest, v_rest);
-            parts.push((rows, i, v));
+            parts.push((rows, i, v, split));
         }
-        parts.into_par_iter().for_each(|(rows, index, value)| {
-            let mut nz = NonZeros::default();
-            let mut at = 0;
-            for row in rows.chunks_exact(FEATURES) {
-                nz.gather(row);
-                index[at..at + nz.len].copy_from_slice(&nz.index[..nz.len]);
-                value[at..at + nz.len].copy_from_slice(&nz.value[..nz.len]);
-                at += nz.len;
-            }
-            assert_eq!(at, index.len(), "the count and the gather agree");
-        });
+        parts
+            .into_par_iter()
+            .for_each(|(rows, index, value, split)| {
+                let mut nz = NonZeros::default();
+                let mut at = 0;
+                for (row, split) in rows.chunks_exact(FEATURES).zip(split) {
+                    nz.gather(row);
+                    index[at..at + nz.len].copy_from_slice(&nz.index[..nz.len]);
+                    value[at..at + nz.len].copy_from_slice(&nz.value[..nz.len]);
+                    *split = split_point(&nz.index[..nz.len]) as u16;
+                    at += nz.len;
+                }
+                assert_eq!(at, index.len(), "the count and the gather agree");
+            });
         Some(RowSet {
             start,
             index,
             value,
+            split,
         })
     }
 
@@ -549,16 +576,21 @@ impl RowSet {
     /// Start loading row `r` into the cache (a hint: no effect on results).
     #[inline(always)]
     fn prefetch(&self, r: usize) {
-        let (index, value) = self.row(r);
+        let (index, value, _) = self.row(r);
         prefetch_lines(index);
         prefetch_lines(value);
     }
 
-    /// Row `r`'s non-zero pixels and their values.
+    /// Row `r`'s non-zero pixels, their values, and how many of them lie
+    /// below [`PIXEL_SPLIT`].
     #[inline(always)]
-    fn row(&self, r: usize) -> (&[u16], &[f32]) {
+    fn row(&self, r: usize) -> (&[u16], &[f32], usize) {
         let span = self.start[r] as usize..self.start[r + 1] as usize;
-        (&self.index[span.clone()], &self.value[span])
+        (
+            &self.index[span.clone()],
+            &self.value[span],
+            self.split[r] as usize,
+        )
     }
 }
 
@@ -681,10 +713,20 @@ fn partial_sum(w1t: &[Chunk], chunks: usize, c: usize, index: &[u16], value: &[f
 /// `value`): fills `s.a1` and returns the 10 class probabilities (padding
 /// lanes 0).
 #[inline(always)]
-fn forward_row(w: &Weights, s: &mut Scratch, chunks: usize, index: &[u16], value: &[f32]) -> Chunk {
+fn forward_row(
+    w: &Weights,
+    s: &mut Scratch,
+    chunks: usize,
+    index: &[u16],
+    value: &[f32],
+    split: usize,
+) -> Chunk {
     let w1t = &w.w1t[..];
+    let ((lo_i, hi_i), (lo_v, hi_v)) = (index.split_at(split), value.split_at(split));
     for c in 0..chunks {
-        s.a1[c] = partial_sum(w1t, chunks, c, index, value);
+        let lo = partial_sum(w1t, chunks, c, lo_i, lo_v);
+        let hi = partial_sum(w1t, chunks, c, hi_i, hi_v);
+        s.a1[c] = add(&lo, &hi);
     }
     forward_from_sums(w, s, chunks)
 }
@@ -885,11 +927,12 @@ fn accumulate_nonzeros(
     chunks: usize,
     index: &[u16],
     value: &[f32],
+    split: usize,
     label: u8,
     stats: &mut BatchStats,
     loss: &mut LossSum,
 ) {
-    let probs = forward_row(w, s, chunks, index, value);
+    let probs = forward_row(w, s, chunks, index, value, split);
     backward_head(w, s, chunks, probs, label, stats, loss);
     // First layer: dw1 += dz1 x^T, over the non-zero pixels only. Borrow the
     // fields separately, so the compiler knows the stores into g_w1t cannot
@@ -920,7 +963,10 @@ fn accumulate_row(
     let mut nz = std::mem::take(&mut ws.s.nz);
     nz.gather(row);
     let (index, value) = (&nz.index[..nz.len], &nz.value[..nz.len]);
-    accumulate_nonzeros(&ws.w, &mut ws.s, chunks, index, value, label, stats, loss);
+    let split = split_point(index);
+    accumulate_nonzeros(
+        &ws.w, &mut ws.s, chunks, index, value, split, label, stats, loss,
+    );
     ws.s.nz = nz;
 }
 
@@ -1115,14 +1161,14 @@ multiversion! {
         dz1_rows.resize(rows.rows() * chunks, ZERO);
         let mut loss = LossSum::new();
         for (r, &label) in y.iter().enumerate() {
-            let (index, value) = rows.by_row.row(r);
+            let (index, value, split) = rows.by_row.row(r);
             let Workspace { w, s, .. } = &mut *ws;
             if chunks == 1 {
-                let probs = forward_row(w, s, 1, index, value);
+                let probs = forward_row(w, s, 1, index, value, split);
                 backward_head(w, s, 1, probs, label, &mut stats, &mut loss);
                 dz1_rows[r] = s.dz1[0];
             } else {
-                let probs = forward_row(w, s, chunks, index, value);
+                let probs = forward_row(w, s, chunks, index, value, split);
                 backward_head(w, s, chunks, probs, label, &mut stats, &mut loss);
                 dz1_rows[r * chunks..(r + 1) * chunks].copy_from_slice(&s.dz1[..chunks]);
             }
@@ -1147,9 +1193,9 @@ multiversion! {
             nz.gather(row);
             let (index, value) = (&nz.index[..nz.len], &nz.value[..nz.len]);
             let p = if chunks == 1 {
-                forward_row(&ws.w, &mut ws.s, 1, index, value)
+                forward_row(&ws.w, &mut ws.s, 1, index, value, split_point(index))
             } else {
-                forward_row(&ws.w, &mut ws.s, chunks, index, value)
+                forward_row(&ws.w, &mut ws.s, chunks, index, value, split_point(index))
             };
             o.copy_from_slice(&p[..CLASSES]);
         }
@@ -1366,6 +1412,7 @@ mod tests {
             assert_eq!(parallel.start, serial.start);
             assert_eq!(parallel.index, serial.index);
             assert_eq!(parallel.value, serial.value);
+            assert_eq!(parallel.split, serial.split);
         }
         assert!(serial.row(511).0.is_empty() && serial.row(1299).0.is_empty());
         assert!(!serial.row(513).0.is_empty());
