@@ -478,13 +478,13 @@ impl NonZeros {
 
 /// Rows as their non-zero pixels, one after another (compressed sparse
 /// rows): row `r`'s pixels are `index[start[r]..start[r + 1]]` and their
-/// values (pixel / 255) the same range of `value`, in pixel order; the
+/// bytes the same range of `value`, in pixel order; the
 /// first `split[r]` of them are below [`PIXEL_SPLIT`].
 #[derive(Default)]
 pub(crate) struct RowSet {
     start: Vec<u32>,
     index: Vec<u16>,
-    value: Vec<f32>,
+    value: Vec<u8>,
     split: Vec<u16>,
 }
 
@@ -504,7 +504,8 @@ impl RowSet {
         for row in x.chunks_exact(FEATURES) {
             nz.gather(row);
             set.index.extend_from_slice(&nz.index[..nz.len]);
-            set.value.extend_from_slice(&nz.value[..nz.len]);
+            set.value
+                .extend(nz.index[..nz.len].iter().map(|&i| row[i as usize]));
             set.start.push(set.index.len() as u32);
             set.split.push(split_point(&nz.index[..nz.len]) as u16);
         }
@@ -531,7 +532,7 @@ impl RowSet {
             start.push(total);
         }
         let mut index = vec![0u16; total as usize];
-        let mut value = vec![0f32; total as usize];
+        let mut value = vec![0u8; total as usize];
         let mut split = vec![0u16; counts.len()];
         // Each block's share of the arrays, cut in order.
         let mut parts = Vec::with_capacity(counts.len().div_ceil(BLOCK_ROWS));
@@ -555,7 +556,9 @@ impl RowSet {
                 for (row, split) in rows.chunks_exact(FEATURES).zip(split) {
                     nz.gather(row);
                     index[at..at + nz.len].copy_from_slice(&nz.index[..nz.len]);
-                    value[at..at + nz.len].copy_from_slice(&nz.value[..nz.len]);
+                    for (v, &i) in value[at..at + nz.len].iter_mut().zip(&nz.index[..nz.len]) {
+                        *v = row[i as usize];
+                    }
                     *split = split_point(&nz.index[..nz.len]) as u16;
                     at += nz.len;
                 }
@@ -584,7 +587,7 @@ impl RowSet {
     /// Row `r`'s non-zero pixels, their values, and how many of them lie
     /// below [`PIXEL_SPLIT`].
     #[inline(always)]
-    fn row(&self, r: usize) -> (&[u16], &[f32], usize) {
+    fn row(&self, r: usize) -> (&[u16], &[u8], usize) {
         let span = self.start[r] as usize..self.start[r + 1] as usize;
         (
             &self.index[span.clone()],
@@ -689,22 +692,55 @@ fn gather_vbmi2(row: &[u8], index: &mut [u16; NZ_CAP], value: &mut [f32; NZ_CAP]
     n
 }
 
+/// A non-zero pixel's value as a row stores it: already scaled to f32
+/// (one row's scratch, [`NonZeros`]), or the raw byte (the [`RowSet`]s kept
+/// for many passes, a quarter of the size), scaled through the
+/// correctly rounded table [`pixel_table`] (the same f32 either way).
+pub(crate) trait PixelValue: Copy {
+    fn scaled(self, table: &[f32; 256]) -> f32;
+}
+
+impl PixelValue for f32 {
+    #[inline(always)]
+    fn scaled(self, _: &[f32; 256]) -> f32 {
+        self
+    }
+}
+
+impl PixelValue for u8 {
+    #[inline(always)]
+    fn scaled(self, table: &[f32; 256]) -> f32 {
+        table[self as usize]
+    }
+}
+
 /// `sum over (index, value) of value * w1t[index]`, for lane chunk `c`.
 /// Four partial sums break the add-latency chain; their order is fixed.
 #[inline(always)]
-fn partial_sum(w1t: &[Chunk], chunks: usize, c: usize, index: &[u16], value: &[f32]) -> Chunk {
+fn partial_sum<V: PixelValue>(
+    w1t: &[Chunk],
+    chunks: usize,
+    c: usize,
+    index: &[u16],
+    value: &[V],
+    table: &[f32; 256],
+) -> Chunk {
     let n = index.len();
     let value = &value[..n];
     let w1t = &w1t[..PIXEL_SLOTS * chunks];
     let mut acc = [ZERO; 4];
     for (idx, val) in index.chunks_exact(4).zip(value.chunks_exact(4)) {
         for q in 0..4 {
-            axpy(&mut acc[q], val[q], &w1t[slot(idx[q]) * chunks + c]);
+            axpy(
+                &mut acc[q],
+                val[q].scaled(table),
+                &w1t[slot(idx[q]) * chunks + c],
+            );
         }
     }
     let tail = n / 4 * 4;
     for (&i, &v) in index[tail..].iter().zip(&value[tail..]) {
-        axpy(&mut acc[0], v, &w1t[slot(i) * chunks + c]);
+        axpy(&mut acc[0], v.scaled(table), &w1t[slot(i) * chunks + c]);
     }
     add(&add(&acc[0], &acc[1]), &add(&acc[2], &acc[3]))
 }
@@ -713,19 +749,20 @@ fn partial_sum(w1t: &[Chunk], chunks: usize, c: usize, index: &[u16], value: &[f
 /// `value`): fills `s.a1` and returns the 10 class probabilities (padding
 /// lanes 0).
 #[inline(always)]
-fn forward_row(
+fn forward_row<V: PixelValue>(
     w: &Weights,
     s: &mut Scratch,
     chunks: usize,
     index: &[u16],
-    value: &[f32],
+    value: &[V],
     split: usize,
+    table: &[f32; 256],
 ) -> Chunk {
     let w1t = &w.w1t[..];
     let ((lo_i, hi_i), (lo_v, hi_v)) = (index.split_at(split), value.split_at(split));
     for c in 0..chunks {
-        let lo = partial_sum(w1t, chunks, c, lo_i, lo_v);
-        let hi = partial_sum(w1t, chunks, c, hi_i, hi_v);
+        let lo = partial_sum(w1t, chunks, c, lo_i, lo_v, table);
+        let hi = partial_sum(w1t, chunks, c, hi_i, hi_v, table);
         s.a1[c] = add(&lo, &hi);
     }
     forward_from_sums(w, s, chunks)
@@ -921,18 +958,17 @@ fn backward_head(
     reason = "the hot loop's state, unbundled on purpose"
 )]
 #[inline(always)]
-fn accumulate_nonzeros(
+fn accumulate_nonzeros<V: PixelValue>(
     w: &Weights,
     s: &mut Scratch,
     chunks: usize,
-    index: &[u16],
-    value: &[f32],
-    split: usize,
+    (index, value, split): (&[u16], &[V], usize),
+    table: &[f32; 256],
     label: u8,
     stats: &mut BatchStats,
     loss: &mut LossSum,
 ) {
-    let probs = forward_row(w, s, chunks, index, value, split);
+    let probs = forward_row(w, s, chunks, index, value, split, table);
     backward_head(w, s, chunks, probs, label, stats, loss);
     // First layer: dw1 += dz1 x^T, over the non-zero pixels only. Borrow the
     // fields separately, so the compiler knows the stores into g_w1t cannot
@@ -944,6 +980,7 @@ fn accumulate_nonzeros(
     let (g_w1t, dz1) = (&mut g_w1t[..PIXEL_SLOTS * chunks], &dz1[..chunks]);
     for (&i, &v) in index.iter().zip(value) {
         let base = slot(i) * chunks;
+        let v = v.scaled(table);
         for c in 0..chunks {
             axpy(&mut g_w1t[base + c], v, &dz1[c]);
         }
@@ -963,10 +1000,9 @@ fn accumulate_row(
     let mut nz = std::mem::take(&mut ws.s.nz);
     nz.gather(row);
     let (index, value) = (&nz.index[..nz.len], &nz.value[..nz.len]);
-    let split = split_point(index);
-    accumulate_nonzeros(
-        &ws.w, &mut ws.s, chunks, index, value, split, label, stats, loss,
-    );
+    let row = (index, value, split_point(index));
+    let table = pixel_table();
+    accumulate_nonzeros(&ws.w, &mut ws.s, chunks, row, table, label, stats, loss);
     ws.s.nz = nz;
 }
 
@@ -1027,6 +1063,7 @@ impl SparseRows {
         }
         let by_row = RowSet::gather(x);
         let (row_start, index, value) = (&by_row.start, &by_row.index, &by_row.value);
+        let table = pixel_table();
         let mut per_pixel = vec![0u32; FEATURES];
         for &i in index {
             per_pixel[i as usize] += 1;
@@ -1045,7 +1082,7 @@ impl SparseRows {
             for (&i, &v) in index[span.clone()].iter().zip(&value[span]) {
                 let at = &mut next[i as usize];
                 col_row[*at as usize] = r as u16;
-                col_value[*at as usize] = v;
+                col_value[*at as usize] = v.scaled(table);
                 *at += 1;
             }
         }
@@ -1160,15 +1197,16 @@ multiversion! {
         dz1_rows.clear();
         dz1_rows.resize(rows.rows() * chunks, ZERO);
         let mut loss = LossSum::new();
+        let table = pixel_table();
         for (r, &label) in y.iter().enumerate() {
             let (index, value, split) = rows.by_row.row(r);
             let Workspace { w, s, .. } = &mut *ws;
             if chunks == 1 {
-                let probs = forward_row(w, s, 1, index, value, split);
+                let probs = forward_row(w, s, 1, index, value, split, table);
                 backward_head(w, s, 1, probs, label, &mut stats, &mut loss);
                 dz1_rows[r] = s.dz1[0];
             } else {
-                let probs = forward_row(w, s, chunks, index, value, split);
+                let probs = forward_row(w, s, chunks, index, value, split, table);
                 backward_head(w, s, chunks, probs, label, &mut stats, &mut loss);
                 dz1_rows[r * chunks..(r + 1) * chunks].copy_from_slice(&s.dz1[..chunks]);
             }
@@ -1187,15 +1225,16 @@ multiversion! {
 multiversion! {
     /// Class probabilities of every row of `x` into `out` (`rows x 10`).
     fn probabilities_rows(ws: &mut Workspace, x: &[u8], out: &mut [f32]) {
+        let table = pixel_table();
         let chunks = ws.w.chunks;
         let mut nz = std::mem::take(&mut ws.s.nz);
         for (row, o) in x.chunks_exact(FEATURES).zip(out.chunks_exact_mut(CLASSES)) {
             nz.gather(row);
             let (index, value) = (&nz.index[..nz.len], &nz.value[..nz.len]);
             let p = if chunks == 1 {
-                forward_row(&ws.w, &mut ws.s, 1, index, value, split_point(index))
+                forward_row(&ws.w, &mut ws.s, 1, index, value, split_point(index), table)
             } else {
-                forward_row(&ws.w, &mut ws.s, chunks, index, value, split_point(index))
+                forward_row(&ws.w, &mut ws.s, chunks, index, value, split_point(index), table)
             };
             o.copy_from_slice(&p[..CLASSES]);
         }

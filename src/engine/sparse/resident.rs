@@ -25,7 +25,8 @@
 
 use super::{
     accumulate_nonzeros, add, axpy, backward_head, forward_from_sums, multiversion, partial_sum,
-    prefetch_lines, Chunk, LossSum, RowSet, Scratch, Weights, LANES, PIXEL_SPLIT, ZERO,
+    pixel_table, prefetch_lines, Chunk, LossSum, PixelValue, RowSet, Scratch, Weights, LANES,
+    PIXEL_SPLIT, ZERO,
 };
 use crate::data::FEATURES;
 use crate::engine::{BatchStats, ResidentStep, ResidentTrainer};
@@ -211,7 +212,7 @@ enum Half {
 impl Half {
     /// This half of a row's pixels and values, and the first pixel of the half.
     #[inline(always)]
-    fn of(self, rows: &RowSet, r: usize) -> (&[u16], &[f32], usize) {
+    fn of(self, rows: &RowSet, r: usize) -> (&[u16], &[u8], usize) {
         let (index, value, split) = rows.row(r);
         match self {
             Half::Lower => (&index[..split], &value[..split], 0),
@@ -224,6 +225,7 @@ multiversion! {
     /// Every row's first-layer sum over one half of its pixels, into `out`
     /// (`chunks` per row), in [`partial_sum`]'s order.
     fn part_sums(w1t: &[Chunk], chunks: usize, rows: &RowSet, batch: &[usize], half: Half, out: &mut [Chunk]) {
+        let table = pixel_table();
         for (j, &r) in batch.iter().enumerate() {
             if let Some(&ahead) = batch.get(j + PREFETCH_AHEAD) {
                 let (index, value, _) = half.of(rows, ahead);
@@ -232,10 +234,10 @@ multiversion! {
             }
             let (index, value, _) = half.of(rows, r);
             if chunks == 1 {
-                out[j] = partial_sum(w1t, 1, 0, index, value);
+                out[j] = partial_sum(w1t, 1, 0, index, value, table);
             } else {
                 for c in 0..chunks {
-                    out[j * chunks + c] = partial_sum(w1t, chunks, c, index, value);
+                    out[j * chunks + c] = partial_sum(w1t, chunks, c, index, value, table);
                 }
             }
         }
@@ -248,21 +250,41 @@ multiversion! {
     /// forward pass, and the backward pass down to `dz1`, which replaces the
     /// row's lower part-sum in `lo`. Adds the small blocks' gradients into `s`.
     fn heads(w: &Weights, s: &mut Scratch, labels: &[u8], batch: &[usize], lo: &mut [Chunk], hi: &[Chunk]) -> BatchStats {
-        let chunks = w.chunks;
-        let mut stats = BatchStats { rows: batch.len(), ..Default::default() };
-        let mut loss = LossSum::new();
-        for (j, &r) in batch.iter().enumerate() {
-            let at = j * chunks..(j + 1) * chunks;
-            for c in 0..chunks {
-                s.a1[c] = add(&lo[at.start + c], &hi[at.start + c]);
-            }
-            let probs = forward_from_sums(w, s, chunks);
-            backward_head(w, s, chunks, probs, labels[r], &mut stats, &mut loss);
-            lo[at].copy_from_slice(&s.dz1[..chunks]);
+        if w.chunks == 1 {
+            heads_rows(w, s, 1, labels, batch, lo, hi)
+        } else {
+            heads_rows(w, s, w.chunks, labels, batch, lo, hi)
         }
-        stats.loss_sum = loss.finish();
-        stats
     }
+}
+
+/// [`heads`]' loop, with `chunks` a constant where it can be.
+#[inline(always)]
+fn heads_rows(
+    w: &Weights,
+    s: &mut Scratch,
+    chunks: usize,
+    labels: &[u8],
+    batch: &[usize],
+    lo: &mut [Chunk],
+    hi: &[Chunk],
+) -> BatchStats {
+    let mut stats = BatchStats {
+        rows: batch.len(),
+        ..Default::default()
+    };
+    let mut loss = LossSum::new();
+    for (j, &r) in batch.iter().enumerate() {
+        let at = j * chunks..(j + 1) * chunks;
+        for c in 0..chunks {
+            s.a1[c] = add(&lo[at.start + c], &hi[at.start + c]);
+        }
+        let probs = forward_from_sums(w, s, chunks);
+        backward_head(w, s, chunks, probs, labels[r], &mut stats, &mut loss);
+        lo[at].copy_from_slice(&s.dz1[..chunks]);
+    }
+    stats.loss_sum = loss.finish();
+    stats
 }
 
 multiversion! {
@@ -288,11 +310,13 @@ fn first_layer_rows(
     half: Half,
     dz1_rows: &[Chunk],
 ) {
+    let table = pixel_table();
     for (j, &r) in batch.iter().enumerate() {
         let (index, value, first) = half.of(rows, r);
         let dz1 = &dz1_rows[j * chunks..(j + 1) * chunks];
         for (&i, &v) in index.iter().zip(value) {
             let base = (i as usize).wrapping_sub(first) * chunks;
+            let v = v.scaled(table);
             for c in 0..chunks {
                 axpy(&mut g[base + c], v, &dz1[c]);
             }
@@ -307,17 +331,18 @@ multiversion! {
         let mut stats = BatchStats { rows: batch.len(), ..Default::default() };
         let mut loss = LossSum::new();
         let chunks = w.chunks;
+        let table = pixel_table();
         for (j, &r) in batch.iter().enumerate() {
             // The rows are scattered over a set bigger than the L2 cache: ask
             // for a row two ahead, so its misses overlap this row's work.
             if let Some(&ahead) = batch.get(j + PREFETCH_AHEAD) {
                 rows.prefetch(ahead);
             }
-            let (index, value, split) = rows.row(r);
+            let row = rows.row(r);
             if chunks == 1 {
-                accumulate_nonzeros(w, s, 1, index, value, split, labels[r], &mut stats, &mut loss);
+                accumulate_nonzeros(w, s, 1, row, table, labels[r], &mut stats, &mut loss);
             } else {
-                accumulate_nonzeros(w, s, chunks, index, value, split, labels[r], &mut stats, &mut loss);
+                accumulate_nonzeros(w, s, chunks, row, table, labels[r], &mut stats, &mut loss);
             }
         }
         stats.loss_sum = loss.finish();
