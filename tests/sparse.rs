@@ -197,9 +197,10 @@ fn a_one_weight_change_is_seen() {
 /// path (the engine's `accumulate` through `ShardBuffers`, then
 /// `Optimizer::step` on the model), step by step: the same statistics, and
 /// after the steps the same weights and optimizer moments, bit for bit.
-/// Batches of 32 (one shard), 300 and 600 (two and three shards, run on the
-/// pool), for each update rule, narrow and wide networks, and pools of 1
-/// and 2 threads.
+/// A trainer for batches of up to 32 rows (one shard: `w1` in two halves,
+/// the upper one on a helper thread when the pool has two threads), and one
+/// for batches of 600 (two and three shards on the pool); for each update
+/// rule, narrow and wide networks, and pools of 1 and 2 threads.
 #[test]
 fn resident_steps_match_the_generic_path_bit_for_bit() {
     use mnist_blas::rng::{SeededRng, Stream};
@@ -224,17 +225,21 @@ fn resident_steps_match_the_generic_path_bit_for_bit() {
             (10, OptimizerKind::Momentum),
             (20, OptimizerKind::Adam),
         ] {
-            pool.install(|| {
+            for (batch_size, batches) in [
+                (32, &[32, 32, 1, 17, 32, 32][..]),
+                (600, &[300, 32, 600, 256][..]),
+            ] {
+                pool.install(|| {
                 let start = Mlp::init(hidden, Init::He, 3);
                 let mut generic = (start.clone(), Optimizer::new(kind, 0.01, 0.9, hidden));
                 let mut opt = Optimizer::new(kind, 0.01, 0.9, hidden);
                 let mut resident = SparseEngine
-                    .resident(&x, &y, &start, &opt)
+                    .resident(&x, &y, batch_size, &start, &opt)
                     .expect("the sparse engine has a resident trainer");
                 let mut shards = ShardBuffers::default();
                 let mut grads = Mlp::zeros(hidden);
                 let mut rng = SeededRng::new(9, Stream::Shuffle);
-                for (step, batch) in [32, 32, 300, 32, 600, 1, 32].into_iter().enumerate() {
+                for (step, &batch) in batches.iter().enumerate() {
                     let order = rng.permutation(rows);
                     let idx = &order[..batch];
                     let (mut xb, mut yb) = (Vec::new(), Vec::new());
@@ -257,7 +262,7 @@ fn resident_steps_match_the_generic_path_bit_for_bit() {
                     generic.1.step(&mut generic.0, &grads);
                     let rule = opt.next_rule();
                     let got = resident.step(idx, &rule);
-                    let at = format!("threads {threads}, H={hidden}, {kind:?}, step {step}");
+                    let at = format!("threads {threads}, batches of {batch_size}, H={hidden}, {kind:?}, step {step}");
                     assert_eq!(got.stats.rows, want.rows, "{at}");
                     assert_eq!(got.stats.correct, want.correct, "{at}");
                     assert_eq!(
@@ -268,8 +273,8 @@ fn resident_steps_match_the_generic_path_bit_for_bit() {
                     assert!(got.finite, "{at}");
                 }
                 let mut model = Mlp::zeros(hidden);
-                resident.write_back(&mut model, &mut opt);
-                let at = format!("threads {threads}, H={hidden}, {kind:?}");
+                assert!(resident.write_back(&mut model, &mut opt));
+                let at = format!("threads {threads}, batches of {batch_size}, H={hidden}, {kind:?}");
                 assert_ne!(
                     bits(&model),
                     bits(&start),
@@ -280,6 +285,7 @@ fn resident_steps_match_the_generic_path_bit_for_bit() {
                 assert_eq!(bits(&opt.v), bits(&generic.1.v), "{at}: second moment");
                 assert_eq!(opt.t, generic.1.t, "{at}");
             });
+            }
         }
     }
 }

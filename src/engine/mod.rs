@@ -78,7 +78,8 @@ pub trait Engine: Send + Sync {
         unreachable!("the {} engine prepares no rows", self.kind())
     }
 
-    /// A mini-batch trainer over rows `x` (labels `y`) that keeps the model,
+    /// A mini-batch trainer over rows `x` (labels `y`), for batches of at
+    /// most `batch_size` rows, that keeps the model,
     /// the optimizer's state and the rows in this engine's own layout from
     /// step to step, starting from `model` and `optimizer`. `None` when the
     /// engine has none: the trainer then calls [`Engine::accumulate`] and
@@ -87,6 +88,7 @@ pub trait Engine: Send + Sync {
         &self,
         _x: &[u8],
         _y: &[u8],
+        _batch_size: usize,
         _model: &Mlp,
         _optimizer: &Optimizer,
     ) -> Option<Box<dyn ResidentTrainer>> {
@@ -100,19 +102,21 @@ pub trait Engine: Send + Sync {
 pub trait ResidentTrainer {
     /// One optimizer step on the rows numbered `batch`: mean gradients over
     /// them, then `rule` (from [`Optimizer::next_rule`]). The statistics are
-    /// computed with the weights before the update.
+    /// computed with the weights before the update. The update itself may
+    /// be applied as late as the next call or [`ResidentTrainer::write_back`].
     fn step(&mut self, batch: &[usize], rule: &Rule) -> ResidentStep;
 
-    /// Write the weights and the optimizer's moments back into `model` and
-    /// `optimizer`, exactly.
-    fn write_back(&self, model: &mut Mlp, optimizer: &mut Optimizer);
+    /// Apply any update still pending, and write the weights and the
+    /// optimizer's moments back into `model` and `optimizer`, exactly.
+    /// Whether every update so far left the weights finite.
+    fn write_back(&mut self, model: &mut Mlp, optimizer: &mut Optimizer) -> bool;
 }
 
 /// What one [`ResidentTrainer::step`] reports.
 #[derive(Debug, Clone, Copy)]
 pub struct ResidentStep {
     pub stats: BatchStats,
-    /// Whether every updated weight is finite.
+    /// Whether every update applied so far left the weights finite.
     pub finite: bool,
 }
 

@@ -140,7 +140,7 @@ pub trait Observer {
 pub struct StepView<'a> {
     state: &'a mut TrainState,
     /// Holds the up-to-date model until [`StepView::state`] writes it back.
-    resident: Option<&'a dyn ResidentTrainer>,
+    resident: Option<&'a mut (dyn ResidentTrainer + 'static)>,
 }
 
 impl StepView<'_> {
@@ -151,6 +151,7 @@ impl StepView<'_> {
     /// Everything needed to resume from exactly here.
     pub fn state(&mut self) -> &TrainState {
         if let Some(r) = self.resident.take() {
+            // A non-finite update shows at the trainer's next step.
             r.write_back(&mut self.state.model, &mut self.state.optimizer);
         }
         self.state
@@ -389,10 +390,13 @@ pub fn train_from(
             // The engine's own trainer, if it has one, holds the model from
             // step to step; `st` is brought up to date at each record, for an
             // observer that asks, and at the end.
-            let mut resident =
-                loop_state
-                    .engine
-                    .resident(&train.pixels, labels, &st.model, &st.optimizer);
+            let mut resident = loop_state.engine.resident(
+                &train.pixels,
+                labels,
+                batch_size,
+                &st.model,
+                &st.optimizer,
+            );
             'epochs: while st.position.completed < epochs {
                 let epoch = st.position.completed + 1;
                 rng.set_word_pos(st.position.shuffle_word_pos);
@@ -429,8 +433,9 @@ pub fn train_from(
                     st.position.batch_in_epoch += 1;
                     observer.on_step(done + 1, total, &stats);
                     if st.position.batch_in_epoch == batches {
-                        if let Some(r) = &resident {
-                            r.write_back(&mut st.model, &mut st.optimizer);
+                        if let Some(r) = resident.as_deref_mut() {
+                            let finite = r.write_back(&mut st.model, &mut st.optimizer);
+                            loop_state.check_step(&stats, finite, "epoch", epoch)?;
                         }
                         let seen = std::mem::take(&mut st.position.seen);
                         loop_state.check_loss(&seen, "epoch", epoch)?;
@@ -444,7 +449,7 @@ pub fn train_from(
                     st.seconds = loop_state.seconds();
                     let mut view = StepView {
                         state: &mut st,
-                        resident: resident.as_deref(),
+                        resident: resident.as_deref_mut(),
                     };
                     if observer.after_step(&mut view) == Control::Stop {
                         stopped = st.position.completed < epochs;
@@ -452,8 +457,10 @@ pub fn train_from(
                     }
                 }
             }
-            if let Some(r) = &resident {
-                r.write_back(&mut st.model, &mut st.optimizer);
+            if let Some(r) = resident.as_deref_mut() {
+                let finite = r.write_back(&mut st.model, &mut st.optimizer);
+                let last = st.position.completed.max(1);
+                loop_state.check_step(&BatchStats::default(), finite, "epoch", last)?;
             }
             total
         }

@@ -26,6 +26,7 @@ use crate::train::Optimizer;
 use ndarray::Array2;
 use std::cell::RefCell;
 
+mod halves;
 mod resident;
 
 pub struct SparseEngine;
@@ -172,8 +173,6 @@ struct Scratch {
     dz1: Vec<Chunk>,
     /// Every row's `dz1`, for the prepared path's per-pixel `dw1`.
     dz1_rows: Vec<Chunk>,
-    /// Every row's upper part-sum, for the resident trainer's halves.
-    hi_rows: Vec<Chunk>,
 }
 
 impl Scratch {
@@ -188,7 +187,6 @@ impl Scratch {
             a1: vec![ZERO; chunks],
             dz1: vec![ZERO; chunks],
             dz1_rows: Vec::new(),
-            hi_rows: Vec::new(),
         }
     }
 
@@ -1290,11 +1288,19 @@ impl Engine for SparseEngine {
         &self,
         x: &[u8],
         y: &[u8],
+        batch_size: usize,
         model: &Mlp,
         optimizer: &Optimizer,
     ) -> Option<Box<dyn ResidentTrainer>> {
-        let trainer = resident::SparseTrainer::new(x, y, model, optimizer)?;
-        Some(Box::new(trainer))
+        // One shard per batch: the two halves of `w1` on two threads of
+        // their own. More: shards on the rayon pool.
+        if batch_size <= crate::train::shard::SHARD_ROWS {
+            let trainer = halves::HalvesTrainer::new(x, y, model, optimizer)?;
+            Some(Box::new(trainer))
+        } else {
+            let trainer = resident::SparseTrainer::new(x, y, model, optimizer)?;
+            Some(Box::new(trainer))
+        }
     }
 
     fn probabilities(&self, m: &Mlp, x: &[u8]) -> Array2<f32> {
