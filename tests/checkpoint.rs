@@ -115,6 +115,28 @@ fn minibatch_adam_resumes_bit_identically_mid_epoch_and_at_a_boundary() {
     }
 }
 
+/// The sparse engine keeps the model in its own layout between steps (and,
+/// at batches of up to 256 rows, applies each update at the start of the
+/// next step, half of it on a helper thread): a stop must still save
+/// exactly the state an uninterrupted run passes through.
+#[test]
+fn sparse_minibatch_resumes_bit_identically_with_either_trainer() {
+    let data = random_dataset(300, 4);
+    for (batch_size, stops) in [(32, &[1, 9, 10, 23][..]), (280, &[1, 2, 5][..])] {
+        let mut cfg = config(
+            OptimizerKind::Adam,
+            Schedule::MiniBatch {
+                epochs: 3,
+                batch_size,
+            },
+        );
+        cfg.engine = EngineKind::Sparse;
+        for &stop_at in stops {
+            resume_matches_uninterrupted(&cfg, &data, stop_at);
+        }
+    }
+}
+
 #[test]
 fn fullbatch_sgd_and_momentum_resume_bit_identically() {
     let data = random_dataset(300, 2);

@@ -289,3 +289,38 @@ fn resident_steps_match_the_generic_path_bit_for_bit() {
         }
     }
 }
+
+/// A run that blows up stops with `Diverged` on the sparse engine's
+/// resident trainers too, though they apply an update as late as the next
+/// step: NaN weights (SGD at 1e30) and a finite but exploded loss.
+#[test]
+fn resident_trainers_report_divergence() {
+    use mnist_blas::engine::EngineKind;
+    use mnist_blas::train::{self, LrSchedule, OptimizerKind, Schedule, TrainConfig, TrainError};
+    let data = mnist_blas::testutil::random_dataset(400, 6);
+    for batch_size in [32, 300] {
+        for (optimizer, lr) in [(OptimizerKind::Sgd, 1e30), (OptimizerKind::Adam, 50.0)] {
+            let cfg = TrainConfig {
+                hidden: 10,
+                init: Init::He,
+                optimizer,
+                lr,
+                lr_schedule: LrSchedule::Constant,
+                momentum: 0.9,
+                schedule: Schedule::MiniBatch {
+                    epochs: 3,
+                    batch_size,
+                },
+                seed: 1,
+                engine: EngineKind::Sparse,
+                log_every: 1,
+            };
+            let got = train::train(&cfg, &data, None, &mut train::Silent);
+            assert!(
+                matches!(got, Err(TrainError::Diverged { .. })),
+                "batch {batch_size}, {optimizer:?} at lr {lr}: {:?}",
+                got.map(|o| o.steps)
+            );
+        }
+    }
+}
