@@ -468,13 +468,16 @@ fn helper_loop(mut half: Half, rows: &RowSet, shared: &Shared) {
         // Wait for this thread's turn: spin while steps keep coming, then
         // sleep until unparked.
         let started = Instant::now();
+        let mut spins = 0u32;
         loop {
             let phase = shared.phase.load(Ordering::Acquire);
             if phase != seen && phase % 2 == 1 {
                 seen = phase;
                 break;
             }
-            if started.elapsed() < SPIN {
+            spins = spins.wrapping_add(1);
+            // The clock only now and then: reading it is a call.
+            if !spins.is_multiple_of(256) || started.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }

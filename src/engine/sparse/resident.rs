@@ -1,27 +1,30 @@
-//! The sparse engine's mini-batch trainer: everything stays in the engine's
-//! layout from one step to the next.
+//! The sparse engine's mini-batch trainer for batches of more than one
+//! shard (over 256 rows), and the pieces both resident trainers share: the
+//! padded state and the update rule on it. (Batches of up to 256 rows, the
+//! usual 32 among them, train in [`super::halves`].)
 //!
-//! Through the generic [`Engine`](super::Engine) interface a step at batch
-//! 32 converted the weights into the padded layout and the gradients back
-//! out, zeroed and scaled model-sized buffers, and re-gathered each row's
-//! non-zero pixels: as much time as the arithmetic itself. Here:
+//! Through the generic [`Engine`](super::Engine) interface a step converted
+//! the weights into the padded layout and the gradients back out, zeroed
+//! and scaled model-sized buffers, and re-gathered each row's non-zero
+//! pixels: at batch 32, as much time as the arithmetic itself. Here:
 //!
 //! - the training rows are gathered once, as a [`RowSet`];
 //! - the weights and the optimizer's moments live in the padded layout
 //!   ([`Weights`]), and the update rule runs there, on the same per-weight
 //!   functions as [`Optimizer::step`](crate::train::Optimizer::step);
 //! - a batch is cut into shards exactly as the generic path cuts it
-//!   ([`SHARD_ROWS`]), each shard's gradients go to its own [`Scratch`] (on
-//!   the rayon pool when there are several), and the update adds them up in
-//!   shard order, then clears them.
+//!   ([`SHARD_ROWS`]), each shard's gradients go to its own [`Scratch`] on
+//!   the rayon pool, and the update adds them up in shard order, then
+//!   clears them.
 //!
 //! So a step gives the generic path's bits exactly (a test checks it), on
 //! any thread count.
 //!
-//! Tried and dropped: cutting a 32-row batch into two 16-row shards for the
-//! two cores, with the update split across them too. Slower than one core
-//! (20.6 against 16.4 ms per epoch): two hand-offs per step of a few
-//! microseconds, and the weights' cache lines moving between the cores.
+//! Tried and dropped for small batches: cutting a 32-row batch into two
+//! 16-row shards for the two cores, with the update split across them too.
+//! Slower than one core (20.6 against 16.4 ms per epoch): two hand-offs per
+//! step, and the weights' cache lines moving between the cores. Cutting `w1`
+//! by pixel instead keeps each half's lines on one core ([`super::halves`]).
 
 use super::{
     accumulate_nonzeros, add, multiversion, pixel_table, Chunk, LossSum, RowSet, Scratch, Weights,
