@@ -241,13 +241,9 @@ impl HalvesTrainer {
                 lo && hi
             }
             Upper::Helper(helper) => {
-                helper.post(Command::Step {
-                    pending,
-                    dz1_rows: dz1,
-                    batch,
-                });
+                let seq = helper.post(pending, dz1, batch);
                 let lo = lower.work(rows, pending, dz1, batch, &mut self.lower_sums);
-                let hi = helper.wait_sums(&mut self.upper_sums);
+                let hi = helper.collect(seq, rows, &mut self.upper_sums);
                 lo && hi
             }
         };
@@ -304,28 +300,26 @@ impl ResidentTrainer for HalvesTrainer {
         self.lower.store(&mut self.w, &mut self.m, &mut self.v);
         match &mut self.upper {
             Upper::Here(upper) => upper.store(&mut self.w, &mut self.m, &mut self.v),
-            Upper::Helper(helper) => helper.store(&mut self.w, &mut self.m, &mut self.v),
+            Upper::Helper(helper) => {
+                helper
+                    .lock()
+                    .half
+                    .store(&mut self.w, &mut self.m, &mut self.v)
+            }
         }
         super::resident::store_state(&self.w, &self.m, &self.v, model, optimizer);
         self.finite
     }
 }
 
-/// What the helper is asked to do.
-enum Command<'a> {
-    Step {
-        pending: PendingView<'a>,
-        dz1_rows: &'a [Chunk],
-        batch: &'a [usize],
-    },
-    Store,
-}
-
-/// What passes between this thread and the helper; each side touches it
-/// only while it holds the step (see [`Shared::phase`]), so the lock is
-/// never contended.
-#[derive(Default)]
+/// A step's work for the upper half, and the half itself. Whoever takes
+/// the step (`taken`) does it while holding the lock: the helper normally,
+/// this thread if the helper has not started by the time its own half is
+/// done (on a shared machine the helper's core can be away for a while).
 struct Slot {
+    /// The step these inputs belong to.
+    seq: u64,
+    taken: bool,
     /// The pending step's rows, rule and scale (see [`PendingView`]).
     pending: Option<(Rule, f32)>,
     pending_batch: Vec<usize>,
@@ -333,18 +327,31 @@ struct Slot {
     batch: Vec<usize>,
     sums: Vec<Chunk>,
     finite: bool,
-    store: bool,
-    exit: bool,
-    /// The helper's rows of `w1t`, `m`, `v`, for [`Command::Store`].
-    half: Option<(Vec<Chunk>, Vec<Chunk>, Vec<Chunk>)>,
+    half: Half,
+}
+
+impl Slot {
+    /// Do the posted step's upper-half work.
+    fn run(&mut self, rows: &RowSet) {
+        self.taken = true;
+        self.sums.resize(self.batch.len() * self.half.chunks, ZERO);
+        let view = self
+            .pending
+            .as_ref()
+            .map(|(rule, scale)| (&self.pending_batch[..], rule, *scale));
+        self.finite = self
+            .half
+            .work(rows, view, &self.dz1_rows, &self.batch, &mut self.sums);
+    }
 }
 
 struct Shared {
-    /// Even: this thread holds the slot; odd: the helper does. Each side
-    /// hands over by adding 1.
-    phase: AtomicU64,
+    /// The last step posted, and the last one done (by either thread).
+    posted: AtomicU64,
+    done: AtomicU64,
     /// The helper is (about to be) parked and needs an unpark.
     sleeping: AtomicBool,
+    exit: AtomicBool,
     slot: Mutex<Slot>,
 }
 
@@ -352,128 +359,116 @@ struct Shared {
 struct Helper {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    chunks: usize,
+    seq: u64,
 }
 
 impl Helper {
     fn spawn(half: Half, rows: Arc<RowSet>) -> std::io::Result<Helper> {
         let shared = Arc::new(Shared {
-            phase: AtomicU64::new(0),
+            posted: AtomicU64::new(0),
+            done: AtomicU64::new(0),
             sleeping: AtomicBool::new(false),
-            slot: Mutex::new(Slot::default()),
+            exit: AtomicBool::new(false),
+            slot: Mutex::new(Slot {
+                seq: 0,
+                taken: true,
+                pending: None,
+                pending_batch: Vec::new(),
+                dz1_rows: Vec::new(),
+                batch: Vec::new(),
+                sums: Vec::new(),
+                finite: true,
+                half,
+            }),
         });
-        let chunks = half.chunks;
         let theirs = Arc::clone(&shared);
         let thread = thread::Builder::new()
             .name("mnist-blas-upper-half".into())
-            .spawn(move || helper_loop(half, &rows, &theirs))?;
+            .spawn(move || helper_loop(&rows, &theirs))?;
         Ok(Helper {
             shared,
             thread: Some(thread),
-            chunks,
+            seq: 0,
         })
     }
 
-    /// Hand the helper a command (it must be waiting).
-    fn post(&self, command: Command) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        // A panic in the other thread's half poisons the lock: pass it on.
+        self.shared.slot.lock().expect("the upper half panicked")
+    }
+
+    /// Post a step's upper-half work; its number, for [`Helper::collect`].
+    fn post(&mut self, pending: PendingView, dz1_rows: &[Chunk], batch: &[usize]) -> u64 {
+        self.seq += 1;
         {
-            let mut slot = self.shared.slot.lock().expect("helper slot");
-            match command {
-                Command::Step {
-                    pending,
-                    dz1_rows,
-                    batch,
-                } => {
-                    slot.pending_batch.clear();
-                    slot.pending = pending.map(|(rows, rule, scale)| {
-                        slot.pending_batch.extend_from_slice(rows);
-                        (*rule, scale)
-                    });
-                    slot.dz1_rows.clear();
-                    slot.dz1_rows.extend_from_slice(dz1_rows);
-                    slot.batch.clear();
-                    slot.batch.extend_from_slice(batch);
-                }
-                Command::Store => slot.store = true,
-            }
+            let mut slot = self.lock();
+            slot.seq = self.seq;
+            slot.taken = false;
+            slot.pending_batch.clear();
+            slot.pending = pending.map(|(previous, rule, scale)| {
+                slot.pending_batch.extend_from_slice(previous);
+                (*rule, scale)
+            });
+            slot.dz1_rows.clear();
+            slot.dz1_rows.extend_from_slice(dz1_rows);
+            slot.batch.clear();
+            slot.batch.extend_from_slice(batch);
         }
-        self.shared.phase.fetch_add(1, Ordering::SeqCst);
+        self.shared.posted.store(self.seq, Ordering::SeqCst);
         if self.shared.sleeping.load(Ordering::SeqCst) {
             if let Some(t) = &self.thread {
                 t.thread().unpark();
             }
         }
+        self.seq
     }
 
-    /// Wait for the helper to hand the slot back. Spins: the helper's part
-    /// of a step takes microseconds.
-    fn wait(&self) -> std::sync::MutexGuard<'_, Slot> {
-        let mut spins = 0u32;
-        while self.shared.phase.load(Ordering::Acquire) % 2 == 1 {
-            std::hint::spin_loop();
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(1 << 16) && self.thread.as_ref().is_none_or(|t| t.is_finished())
-            {
+    /// The upper part-sums of step `seq`, done by the helper or, if it has
+    /// not taken the step yet, here; whether the updated weights are finite.
+    fn collect(&self, seq: u64, rows: &RowSet, sums: &mut [Chunk]) -> bool {
+        loop {
+            if self.shared.done.load(Ordering::Acquire) == seq {
+                let slot = self.lock();
+                sums.copy_from_slice(&slot.sums[..sums.len()]);
+                return slot.finite;
+            }
+            if let Ok(mut slot) = self.shared.slot.try_lock() {
+                if !slot.taken {
+                    slot.run(rows);
+                    self.shared.done.store(seq, Ordering::Release);
+                    sums.copy_from_slice(&slot.sums[..sums.len()]);
+                    return slot.finite;
+                }
+            }
+            if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
                 panic!("the upper-half helper thread stopped");
             }
-        }
-        self.shared.slot.lock().expect("helper slot")
-    }
-
-    /// Wait for the step's upper part-sums; whether the helper's update
-    /// left its weights finite.
-    fn wait_sums(&self, sums: &mut [Chunk]) -> bool {
-        let slot = self.wait();
-        sums.copy_from_slice(&slot.sums[..sums.len()]);
-        slot.finite
-    }
-
-    /// Copy the helper's rows into `w`, `m`, `v`.
-    fn store(&self, w: &mut Weights, m: &mut Weights, v: &mut Weights) {
-        self.post(Command::Store);
-        let mut slot = self.wait();
-        let (hw, hm, hv) = slot.half.take().expect("the helper sent its rows");
-        let range = Side::Upper.chunks(self.chunks);
-        for (to, from) in [(w, hw), (m, hm), (v, hv)] {
-            to.w1t[range.clone()].copy_from_slice(&from[range.clone()]);
+            std::hint::spin_loop();
         }
     }
 }
 
 impl Drop for Helper {
     fn drop(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        // Wait for the helper to hand back the slot (a panic may have left
-        // a step posted), unless it has stopped.
-        while self.shared.phase.load(Ordering::Acquire) % 2 == 1 && !thread.is_finished() {
-            std::hint::spin_loop();
+        self.shared.exit.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            // A helper that panicked has already said why on stderr.
+            let _ = t.join();
         }
-        if !thread.is_finished() {
-            if let Ok(mut slot) = self.shared.slot.lock() {
-                slot.exit = true;
-            }
-            self.shared.phase.fetch_add(1, Ordering::AcqRel);
-            thread.thread().unpark();
-        }
-        // A helper that panicked has already said why on stderr.
-        let _ = thread.join();
     }
 }
 
-fn helper_loop(mut half: Half, rows: &RowSet, shared: &Shared) {
+fn helper_loop(rows: &RowSet, shared: &Shared) {
     let mut seen = 0u64;
     loop {
-        // Wait for this thread's turn: spin while steps keep coming, then
-        // sleep until unparked.
+        // Wait for the next step: spin while steps keep coming, then sleep
+        // until unparked.
         let started = Instant::now();
         let mut spins = 0u32;
-        loop {
-            let phase = shared.phase.load(Ordering::Acquire);
-            if phase != seen && phase % 2 == 1 {
-                seen = phase;
-                break;
+        while shared.posted.load(Ordering::Acquire) == seen {
+            if shared.exit.load(Ordering::Acquire) {
+                return;
             }
             spins = spins.wrapping_add(1);
             // The clock only now and then: reading it is a call.
@@ -482,31 +477,18 @@ fn helper_loop(mut half: Half, rows: &RowSet, shared: &Shared) {
                 continue;
             }
             shared.sleeping.store(true, Ordering::SeqCst);
-            if shared.phase.load(Ordering::SeqCst) == seen {
+            if shared.posted.load(Ordering::SeqCst) == seen && !shared.exit.load(Ordering::SeqCst) {
                 thread::park();
             }
             shared.sleeping.store(false, Ordering::SeqCst);
         }
-        {
-            let mut slot = shared.slot.lock().expect("helper slot");
-            let slot = &mut *slot;
-            if slot.exit {
-                return;
-            }
-            if slot.store {
-                slot.store = false;
-                slot.half = Some((half.w1t.clone(), half.m.clone(), half.v.clone()));
-            } else {
-                slot.sums.resize(slot.batch.len() * half.chunks, ZERO);
-                let pending = slot.pending.take();
-                let view = pending
-                    .as_ref()
-                    .map(|(rule, scale)| (&slot.pending_batch[..], rule, *scale));
-                slot.finite = half.work(rows, view, &slot.dz1_rows, &slot.batch, &mut slot.sums);
-            }
+        seen = shared.posted.load(Ordering::Acquire);
+        let mut slot = shared.slot.lock().expect("the main thread panicked");
+        if slot.seq == seen && !slot.taken {
+            slot.run(rows);
+            drop(slot);
+            shared.done.store(seen, Ordering::Release);
         }
-        seen += 1;
-        shared.phase.store(seen, Ordering::Release);
     }
 }
 
