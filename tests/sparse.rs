@@ -193,16 +193,20 @@ fn a_one_weight_change_is_seen() {
     assert_ne!(run(&m), fresh);
 }
 
-/// The sparse engine's resident mini-batch trainer against the generic
+/// The sparse engine's resident mini-batch trainers against the generic
 /// path (the engine's `accumulate` through `ShardBuffers`, then
-/// `Optimizer::step` on the model), step by step: the same statistics, and
-/// after the steps the same weights and optimizer moments, bit for bit.
-/// A trainer for batches of up to 32 rows (one shard: `w1` in two halves,
-/// the upper one on a helper thread when the pool has two threads), and one
-/// for batches of 600 (two and three shards on the pool); for each update
-/// rule, narrow and wide networks, and pools of 1 and 2 threads.
+/// `Optimizer::step` on the model), step by step, for each update rule,
+/// narrow and wide networks, and pools of 1 and 2 threads:
+///
+/// - for batches over 256 rows (shards on the pool): the same statistics
+///   and, after the steps, the same weights and moments, bit for bit;
+/// - for batches of up to 256 (`w1` in two pixel halves, the upper one on a
+///   helper thread when the pool has two threads): each row's first-layer
+///   sum is taken in two parts, so the generic path agrees to rounding
+///   (`F32_VS_F64`-sized, over a few steps), and 1 thread and 2 agree bit
+///   for bit.
 #[test]
-fn resident_steps_match_the_generic_path_bit_for_bit() {
+fn resident_steps_match_the_generic_path() {
     use mnist_blas::rng::{SeededRng, Stream};
     use mnist_blas::train::{shard::ShardBuffers, Optimizer, OptimizerKind};
 
@@ -214,6 +218,13 @@ fn resident_steps_match_the_generic_path_bit_for_bit() {
             .flat_map(|p| p.iter().map(|v| v.to_bits()))
             .collect()
     };
+    let values = |m: &Mlp| -> Vec<f64> {
+        m.params()
+            .iter()
+            .flat_map(|p| p.iter().map(|&v| v as f64))
+            .collect()
+    };
+    let mut halves_bits = std::collections::HashMap::new();
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -229,65 +240,87 @@ fn resident_steps_match_the_generic_path_bit_for_bit() {
                 (32, &[32, 32, 1, 17, 32, 32][..]),
                 (600, &[300, 32, 600, 256][..]),
             ] {
+                let exact = batch_size > 256;
                 pool.install(|| {
-                let start = Mlp::init(hidden, Init::He, 3);
-                let mut generic = (start.clone(), Optimizer::new(kind, 0.01, 0.9, hidden));
-                let mut opt = Optimizer::new(kind, 0.01, 0.9, hidden);
-                let mut resident = SparseEngine
-                    .resident(&x, &y, batch_size, &start, &opt)
-                    .expect("the sparse engine has a resident trainer");
-                let mut shards = ShardBuffers::default();
-                let mut grads = Mlp::zeros(hidden);
-                let mut rng = SeededRng::new(9, Stream::Shuffle);
-                for (step, &batch) in batches.iter().enumerate() {
-                    let order = rng.permutation(rows);
-                    let idx = &order[..batch];
-                    let (mut xb, mut yb) = (Vec::new(), Vec::new());
-                    for &i in idx {
-                        xb.extend_from_slice(&x[i * FEATURES..(i + 1) * FEATURES]);
-                        yb.push(y[i]);
+                    let start = Mlp::init(hidden, Init::He, 3);
+                    let mut generic = (start.clone(), Optimizer::new(kind, 0.01, 0.9, hidden));
+                    let mut opt = Optimizer::new(kind, 0.01, 0.9, hidden);
+                    let mut resident = SparseEngine
+                        .resident(&x, &y, batch_size, &start, &opt)
+                        .expect("the sparse engine has a resident trainer");
+                    let mut shards = ShardBuffers::default();
+                    let mut grads = Mlp::zeros(hidden);
+                    let mut rng = SeededRng::new(9, Stream::Shuffle);
+                    let mut losses = Vec::new();
+                    for (step, &batch) in batches.iter().enumerate() {
+                        let order = rng.permutation(rows);
+                        let idx = &order[..batch];
+                        let (mut xb, mut yb) = (Vec::new(), Vec::new());
+                        for &i in idx {
+                            xb.extend_from_slice(&x[i * FEATURES..(i + 1) * FEATURES]);
+                            yb.push(y[i]);
+                        }
+                        // A changing rate, as a schedule gives.
+                        let lr = 0.01 / (1 + step) as f32;
+                        generic.1.lr = lr;
+                        opt.lr = lr;
+                        let want = shards.mean_gradients(
+                            &SparseEngine,
+                            &generic.0,
+                            &xb,
+                            &yb,
+                            None,
+                            &mut grads,
+                        );
+                        generic.1.step(&mut generic.0, &grads);
+                        let rule = opt.next_rule();
+                        let got = resident.step(idx, &rule);
+                        let at = format!(
+                            "threads {threads}, batches of {batch_size}, H={hidden}, {kind:?}, step {step}"
+                        );
+                        assert_eq!(got.stats.rows, want.rows, "{at}");
+                        assert!(got.finite, "{at}");
+                        if exact {
+                            assert_eq!(got.stats.correct, want.correct, "{at}");
+                            assert_eq!(
+                                got.stats.loss_sum.to_bits(),
+                                want.loss_sum.to_bits(),
+                                "{at}"
+                            );
+                        } else {
+                            let d = (got.stats.loss_sum - want.loss_sum).abs() / want.loss_sum;
+                            assert!(d < 1e-5, "{at}: loss sums differ by {d}");
+                        }
+                        losses.push(got.stats.loss_sum.to_bits());
                     }
-                    // A changing rate, as a schedule gives.
-                    let lr = 0.01 / (1 + step) as f32;
-                    generic.1.lr = lr;
-                    opt.lr = lr;
-                    let want = shards.mean_gradients(
-                        &SparseEngine,
-                        &generic.0,
-                        &xb,
-                        &yb,
-                        None,
-                        &mut grads,
-                    );
-                    generic.1.step(&mut generic.0, &grads);
-                    let rule = opt.next_rule();
-                    let got = resident.step(idx, &rule);
-                    let at = format!("threads {threads}, batches of {batch_size}, H={hidden}, {kind:?}, step {step}");
-                    assert_eq!(got.stats.rows, want.rows, "{at}");
-                    assert_eq!(got.stats.correct, want.correct, "{at}");
-                    assert_eq!(
-                        got.stats.loss_sum.to_bits(),
-                        want.loss_sum.to_bits(),
-                        "{at}"
-                    );
-                    assert!(got.finite, "{at}");
-                }
-                let mut model = Mlp::zeros(hidden);
-                assert!(resident.write_back(&mut model, &mut opt));
-                let at = format!("threads {threads}, batches of {batch_size}, H={hidden}, {kind:?}");
-                assert_ne!(
-                    bits(&model),
-                    bits(&start),
-                    "{at}: training moved the weights"
-                );
-                assert_eq!(bits(&model), bits(&generic.0), "{at}: weights");
-                assert_eq!(bits(&opt.m), bits(&generic.1.m), "{at}: first moment");
-                assert_eq!(bits(&opt.v), bits(&generic.1.v), "{at}: second moment");
-                assert_eq!(opt.t, generic.1.t, "{at}");
-            });
+                    let mut model = Mlp::zeros(hidden);
+                    assert!(resident.write_back(&mut model, &mut opt));
+                    let at = format!("threads {threads}, batches of {batch_size}, H={hidden}, {kind:?}");
+                    assert_ne!(bits(&model), bits(&start), "{at}: training moved the weights");
+                    assert_eq!(opt.t, generic.1.t, "{at}");
+                    if exact {
+                        assert_eq!(bits(&model), bits(&generic.0), "{at}: weights");
+                        assert_eq!(bits(&opt.m), bits(&generic.1.m), "{at}: first moment");
+                        assert_eq!(bits(&opt.v), bits(&generic.1.v), "{at}: second moment");
+                    } else {
+                        let d = max_rel_diff(values(&model), values(&generic.0));
+                        assert!(d < tolerance::F32_VS_F64, "{at}: weights differ by {d}");
+                        let run = (bits(&model), bits(&opt.m), bits(&opt.v), losses);
+                        let key = format!("{hidden} {kind:?}");
+                        match halves_bits.get(&key) {
+                            None => {
+                                halves_bits.insert(key, run);
+                            }
+                            Some(one_thread) => {
+                                assert!(*one_thread == run, "{at}: 1 and 2 threads differ")
+                            }
+                        }
+                    }
+                });
             }
         }
     }
+    assert_eq!(halves_bits.len(), 4);
 }
 
 /// A run that blows up stops with `Diverged` on the sparse engine's

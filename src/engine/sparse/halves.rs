@@ -18,10 +18,12 @@
 //!   the engine does), runs the rest of the forward and backward passes row
 //!   by row, and updates the small blocks.
 //!
-//! Every sum runs in the order one thread would run it, so the bits are the
-//! same with or without the helper, and the same as the generic path's (a
-//! test checks both). With one rayon thread (`--threads 1`) there is no
-//! helper: this thread runs both halves itself.
+//! Each row's first-layer sum is the lower part plus the upper part, with or
+//! without the helper, and every other sum runs in the one-thread order: so
+//! one thread and two give the same bits (tests/sparse.rs). The generic path
+//! sums a row in one pass, so it agrees with this one to rounding. With one
+//! rayon thread (`--threads 1`) there is no helper: this thread runs both
+//! halves itself.
 
 use super::resident::{update_block, update_small};
 use super::{
@@ -518,8 +520,7 @@ multiversion! {
 }
 
 multiversion! {
-    /// Row by row: the two part-sums added (lower + upper, as
-    /// [`forward_row`](super::forward_row) adds them), the rest of the
+    /// Row by row: the two part-sums added (lower + upper), the rest of the
     /// forward pass, and the backward pass down to `dz1`, which replaces the
     /// row's lower part-sum in `lo`. Adds the small blocks' gradients into `s`.
     fn heads(w: &Weights, s: &mut Scratch, labels: &[u8], batch: &[usize], lo: &mut [Chunk], hi: &[Chunk]) -> BatchStats {
@@ -561,8 +562,8 @@ fn heads_rows(
 }
 
 multiversion! {
-    /// `dw1 += dz1 x^T` over one side's pixels, rows in batch order (so each
-    /// pixel's sum runs in the order the one-pass path adds it).
+    /// `dw1 += dz1 x^T` over one side's pixels, rows in batch order (each
+    /// pixel's sum in the order the one-pass path adds it).
     fn first_layer_part(g: &mut [Chunk], chunks: usize, rows: &RowSet, batch: &[usize], side: Side, dz1_rows: &[Chunk]) {
         if chunks == 1 {
             first_layer_rows(g, 1, rows, batch, side, dz1_rows);

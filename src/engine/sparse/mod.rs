@@ -49,10 +49,12 @@ const ZERO: Chunk = Chunk([0.0; LANES]);
 const PIXEL_SLOTS: usize = 1024;
 const _: () = assert!(PIXEL_SLOTS.is_power_of_two() && PIXEL_SLOTS >= FEATURES);
 
-/// The first layer's sums are taken in two parts, pixels below this and the
-/// rest, then added: `z1 = sum(0..384) + sum(384..784)`, everywhere in this
-/// engine. A step can then run each part on its own core, with its own half
-/// of `w1`, and give the bits one core gives.
+/// Where the mini-batch trainer for small batches ([`halves`]) cuts `w1`:
+/// pixels below this on one core, the rest on another, each part's sums
+/// then added (`z1 = sum(0..384) + sum(384..784)`). The cut splits the
+/// non-zeros about evenly (47% / 53% on Kaggle's digits, and the lower half
+/// also runs the rest of the step). Elsewhere a row's sum is one pass: the
+/// two parts cost the full-batch loop 3-6% (measured, and not paid there).
 pub(crate) const PIXEL_SPLIT: usize = 384;
 
 /// How many of a row's (ascending) non-zero pixels lie below [`PIXEL_SPLIT`].
@@ -476,19 +478,21 @@ impl NonZeros {
 
 /// Rows as their non-zero pixels, one after another (compressed sparse
 /// rows): row `r`'s pixels are `index[start[r]..start[r + 1]]` and their
-/// bytes the same range of `value`, in pixel order; the
-/// first `split[r]` of them are below [`PIXEL_SPLIT`].
+/// values the same range of `value`, in pixel order; the first `split[r]`
+/// of them are below [`PIXEL_SPLIT`]. Values are pixel bytes for the whole
+/// training set (a quarter of the memory, so more of it stays in cache) and
+/// scaled f32 for a full-batch shard, read hundreds of times.
 #[derive(Default)]
-pub(crate) struct RowSet {
+pub(crate) struct RowSet<V = u8> {
     start: Vec<u32>,
     index: Vec<u16>,
-    value: Vec<u8>,
+    value: Vec<V>,
     split: Vec<u16>,
 }
 
-impl RowSet {
+impl<V: PixelValue> RowSet<V> {
     /// Rows `x` (`rows x 784` bytes), gathered in order by one thread.
-    fn gather(x: &[u8]) -> RowSet {
+    fn gather(x: &[u8]) -> RowSet<V> {
         let mut nz = NonZeros::default();
         let rows = x.len() / FEATURES;
         let mut set = RowSet {
@@ -502,8 +506,9 @@ impl RowSet {
         for row in x.chunks_exact(FEATURES) {
             nz.gather(row);
             set.index.extend_from_slice(&nz.index[..nz.len]);
+            let pixels = nz.index[..nz.len].iter().zip(&nz.value[..nz.len]);
             set.value
-                .extend(nz.index[..nz.len].iter().map(|&i| row[i as usize]));
+                .extend(pixels.map(|(&i, &v)| V::stored(row[i as usize], v)));
             set.start.push(set.index.len() as u32);
             set.split.push(split_point(&nz.index[..nz.len]) as u16);
         }
@@ -515,7 +520,7 @@ impl RowSet {
     /// part of the final arrays (one copy of the data, and the pages of the
     /// arrays first touched by the threads that fill them). `None` if the
     /// non-zeros overflow a `u32` offset.
-    fn gather_parallel(x: &[u8]) -> Option<RowSet> {
+    fn gather_parallel(x: &[u8]) -> Option<RowSet<V>> {
         use rayon::prelude::*;
         const BLOCK_ROWS: usize = 512;
         let counts: Vec<u32> = x
@@ -530,7 +535,7 @@ impl RowSet {
             start.push(total);
         }
         let mut index = vec![0u16; total as usize];
-        let mut value = vec![0u8; total as usize];
+        let mut value = vec![V::default(); total as usize];
         let mut split = vec![0u16; counts.len()];
         // Each block's share of the arrays, cut in order.
         let mut parts = Vec::with_capacity(counts.len().div_ceil(BLOCK_ROWS));
@@ -554,8 +559,9 @@ impl RowSet {
                 for (row, split) in rows.chunks_exact(FEATURES).zip(split) {
                     nz.gather(row);
                     index[at..at + nz.len].copy_from_slice(&nz.index[..nz.len]);
-                    for (v, &i) in value[at..at + nz.len].iter_mut().zip(&nz.index[..nz.len]) {
-                        *v = row[i as usize];
+                    let pixels = nz.index[..nz.len].iter().zip(&nz.value[..nz.len]);
+                    for (out, (&i, &v)) in value[at..at + nz.len].iter_mut().zip(pixels) {
+                        *out = V::stored(row[i as usize], v);
                     }
                     *split = split_point(&nz.index[..nz.len]) as u16;
                     at += nz.len;
@@ -585,7 +591,7 @@ impl RowSet {
     /// Row `r`'s non-zero pixels, their values, and how many of them lie
     /// below [`PIXEL_SPLIT`].
     #[inline(always)]
-    fn row(&self, r: usize) -> (&[u16], &[u8], usize) {
+    fn row(&self, r: usize) -> (&[u16], &[V], usize) {
         let span = self.start[r] as usize..self.start[r + 1] as usize;
         (
             &self.index[span.clone()],
@@ -694,8 +700,10 @@ fn gather_vbmi2(row: &[u8], index: &mut [u16; NZ_CAP], value: &mut [f32; NZ_CAP]
 /// (one row's scratch, [`NonZeros`]), or the raw byte (the [`RowSet`]s kept
 /// for many passes, a quarter of the size), scaled through the
 /// correctly rounded table [`pixel_table`] (the same f32 either way).
-pub(crate) trait PixelValue: Copy {
+pub(crate) trait PixelValue: Copy + Default + Send + Sync {
     fn scaled(self, table: &[f32; 256]) -> f32;
+    /// The stored form of a pixel `byte` whose scaled value is `scaled`.
+    fn stored(byte: u8, scaled: f32) -> Self;
 }
 
 impl PixelValue for f32 {
@@ -703,12 +711,18 @@ impl PixelValue for f32 {
     fn scaled(self, _: &[f32; 256]) -> f32 {
         self
     }
+    fn stored(_: u8, scaled: f32) -> f32 {
+        scaled
+    }
 }
 
 impl PixelValue for u8 {
     #[inline(always)]
     fn scaled(self, table: &[f32; 256]) -> f32 {
         table[self as usize]
+    }
+    fn stored(byte: u8, _: f32) -> u8 {
+        byte
     }
 }
 
@@ -753,15 +767,11 @@ fn forward_row<V: PixelValue>(
     chunks: usize,
     index: &[u16],
     value: &[V],
-    split: usize,
     table: &[f32; 256],
 ) -> Chunk {
     let w1t = &w.w1t[..];
-    let ((lo_i, hi_i), (lo_v, hi_v)) = (index.split_at(split), value.split_at(split));
     for c in 0..chunks {
-        let lo = partial_sum(w1t, chunks, c, lo_i, lo_v, table);
-        let hi = partial_sum(w1t, chunks, c, hi_i, hi_v, table);
-        s.a1[c] = add(&lo, &hi);
+        s.a1[c] = partial_sum(w1t, chunks, c, index, value, table);
     }
     forward_from_sums(w, s, chunks)
 }
@@ -960,13 +970,13 @@ fn accumulate_nonzeros<V: PixelValue>(
     w: &Weights,
     s: &mut Scratch,
     chunks: usize,
-    (index, value, split): (&[u16], &[V], usize),
+    (index, value): (&[u16], &[V]),
     table: &[f32; 256],
     label: u8,
     stats: &mut BatchStats,
     loss: &mut LossSum,
 ) {
-    let probs = forward_row(w, s, chunks, index, value, split, table);
+    let probs = forward_row(w, s, chunks, index, value, table);
     backward_head(w, s, chunks, probs, label, stats, loss);
     // First layer: dw1 += dz1 x^T, over the non-zero pixels only. Borrow the
     // fields separately, so the compiler knows the stores into g_w1t cannot
@@ -998,7 +1008,7 @@ fn accumulate_row(
     let mut nz = std::mem::take(&mut ws.s.nz);
     nz.gather(row);
     let (index, value) = (&nz.index[..nz.len], &nz.value[..nz.len]);
-    let row = (index, value, split_point(index));
+    let row = (index, value);
     let table = pixel_table();
     accumulate_nonzeros(&ws.w, &mut ws.s, chunks, row, table, label, stats, loss);
     ws.s.nz = nz;
@@ -1036,7 +1046,7 @@ multiversion! {
 /// [`SparseEngine::accumulate`] on the raw rows (a test checks it).
 pub struct SparseRows {
     /// Each row's non-zeros, for the forward passes.
-    by_row: RowSet,
+    by_row: RowSet<f32>,
     /// The non-zeros grouped by pixel, rows ascending, in groups of four
     /// pixels `4g..4g + 4`: while all four have entries left, one entry of
     /// each, side by side (`quad_row[k][j]` is pixel `4g + j`'s k-th row, for
@@ -1061,7 +1071,6 @@ impl SparseRows {
         }
         let by_row = RowSet::gather(x);
         let (row_start, index, value) = (&by_row.start, &by_row.index, &by_row.value);
-        let table = pixel_table();
         let mut per_pixel = vec![0u32; FEATURES];
         for &i in index {
             per_pixel[i as usize] += 1;
@@ -1080,7 +1089,7 @@ impl SparseRows {
             for (&i, &v) in index[span.clone()].iter().zip(&value[span]) {
                 let at = &mut next[i as usize];
                 col_row[*at as usize] = r as u16;
-                col_value[*at as usize] = v.scaled(table);
+                col_value[*at as usize] = v;
                 *at += 1;
             }
         }
@@ -1197,14 +1206,14 @@ multiversion! {
         let mut loss = LossSum::new();
         let table = pixel_table();
         for (r, &label) in y.iter().enumerate() {
-            let (index, value, split) = rows.by_row.row(r);
+            let (index, value, _) = rows.by_row.row(r);
             let Workspace { w, s, .. } = &mut *ws;
             if chunks == 1 {
-                let probs = forward_row(w, s, 1, index, value, split, table);
+                let probs = forward_row(w, s, 1, index, value, table);
                 backward_head(w, s, 1, probs, label, &mut stats, &mut loss);
                 dz1_rows[r] = s.dz1[0];
             } else {
-                let probs = forward_row(w, s, chunks, index, value, split, table);
+                let probs = forward_row(w, s, chunks, index, value, table);
                 backward_head(w, s, chunks, probs, label, &mut stats, &mut loss);
                 dz1_rows[r * chunks..(r + 1) * chunks].copy_from_slice(&s.dz1[..chunks]);
             }
@@ -1230,9 +1239,9 @@ multiversion! {
             nz.gather(row);
             let (index, value) = (&nz.index[..nz.len], &nz.value[..nz.len]);
             let p = if chunks == 1 {
-                forward_row(&ws.w, &mut ws.s, 1, index, value, split_point(index), table)
+                forward_row(&ws.w, &mut ws.s, 1, index, value, table)
             } else {
-                forward_row(&ws.w, &mut ws.s, chunks, index, value, split_point(index), table)
+                forward_row(&ws.w, &mut ws.s, chunks, index, value, table)
             };
             o.copy_from_slice(&p[..CLASSES]);
         }
@@ -1446,14 +1455,14 @@ mod tests {
         let (mut x, _) = random_batch(1300, 8);
         x[FEATURES * 511..FEATURES * 513].fill(0);
         x[FEATURES * 1299..].fill(0);
-        let serial = RowSet::gather(&x);
+        let serial = RowSet::<u8>::gather(&x);
         assert_eq!(serial.len(), 1300);
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            let parallel = pool.install(|| RowSet::gather_parallel(&x)).unwrap();
+            let parallel = pool.install(|| RowSet::<u8>::gather_parallel(&x)).unwrap();
             assert_eq!(parallel.start, serial.start);
             assert_eq!(parallel.index, serial.index);
             assert_eq!(parallel.value, serial.value);

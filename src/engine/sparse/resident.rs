@@ -171,7 +171,8 @@ multiversion! {
             if let Some(&ahead) = batch.get(j + PREFETCH_AHEAD) {
                 rows.prefetch(ahead);
             }
-            let row = rows.row(r);
+            let (index, value, _) = rows.row(r);
+            let row = (index, value);
             if chunks == 1 {
                 accumulate_nonzeros(w, s, 1, row, table, labels[r], &mut stats, &mut loss);
             } else {
