@@ -5,6 +5,9 @@
 //!   the `blas` feature, matrixmultiply without). The fast path.
 //! - [`naive::NaiveEngine`]: plain loops in f64, written to be read. The
 //!   oracle that tests hold the fast path to.
+//! - [`sparse::SparseEngine`]: f32 over each image's non-zero pixels only;
+//!   for mini-batch training it also offers a [`ResidentTrainer`], which
+//!   keeps the model in its own layout from step to step.
 
 pub mod blas;
 pub mod naive;
