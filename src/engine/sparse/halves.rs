@@ -82,20 +82,13 @@ struct Half {
     g: Vec<Chunk>,
 }
 
-/// The previous step, whose update is still to apply.
-struct Pending {
-    batch: Vec<usize>,
-    rule: Rule,
-    scale: f32,
-}
+/// The previous step, whose update is still to apply: its rows and rule.
+type Pending<'a> = Option<(&'a [usize], &'a Rule)>;
 
-/// [`Pending`] as the halves see it: the rows, the rule and `1 / rows`.
-type PendingView<'a> = Option<(&'a [usize], &'a Rule, f32)>;
-
-impl Pending {
-    fn view(&self) -> PendingView<'_> {
-        Some((&self.batch, &self.rule, self.scale))
-    }
+/// The mean gradient's scale for a step on `rows` rows, as the generic path
+/// computes it.
+fn mean_scale(rows: &[usize]) -> f32 {
+    1.0 / rows.len() as f32
 }
 
 impl Half {
@@ -131,13 +124,13 @@ impl Half {
     fn work(
         &mut self,
         rows: &RowSet,
-        pending: PendingView,
+        pending: Pending,
         dz1_rows: &[Chunk],
         batch: &[usize],
         sums: &mut [Chunk],
     ) -> bool {
         let mut finite = true;
-        if let Some((previous, rule, scale)) = pending {
+        if let Some((previous, rule)) = pending {
             first_layer_part(
                 &mut self.g,
                 self.chunks,
@@ -153,7 +146,7 @@ impl Half {
                 &mut self.m[range.clone()],
                 &mut self.v[range.clone()],
                 &mut self.g[range],
-                scale,
+                mean_scale(previous),
             );
         }
         part_sums(&self.w1t, self.chunks, rows, batch, self.side, sums);
@@ -173,9 +166,9 @@ pub(crate) struct HalvesTrainer {
     s: Scratch,
     lower: Half,
     upper: Upper,
-    pending: Option<Pending>,
-    /// An applied [`Pending`], kept for its allocation.
-    spare: Option<Pending>,
+    /// The previous step's rows and rule while its update is pending.
+    pending_batch: Vec<usize>,
+    pending_rule: Option<Rule>,
     /// The pending step's `dz1` rows.
     dz1_rows: Vec<Chunk>,
     lower_sums: Vec<Chunk>,
@@ -218,8 +211,8 @@ impl HalvesTrainer {
             s: Scratch::new(h),
             lower,
             upper,
-            pending: None,
-            spare: None,
+            pending_batch: Vec::new(),
+            pending_rule: None,
             dz1_rows: Vec::new(),
             lower_sums: Vec::new(),
             upper_sums: Vec::new(),
@@ -233,7 +226,10 @@ impl HalvesTrainer {
         let n = batch.len() * self.w.chunks;
         self.lower_sums.resize(n, ZERO);
         self.upper_sums.resize(n, ZERO);
-        let pending = self.pending.as_ref().and_then(Pending::view);
+        let pending = self
+            .pending_rule
+            .as_ref()
+            .map(|r| (&self.pending_batch[..], r));
         let rows = &*self.rows;
         let (dz1, lower) = (&self.dz1_rows, &mut self.lower);
         let finite = match &mut self.upper {
@@ -249,19 +245,18 @@ impl HalvesTrainer {
                 lo && hi
             }
         };
-        let small = pending.is_none_or(|(_, rule, scale)| {
+        let small = pending.is_none_or(|(previous, rule)| {
             update_small(
                 rule,
                 &mut self.w,
                 &mut self.m,
                 &mut self.v,
                 &mut self.s,
-                scale,
+                mean_scale(previous),
             )
         });
         self.finite &= finite && small;
-        // Applied; its buffer serves the next step.
-        self.spare = self.pending.take();
+        self.pending_rule = None;
     }
 }
 
@@ -279,16 +274,9 @@ impl ResidentTrainer for HalvesTrainer {
         );
         // `heads` left each row's dz1 in `lower_sums`.
         std::mem::swap(&mut self.dz1_rows, &mut self.lower_sums);
-        let mut pending = self.spare.take().unwrap_or(Pending {
-            batch: Vec::new(),
-            rule: *rule,
-            scale: 1.0,
-        });
-        pending.batch.clear();
-        pending.batch.extend_from_slice(batch);
-        pending.rule = *rule;
-        pending.scale = 1.0 / batch.len() as f32;
-        self.pending = Some(pending);
+        self.pending_batch.clear();
+        self.pending_batch.extend_from_slice(batch);
+        self.pending_rule = Some(*rule);
         ResidentStep {
             stats,
             finite: self.finite,
@@ -296,7 +284,7 @@ impl ResidentTrainer for HalvesTrainer {
     }
 
     fn write_back(&mut self, model: &mut Mlp, optimizer: &mut Optimizer) -> bool {
-        if self.pending.is_some() {
+        if self.pending_rule.is_some() {
             self.advance(&[]);
         }
         self.lower.store(&mut self.w, &mut self.m, &mut self.v);
@@ -322,8 +310,8 @@ struct Slot {
     /// The step these inputs belong to.
     seq: u64,
     taken: bool,
-    /// The pending step's rows, rule and scale (see [`PendingView`]).
-    pending: Option<(Rule, f32)>,
+    /// The pending step's rule and rows (see [`Pending`]).
+    pending_rule: Option<Rule>,
     pending_batch: Vec<usize>,
     dz1_rows: Vec<Chunk>,
     batch: Vec<usize>,
@@ -338,9 +326,9 @@ impl Slot {
         self.taken = true;
         self.sums.resize(self.batch.len() * self.half.chunks, ZERO);
         let view = self
-            .pending
+            .pending_rule
             .as_ref()
-            .map(|(rule, scale)| (&self.pending_batch[..], rule, *scale));
+            .map(|rule| (&self.pending_batch[..], rule));
         self.finite = self
             .half
             .work(rows, view, &self.dz1_rows, &self.batch, &mut self.sums);
@@ -374,7 +362,7 @@ impl Helper {
             slot: Mutex::new(Slot {
                 seq: 0,
                 taken: true,
-                pending: None,
+                pending_rule: None,
                 pending_batch: Vec::new(),
                 dz1_rows: Vec::new(),
                 batch: Vec::new(),
@@ -400,16 +388,16 @@ impl Helper {
     }
 
     /// Post a step's upper-half work; its number, for [`Helper::collect`].
-    fn post(&mut self, pending: PendingView, dz1_rows: &[Chunk], batch: &[usize]) -> u64 {
+    fn post(&mut self, pending: Pending, dz1_rows: &[Chunk], batch: &[usize]) -> u64 {
         self.seq += 1;
         {
             let mut slot = self.lock();
             slot.seq = self.seq;
             slot.taken = false;
             slot.pending_batch.clear();
-            slot.pending = pending.map(|(previous, rule, scale)| {
+            slot.pending_rule = pending.map(|(previous, rule)| {
                 slot.pending_batch.extend_from_slice(previous);
-                (*rule, scale)
+                *rule
             });
             slot.dz1_rows.clear();
             slot.dz1_rows.extend_from_slice(dz1_rows);
