@@ -28,7 +28,8 @@
 use super::resident::{update_block, update_small};
 use super::{
     add, axpy, backward_head, forward_from_sums, multiversion, partial_sum, pixel_table,
-    prefetch_lines, slot, Chunk, LossSum, PixelValue, RowSet, Scratch, Weights, PIXEL_SPLIT, ZERO,
+    prefetch_lines, slot, Chunk, LossSum, PixelValue, RowSet, Scratch, Weights, PIXEL_SPLIT,
+    PREFETCH_AHEAD, ZERO,
 };
 use crate::data::FEATURES;
 use crate::engine::{BatchStats, ResidentStep, ResidentTrainer};
@@ -39,8 +40,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// How many rows ahead [`part_sums`] prefetches.
-const PREFETCH_AHEAD: usize = 2;
 /// How long the helper spins for the next step before it sleeps.
 const SPIN: Duration = Duration::from_micros(200);
 
@@ -488,8 +487,7 @@ multiversion! {
     fn part_sums(w1t: &[Chunk], chunks: usize, rows: &RowSet, batch: &[usize], side: Side, out: &mut [Chunk]) {
         let table = pixel_table();
         for (j, &r) in batch.iter().enumerate() {
-            // The rows are scattered over a set bigger than the L2 cache:
-            // ask for a row two ahead, so its misses overlap this row's work.
+            // See PREFETCH_AHEAD.
             if let Some(&ahead) = batch.get(j + PREFETCH_AHEAD) {
                 let (index, value) = side.of(rows, ahead);
                 prefetch_lines(index);

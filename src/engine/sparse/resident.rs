@@ -28,7 +28,7 @@
 
 use super::{
     accumulate_nonzeros, add, multiversion, pixel_table, Chunk, LossSum, RowSet, Scratch, Weights,
-    LANES, ZERO,
+    LANES, PREFETCH_AHEAD, ZERO,
 };
 use crate::data::FEATURES;
 use crate::engine::{BatchStats, ResidentStep, ResidentTrainer};
@@ -37,9 +37,6 @@ use crate::train::optimizer::{adam, momentum, sgd};
 use crate::train::shard::SHARD_ROWS;
 use crate::train::{Optimizer, Rule};
 use rayon::prelude::*;
-
-/// How many rows ahead [`shard_pass`] prefetches.
-const PREFETCH_AHEAD: usize = 2;
 
 /// One shard's gradients and statistics.
 struct Shard {
@@ -166,8 +163,7 @@ multiversion! {
         let chunks = w.chunks;
         let table = pixel_table();
         for (j, &r) in batch.iter().enumerate() {
-            // The rows are scattered over a set bigger than the L2 cache: ask
-            // for a row two ahead, so its misses overlap this row's work.
+            // See PREFETCH_AHEAD.
             if let Some(&ahead) = batch.get(j + PREFETCH_AHEAD) {
                 rows.prefetch(ahead);
             }
