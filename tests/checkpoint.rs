@@ -58,6 +58,20 @@ impl Observer for StopAt {
     }
 }
 
+/// Stops after `at` steps without looking at the state.
+struct StopBlind {
+    at: usize,
+}
+
+impl Observer for StopBlind {
+    fn after_step(&mut self, state: &mut StepView) -> Control {
+        if state.position().steps == self.at {
+            return Control::Stop;
+        }
+        Control::Continue
+    }
+}
+
 /// Train to the end, and again stopped after `stop_at` steps, saved to a
 /// checkpoint file, loaded, and continued; the two must agree bit for bit.
 fn resume_matches_uninterrupted(cfg: &TrainConfig, data: &Dataset, stop_at: usize) {
@@ -71,6 +85,11 @@ fn resume_matches_uninterrupted(cfg: &TrainConfig, data: &Dataset, stop_at: usiz
     assert!(first.stopped, "stopped after step {stop_at}");
     let state = stop.state.expect("stopped");
     assert_ne!(bits(&state.model), bits(&full.model), "stopped early");
+    assert_eq!(
+        bits(&first.model),
+        bits(&state.model),
+        "a stopped run returns the model it stopped with"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt.npz");
@@ -133,6 +152,22 @@ fn sparse_minibatch_resumes_bit_identically_with_either_trainer() {
         cfg.engine = EngineKind::Sparse;
         for &stop_at in stops {
             resume_matches_uninterrupted(&cfg, &data, stop_at);
+            // An observer that stops without asking for the state still gets
+            // the model as of its stop back (the trainer's pending update
+            // applied), as one that asked for it saw.
+            let mut blind = StopBlind { at: stop_at };
+            let stopped = train::train(&cfg, &data, None, &mut blind).unwrap();
+            let mut seen = StopAt {
+                at: stop_at,
+                state: None,
+            };
+            train::train(&cfg, &data, None, &mut seen).unwrap();
+            assert!(stopped.stopped);
+            assert_eq!(
+                bits(&stopped.model),
+                bits(&seen.state.unwrap().model),
+                "batch {batch_size}, stopped after step {stop_at}"
+            );
         }
     }
 }

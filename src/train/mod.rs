@@ -397,6 +397,8 @@ pub fn train_from(
                 &st.model,
                 &st.optimizer,
             );
+            // The last step's counts, for the check after the final write-back.
+            let mut last = BatchStats::default();
             'epochs: while st.position.completed < epochs {
                 let epoch = st.position.completed + 1;
                 rng.set_word_pos(st.position.shuffle_word_pos);
@@ -428,6 +430,7 @@ pub fn train_from(
                             )?
                         }
                     };
+                    last = stats;
                     st.position.seen.merge(stats);
                     st.position.steps += 1;
                     st.position.batch_in_epoch += 1;
@@ -457,10 +460,13 @@ pub fn train_from(
                     }
                 }
             }
-            if let Some(r) = resident.as_deref_mut() {
+            // A run that ends with its last epoch was written back at that
+            // epoch's end; one stopped early may still hold an update.
+            if let Some(r) = resident.as_deref_mut().filter(|_| stopped) {
                 let finite = r.write_back(&mut st.model, &mut st.optimizer);
-                let last = st.position.completed.max(1);
-                loop_state.check_step(&BatchStats::default(), finite, "epoch", last)?;
+                let p = &st.position;
+                let epoch = p.completed + usize::from(p.batch_in_epoch > 0);
+                loop_state.check_step(&last, finite, "epoch", epoch.max(1))?;
             }
             total
         }
