@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use mnist_blas::data::csv::{parse_csv, parse_csv_in_chunks, parse_csv_serial, MAX_LINE_BYTES};
+use mnist_blas::data::fuzz::assert_same_outcome;
 use mnist_blas::data::{self, DataError, Dataset, Expect, FEATURES};
 
 const NAME: &str = "data/train.csv";
@@ -783,19 +784,9 @@ fn assert_stream_matches_whole(what: &str, text: &[u8]) {
         let whole = parse_csv_serial(text, &file, Expect::Labeled);
         for block in BLOCK_SIZES {
             let streamed = load_blocks(dir.path(), file_name(gz), &bytes, block);
-            match (&whole, &streamed) {
-                (Ok(a), Ok(b)) => assert_same(a, b),
-                (Err(a), Err(b)) => assert_eq!(
-                    a.to_string(),
-                    b.to_string(),
-                    "{what}, gz {gz}, block {block}"
-                ),
-                (a, b) => panic!(
-                    "{what}, gz {gz}, block {block}: whole {:?}, streamed {:?}",
-                    a.as_ref().map(|d| d.len()),
-                    b.as_ref().map(|d| d.len())
-                ),
-            }
+            let whole_way = format!("{what}, gz {gz}: whole");
+            let streamed_way = format!("streamed in {block}-byte blocks");
+            assert_same_outcome(&whole, &streamed, &whole_way, &streamed_way);
         }
     }
 }

@@ -86,7 +86,7 @@ const STREAM_BLOCKS: [usize; 2] = [16, 1000];
 
 /// Two ways of reading the same input agree: the same rows, or the same
 /// error message. `a` is read the `reference` way, `b` the `how` way.
-fn assert_same_outcome(
+pub fn assert_same_outcome(
     a: &Result<Dataset, DataError>,
     b: &Result<Dataset, DataError>,
     reference: &str,
