@@ -5,25 +5,36 @@
 //! A step at batch 32 is a few microseconds of arithmetic, too short for a
 //! thread pool's hand-off: two `rayon::join`s per step (the idle worker
 //! waits in `sched_yield`) cost about a microsecond each. So the upper half
-//! lives on a helper thread of its own, which spins while steps keep coming,
-//! and the two threads meet once per step:
+//! lives on a helper thread of its own, which spins while steps keep coming.
+//! Each half owns its rows of `w1`, their optimizer moments and their
+//! gradient, so none of those cache lines ever moves between cores. Step
+//! `k` is one *cycle* of the helper:
 //!
-//! - each half owns its rows of `w1`, their optimizer moments and their
-//!   gradient, so none of those cache lines ever moves between cores;
-//! - a step's update is applied at the start of the next step (pipelined):
-//!   each half first adds the previous batch's `dw1` and updates its rows,
-//!   then takes its part of this batch's first-layer sums; the only data
-//!   exchanged are the upper part-sums and the previous batch's `dz1`s;
-//! - this thread then adds the two parts (lower + upper, as every path of
-//!   the engine does), runs the rest of the forward and backward passes row
-//!   by row, and updates the small blocks.
+//! 1. this thread posts the batch and its rule;
+//! 2. the helper takes the upper part of each row's first-layer sum and
+//!    publishes them a block of [`BLOCK`] rows at a time; meanwhile this
+//!    thread applies the previous step's lower update (its `dw1` and update
+//!    rule, and the small blocks') and takes the lower parts;
+//! 3. this thread adds the two parts (lower + upper, as every path of the
+//!    engine does) and runs the rest of the forward and backward passes row
+//!    by row, block by block, publishing each block's `dz1`;
+//! 4. the helper adds each published block to its `dw1` while this thread
+//!    works on the next block, then updates its half of `w1`.
 //!
-//! Each row's first-layer sum is the lower part plus the upper part, with or
-//! without the helper, and every other sum runs in the one-thread order: so
-//! one thread and two give the same bits (tests/sparse.rs). The generic path
-//! sums a row in one pass, so it agrees with this one to rounding. With one
-//! rayon thread (`--threads 1`) there is no helper: this thread runs both
-//! halves itself.
+//! So the helper's share of the backward pass runs beside this thread's
+//! per-row work instead of after it, and neither thread waits for the
+//! other's whole step: the exchanges are blocks of 8 rows.
+//!
+//! If the helper has not taken a cycle by the time its sums are needed (on
+//! a shared machine its core can be away for a while), this thread takes
+//! the cycle and does the upper half itself.
+//!
+//! Each row's first-layer sum is the lower part plus the upper part, each
+//! pixel's gradient adds the rows in batch order, and every other sum runs
+//! in the one-thread order, whichever thread does what: so one thread and
+//! two give the same bits (tests/sparse.rs). The generic path sums a row in
+//! one pass, so it agrees with this one to rounding. With one rayon thread
+//! (`--threads 1`) there is no helper: this thread runs both halves itself.
 
 use super::resident::{update_block, update_small};
 use super::{
@@ -34,14 +45,19 @@ use super::{
 use crate::data::FEATURES;
 use crate::engine::{BatchStats, ResidentStep, ResidentTrainer};
 use crate::model::Mlp;
+use crate::train::shard::SHARD_ROWS;
 use crate::train::{Optimizer, Rule};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// How long the helper spins for the next step before it sleeps.
 const SPIN: Duration = Duration::from_micros(200);
+
+/// Rows per block exchanged between the two threads.
+const BLOCK: usize = 8;
 
 /// Which of a row's non-zero pixels: below [`PIXEL_SPLIT`] or from it on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -62,7 +78,7 @@ impl Side {
     }
 
     /// The chunks of `w1t` (and its moments and gradient) this side owns.
-    fn chunks(self, chunks: usize) -> std::ops::Range<usize> {
+    fn chunks(self, chunks: usize) -> Range<usize> {
         match self {
             Side::Lower => 0..PIXEL_SPLIT * chunks,
             Side::Upper => PIXEL_SPLIT * chunks..FEATURES * chunks,
@@ -79,15 +95,6 @@ struct Half {
     m: Vec<Chunk>,
     v: Vec<Chunk>,
     g: Vec<Chunk>,
-}
-
-/// The previous step, whose update is still to apply: its rows and rule.
-type Pending<'a> = Option<(&'a [usize], &'a Rule)>;
-
-/// The mean gradient's scale for a step on `rows` rows, as the generic path
-/// computes it.
-fn mean_scale(rows: &[usize]) -> f32 {
-    1.0 / rows.len() as f32
 }
 
 impl Half {
@@ -116,41 +123,41 @@ impl Half {
         }
     }
 
-    /// The previous step's `dw1` (rows `pending.batch`, their `dz1` in
-    /// `dz1_rows`) and update of this side's rows, then this side's part of
-    /// the first-layer sums of `batch` into `sums`. Whether the updated
-    /// weights are finite.
-    fn work(
-        &mut self,
-        rows: &RowSet,
-        pending: Pending,
-        dz1_rows: &[Chunk],
-        batch: &[usize],
-        sums: &mut [Chunk],
-    ) -> bool {
-        let mut finite = true;
-        if let Some((previous, rule)) = pending {
-            first_layer_part(
-                &mut self.g,
-                self.chunks,
-                rows,
-                previous,
-                self.side,
-                dz1_rows,
-            );
-            let range = self.side.chunks(self.chunks);
-            finite = update_block(
-                rule,
-                &mut self.w1t[range.clone()],
-                &mut self.m[range.clone()],
-                &mut self.v[range.clone()],
-                &mut self.g[range],
-                mean_scale(previous),
-            );
-        }
-        part_sums(&self.w1t, self.chunks, rows, batch, self.side, sums);
-        finite
+    /// This side's first-layer sums of `batch[range]` into `out`.
+    fn sums(&self, rows: &RowSet, batch: &[usize], range: Range<usize>, out: &mut [Chunk]) {
+        part_sums(&self.w1t, self.chunks, rows, batch, range, self.side, out);
     }
+
+    /// Add `dw1` of rows `batch` (their `dz1` in `dz1_rows`) to the gradient.
+    fn gradient(&mut self, rows: &RowSet, batch: &[usize], dz1_rows: &[Chunk]) {
+        first_layer_part(&mut self.g, self.chunks, rows, batch, self.side, dz1_rows);
+    }
+
+    /// Apply `rule` with the gradient summed over `n` rows (leaving it
+    /// zero); whether the updated weights are finite.
+    fn update(&mut self, rule: &Rule, n: usize) -> bool {
+        let range = self.side.chunks(self.chunks);
+        update_block(
+            rule,
+            &mut self.w1t[range.clone()],
+            &mut self.m[range.clone()],
+            &mut self.v[range.clone()],
+            &mut self.g[range],
+            mean_scale(n),
+        )
+    }
+
+    /// [`Half::gradient`] then [`Half::update`], for a whole batch.
+    fn learn(&mut self, rows: &RowSet, batch: &[usize], dz1_rows: &[Chunk], rule: &Rule) -> bool {
+        self.gradient(rows, batch, dz1_rows);
+        self.update(rule, batch.len())
+    }
+}
+
+/// The mean gradient's scale for a step on `n` rows, as the generic path
+/// computes it.
+fn mean_scale(n: usize) -> f32 {
+    1.0 / n as f32
 }
 
 pub(crate) struct HalvesTrainer {
@@ -165,15 +172,22 @@ pub(crate) struct HalvesTrainer {
     s: Scratch,
     lower: Half,
     upper: Upper,
-    /// The previous step's rows and rule while its update is pending.
+    /// Steps taken (the helper's cycles posted).
+    cycle: u64,
+    /// The previous step's rows and rule while the lower half's and the
+    /// small blocks' update is pending (the upper half's is done in its
+    /// cycle).
     pending_batch: Vec<usize>,
     pending_rule: Option<Rule>,
     /// The pending step's `dz1` rows.
     dz1_rows: Vec<Chunk>,
     lower_sums: Vec<Chunk>,
     upper_sums: Vec<Chunk>,
-    /// Whether every update applied so far left the weights finite.
+    /// Whether every update applied so far left the weights finite, and
+    /// the last upper update done on this thread (reported a step later,
+    /// as the helper's are).
     finite: bool,
+    upper_finite: bool,
 }
 
 /// Where the upper half runs.
@@ -210,67 +224,102 @@ impl HalvesTrainer {
             s: Scratch::new(h),
             lower,
             upper,
+            cycle: 0,
             pending_batch: Vec::new(),
             pending_rule: None,
             dz1_rows: Vec::new(),
             lower_sums: Vec::new(),
             upper_sums: Vec::new(),
             finite: true,
+            upper_finite: true,
         })
     }
 
-    /// Apply the pending update (if any) and take both sides' part-sums of
-    /// `batch`.
-    fn advance(&mut self, batch: &[usize]) {
-        let n = batch.len() * self.w.chunks;
-        self.lower_sums.resize(n, ZERO);
-        self.upper_sums.resize(n, ZERO);
-        let pending = self
-            .pending_rule
-            .as_ref()
-            .map(|r| (&self.pending_batch[..], r));
-        let rows = &*self.rows;
-        let (dz1, lower) = (&self.dz1_rows, &mut self.lower);
-        let finite = match &mut self.upper {
-            Upper::Here(upper) => {
-                let lo = lower.work(rows, pending, dz1, batch, &mut self.lower_sums);
-                let hi = upper.work(rows, pending, dz1, batch, &mut self.upper_sums);
-                lo && hi
-            }
-            Upper::Helper(helper) => {
-                let seq = helper.post(pending, dz1, batch);
-                let lo = lower.work(rows, pending, dz1, batch, &mut self.lower_sums);
-                let hi = helper.collect(seq, rows, &mut self.upper_sums);
-                lo && hi
-            }
+    /// Apply the pending step's lower-half and small-block update, if any.
+    fn apply_pending(&mut self) {
+        let Some(rule) = self.pending_rule.take() else {
+            return;
         };
-        let small = pending.is_none_or(|(previous, rule)| {
-            update_small(
-                rule,
-                &mut self.w,
-                &mut self.m,
-                &mut self.v,
-                &mut self.s,
-                mean_scale(previous),
-            )
-        });
-        self.finite &= finite && small;
-        self.pending_rule = None;
+        let batch = &self.pending_batch[..];
+        let lower = self.lower.learn(&self.rows, batch, &self.dz1_rows, &rule);
+        let small = update_small(
+            &rule,
+            &mut self.w,
+            &mut self.m,
+            &mut self.v,
+            &mut self.s,
+            mean_scale(batch.len()),
+        );
+        self.finite &= lower && small;
     }
 }
 
 impl ResidentTrainer for HalvesTrainer {
     fn step(&mut self, batch: &[usize], rule: &Rule) -> ResidentStep {
         assert!(!batch.is_empty(), "a step needs rows");
-        self.advance(batch);
-        let stats = heads(
-            &self.w,
-            &mut self.s,
-            &self.labels,
-            batch,
-            &mut self.lower_sums,
-            &self.upper_sums,
+        assert!(
+            batch.len() <= SHARD_ROWS,
+            "the halves trainer takes up to a shard"
         );
+        self.cycle += 1;
+        let cycle = self.cycle;
+        if let Upper::Helper(helper) = &self.upper {
+            helper.post(cycle, batch, rule);
+        }
+        self.apply_pending();
+        let chunks = self.w.chunks;
+        let n = batch.len() * chunks;
+        self.lower_sums.resize(n, ZERO);
+        self.upper_sums.resize(n, ZERO);
+        let rows = &*self.rows;
+        self.lower
+            .sums(rows, batch, 0..batch.len(), &mut self.lower_sums);
+        let mut stats = BatchStats {
+            rows: batch.len(),
+            ..Default::default()
+        };
+        let mut loss = LossSum::new();
+        let (w, s, labels) = (&self.w, &mut self.s, &self.labels[..]);
+        // The whole batch's heads on this thread, then the upper half's
+        // gradient and update (one thread, or a cycle taken from the helper).
+        let mut whole = |upper: &mut Half, lo: &mut [Chunk], hi: &mut [Chunk]| {
+            upper.sums(rows, batch, 0..batch.len(), hi);
+            heads(w, s, labels, batch, lo, hi, &mut stats, &mut loss);
+            upper.learn(rows, batch, lo, rule)
+        };
+        match &mut self.upper {
+            Upper::Here(upper) => {
+                self.finite &= self.upper_finite;
+                self.upper_finite = whole(upper, &mut self.lower_sums, &mut self.upper_sums);
+            }
+            Upper::Helper(helper) => match helper.first_sums(cycle) {
+                Source::Taken(mut owned) => {
+                    #[cfg(test)]
+                    helper.shared.taken.fetch_add(1, Ordering::Relaxed);
+                    self.finite &= helper.shared.finite.load(Ordering::Acquire);
+                    let ok = whole(&mut owned, &mut self.lower_sums, &mut self.upper_sums);
+                    if !ok {
+                        helper.shared.finite.store(false, Ordering::Release);
+                    }
+                    helper.shared.finished.store(cycle, Ordering::Release);
+                }
+                Source::Helper => {
+                    self.finite &= helper.shared.finite.load(Ordering::Acquire);
+                    for (b, block) in batch.chunks(BLOCK).enumerate() {
+                        let at = b * BLOCK * chunks..(b * BLOCK + block.len()) * chunks;
+                        let end = b * BLOCK + block.len();
+                        let lo = &mut self.lower_sums[at];
+                        let len = lo.len();
+                        {
+                            let hi = helper.sums(cycle, b, end);
+                            heads(w, s, labels, block, lo, &hi[..len], &mut stats, &mut loss);
+                        }
+                        helper.publish_dz1(cycle, b, end, lo);
+                    }
+                }
+            },
+        }
+        stats.loss_sum = loss.finish();
         // `heads` left each row's dz1 in `lower_sums`.
         std::mem::swap(&mut self.dz1_rows, &mut self.lower_sums);
         self.pending_batch.clear();
@@ -283,17 +332,17 @@ impl ResidentTrainer for HalvesTrainer {
     }
 
     fn write_back(&mut self, model: &mut Mlp, optimizer: &mut Optimizer) -> bool {
-        if self.pending_rule.is_some() {
-            self.advance(&[]);
-        }
+        self.apply_pending();
         self.lower.store(&mut self.w, &mut self.m, &mut self.v);
         match &mut self.upper {
-            Upper::Here(upper) => upper.store(&mut self.w, &mut self.m, &mut self.v),
+            Upper::Here(upper) => {
+                self.finite &= self.upper_finite;
+                upper.store(&mut self.w, &mut self.m, &mut self.v);
+            }
             Upper::Helper(helper) => {
-                helper
-                    .lock()
-                    .half
-                    .store(&mut self.w, &mut self.m, &mut self.v)
+                let owned = helper.finished(self.cycle);
+                self.finite &= helper.shared.finite.load(Ordering::Acquire);
+                owned.store(&mut self.w, &mut self.m, &mut self.v);
             }
         }
         super::resident::store_state(&self.w, &self.m, &self.v, model, optimizer);
@@ -301,74 +350,97 @@ impl ResidentTrainer for HalvesTrainer {
     }
 }
 
-/// A step's work for the upper half, and the half itself. Whoever takes
-/// the step (`taken`) does it while holding the lock: the helper normally,
-/// this thread if the helper has not started by the time its own half is
-/// done (on a shared machine the helper's core can be away for a while).
-struct Slot {
-    /// The step these inputs belong to.
-    seq: u64,
-    taken: bool,
-    /// The pending step's rule and rows (see [`Pending`]).
-    pending_rule: Option<Rule>,
-    pending_batch: Vec<usize>,
-    dz1_rows: Vec<Chunk>,
+/// A step's batch and rule, as posted to the helper.
+#[derive(Default)]
+struct Post {
     batch: Vec<usize>,
-    sums: Vec<Chunk>,
-    finite: bool,
-    half: Half,
+    rule: Option<Rule>,
 }
 
-impl Slot {
-    /// Do the posted step's upper-half work.
-    fn run(&mut self, rows: &RowSet) {
-        self.taken = true;
-        self.sums.resize(self.batch.len() * self.half.chunks, ZERO);
-        let view = self
-            .pending_rule
-            .as_ref()
-            .map(|rule| (&self.pending_batch[..], rule));
-        self.finite = self
-            .half
-            .work(rows, view, &self.dz1_rows, &self.batch, &mut self.sums);
-    }
-}
-
+/// What the two threads share. The progress counters carry a cycle and a
+/// row count ([`progress`]), so one store says how far which cycle is.
 struct Shared {
-    /// The last step posted, and the last one done (by either thread).
+    /// The last cycle posted, the last one taken (by either thread), the
+    /// last one finished.
     posted: AtomicU64,
-    done: AtomicU64,
+    claimed: AtomicU64,
+    finished: AtomicU64,
+    /// Rows whose upper sums, and rows whose `dz1`, are published.
+    sums_ready: AtomicU64,
+    dz1_ready: AtomicU64,
+    /// Whether every upper update so far left the weights finite.
+    finite: AtomicBool,
     /// The helper is (about to be) parked and needs an unpark.
     sleeping: AtomicBool,
     exit: AtomicBool,
-    slot: Mutex<Slot>,
+    /// Cycle `k`'s post is in `posts[k % 2]`: the helper may still read the
+    /// previous one while the next is written.
+    posts: [Mutex<Post>; 2],
+    /// The upper half, held by whichever thread runs a cycle. Locked by one
+    /// thread at a time by the cycle protocol; the lock makes that safe.
+    half: Mutex<Half>,
+    /// The upper sums and the `dz1`s, a block of rows each. A block is
+    /// written before its progress store and read after it, and not written
+    /// again until a later cycle: so these locks are never contended.
+    sums: Vec<Mutex<Vec<Chunk>>>,
+    dz1: Vec<Mutex<Vec<Chunk>>>,
+    /// Tests: the helper leaves the odd cycles to its caller, which counts
+    /// the cycles it takes.
+    #[cfg(test)]
+    leave_odd: AtomicBool,
+    #[cfg(test)]
+    taken: AtomicU64,
+}
+
+/// A progress counter's value: `rows` done of `cycle`.
+fn progress(cycle: u64, rows: usize) -> u64 {
+    (cycle << 16) | rows as u64
+}
+const _: () = assert!(SHARD_ROWS < 1 << 16);
+
+/// Where this thread gets a cycle's upper sums.
+enum Source<'a> {
+    /// From the helper, block by block.
+    Helper,
+    /// The helper had not taken the cycle: this thread has it.
+    Taken(MutexGuard<'a, Half>),
 }
 
 /// The helper thread that runs the upper half.
 struct Helper {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    seq: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in the other thread's half poisons a lock: pass it on.
+    m.lock().expect("the other half panicked")
 }
 
 impl Helper {
     fn spawn(half: Half, rows: Arc<RowSet>) -> std::io::Result<Helper> {
+        let blocks = || {
+            (0..SHARD_ROWS.div_ceil(BLOCK))
+                .map(|_| Mutex::new(vec![ZERO; BLOCK * half.chunks]))
+                .collect()
+        };
         let shared = Arc::new(Shared {
             posted: AtomicU64::new(0),
-            done: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            sums_ready: AtomicU64::new(0),
+            dz1_ready: AtomicU64::new(0),
+            finite: AtomicBool::new(true),
             sleeping: AtomicBool::new(false),
             exit: AtomicBool::new(false),
-            slot: Mutex::new(Slot {
-                seq: 0,
-                taken: true,
-                pending_rule: None,
-                pending_batch: Vec::new(),
-                dz1_rows: Vec::new(),
-                batch: Vec::new(),
-                sums: Vec::new(),
-                finite: true,
-                half,
-            }),
+            posts: Default::default(),
+            sums: blocks(),
+            dz1: blocks(),
+            half: Mutex::new(half),
+            #[cfg(test)]
+            leave_odd: AtomicBool::new(false),
+            #[cfg(test)]
+            taken: AtomicU64::new(0),
         });
         let theirs = Arc::clone(&shared);
         let thread = thread::Builder::new()
@@ -377,63 +449,79 @@ impl Helper {
         Ok(Helper {
             shared,
             thread: Some(thread),
-            seq: 0,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
-        // A panic in the other thread's half poisons the lock: pass it on.
-        self.shared.slot.lock().expect("the upper half panicked")
+    /// Panic if the helper thread has stopped (it panicked: its message is
+    /// already on stderr), rather than wait for it forever.
+    fn check_alive(&self) {
+        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            panic!("the upper-half helper thread stopped");
+        }
     }
 
-    /// Post a step's upper-half work; its number, for [`Helper::collect`].
-    fn post(&mut self, pending: Pending, dz1_rows: &[Chunk], batch: &[usize]) -> u64 {
-        self.seq += 1;
+    /// Post cycle `cycle`: its batch and rule.
+    fn post(&self, cycle: u64, batch: &[usize], rule: &Rule) {
         {
-            let mut slot = self.lock();
-            slot.seq = self.seq;
-            slot.taken = false;
-            slot.pending_batch.clear();
-            slot.pending_rule = pending.map(|(previous, rule)| {
-                slot.pending_batch.extend_from_slice(previous);
-                *rule
-            });
-            slot.dz1_rows.clear();
-            slot.dz1_rows.extend_from_slice(dz1_rows);
-            slot.batch.clear();
-            slot.batch.extend_from_slice(batch);
+            let mut post = lock(&self.shared.posts[cycle as usize % 2]);
+            post.batch.clear();
+            post.batch.extend_from_slice(batch);
+            post.rule = Some(*rule);
         }
-        self.shared.posted.store(self.seq, Ordering::SeqCst);
+        self.shared.posted.store(cycle, Ordering::SeqCst);
         if self.shared.sleeping.load(Ordering::SeqCst) {
             if let Some(t) = &self.thread {
                 t.thread().unpark();
             }
         }
-        self.seq
     }
 
-    /// The upper part-sums of step `seq`, done by the helper or, if it has
-    /// not taken the step yet, here; whether the updated weights are finite.
-    fn collect(&self, seq: u64, rows: &RowSet, sums: &mut [Chunk]) -> bool {
+    /// Wait for cycle `cycle`'s first block of upper sums; or, if the
+    /// helper finished the cycle before and has not taken this one, take it.
+    fn first_sums(&self, cycle: u64) -> Source<'_> {
+        let shared = &*self.shared;
         loop {
-            if self.shared.done.load(Ordering::Acquire) == seq {
-                let slot = self.lock();
-                sums.copy_from_slice(&slot.sums[..sums.len()]);
-                return slot.finite;
+            if shared.sums_ready.load(Ordering::Acquire) > progress(cycle, 0) {
+                return Source::Helper;
             }
-            if let Ok(mut slot) = self.shared.slot.try_lock() {
-                if !slot.taken {
-                    slot.run(rows);
-                    self.shared.done.store(seq, Ordering::Release);
-                    sums.copy_from_slice(&slot.sums[..sums.len()]);
-                    return slot.finite;
-                }
+            if shared.finished.load(Ordering::Acquire) == cycle - 1
+                && shared
+                    .claimed
+                    .compare_exchange(cycle - 1, cycle, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                return Source::Taken(lock(&shared.half));
             }
-            if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
-                panic!("the upper-half helper thread stopped");
-            }
+            self.check_alive();
             std::hint::spin_loop();
         }
+    }
+
+    /// Block `b` of cycle `cycle`'s upper sums, once rows up to `end` are
+    /// published.
+    fn sums(&self, cycle: u64, b: usize, end: usize) -> MutexGuard<'_, Vec<Chunk>> {
+        while self.shared.sums_ready.load(Ordering::Acquire) < progress(cycle, end) {
+            self.check_alive();
+            std::hint::spin_loop();
+        }
+        lock(&self.shared.sums[b])
+    }
+
+    /// Publish block `b` of cycle `cycle`'s `dz1`s (rows up to `end`).
+    fn publish_dz1(&self, cycle: u64, b: usize, end: usize, dz1: &[Chunk]) {
+        lock(&self.shared.dz1[b])[..dz1.len()].copy_from_slice(dz1);
+        self.shared
+            .dz1_ready
+            .store(progress(cycle, end), Ordering::Release);
+    }
+
+    /// The upper half, once cycle `cycle` is finished.
+    fn finished(&self, cycle: u64) -> MutexGuard<'_, Half> {
+        while self.shared.finished.load(Ordering::Acquire) < cycle {
+            self.check_alive();
+            std::hint::spin_loop();
+        }
+        lock(&self.shared.half)
     }
 }
 
@@ -449,13 +537,14 @@ impl Drop for Helper {
 }
 
 fn helper_loop(rows: &RowSet, shared: &Shared) {
-    let mut seen = 0u64;
+    let mut batch = Vec::new();
     loop {
-        // Wait for the next step: spin while steps keep coming, then sleep
-        // until unparked.
+        // The next cycle nobody has taken: wait for its post, spinning
+        // while steps keep coming, then sleeping until unparked.
+        let cycle = shared.claimed.load(Ordering::Acquire) + 1;
         let started = Instant::now();
         let mut spins = 0u32;
-        while shared.posted.load(Ordering::Acquire) == seen {
+        while shared.posted.load(Ordering::Acquire) < cycle {
             if shared.exit.load(Ordering::Acquire) {
                 return;
             }
@@ -466,39 +555,103 @@ fn helper_loop(rows: &RowSet, shared: &Shared) {
                 continue;
             }
             shared.sleeping.store(true, Ordering::SeqCst);
-            if shared.posted.load(Ordering::SeqCst) == seen && !shared.exit.load(Ordering::SeqCst) {
+            if shared.posted.load(Ordering::SeqCst) < cycle && !shared.exit.load(Ordering::SeqCst) {
                 thread::park();
             }
             shared.sleeping.store(false, Ordering::SeqCst);
         }
-        seen = shared.posted.load(Ordering::Acquire);
-        let mut slot = shared.slot.lock().expect("the main thread panicked");
-        if slot.seq == seen && !slot.taken {
-            slot.run(rows);
-            drop(slot);
-            shared.done.store(seen, Ordering::Release);
+        let claim =
+            shared
+                .claimed
+                .compare_exchange(cycle - 1, cycle, Ordering::AcqRel, Ordering::Acquire);
+        if claim.is_err() {
+            // This thread's caller took it.
+            continue;
+        }
+        #[cfg(test)]
+        if cycle % 2 == 1 && shared.leave_odd.load(Ordering::Acquire) {
+            // Give the claim back and wait for the caller to take the cycle.
+            shared.claimed.store(cycle - 1, Ordering::Release);
+            while shared.claimed.load(Ordering::Acquire) < cycle {
+                if shared.exit.load(Ordering::Acquire) {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            continue;
+        }
+        let mut half = lock(&shared.half);
+        let rule = {
+            let post = lock(&shared.posts[cycle as usize % 2]);
+            batch.clear();
+            batch.extend_from_slice(&post.batch);
+            post.rule.expect("a posted cycle has a rule")
+        };
+        if !run_cycle(rows, shared, &mut half, cycle, &batch, &rule) {
+            return;
         }
     }
 }
 
+/// The helper's part of cycle `cycle`: the upper sums, published block by
+/// block; the gradient, block by block as the `dz1`s arrive; the update.
+/// `false` if told to exit while waiting.
+fn run_cycle(
+    rows: &RowSet,
+    shared: &Shared,
+    half: &mut Half,
+    cycle: u64,
+    batch: &[usize],
+    rule: &Rule,
+) -> bool {
+    for (b, block) in batch.chunks(BLOCK).enumerate() {
+        let start = b * BLOCK;
+        let end = start + block.len();
+        let mut out = lock(&shared.sums[b]);
+        half.sums(rows, batch, start..end, &mut out);
+        drop(out);
+        shared
+            .sums_ready
+            .store(progress(cycle, end), Ordering::Release);
+    }
+    for (b, block) in batch.chunks(BLOCK).enumerate() {
+        let end = b * BLOCK + block.len();
+        while shared.dz1_ready.load(Ordering::Acquire) < progress(cycle, end) {
+            if shared.exit.load(Ordering::Acquire) {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        half.gradient(rows, block, &lock(&shared.dz1[b]));
+    }
+    if !half.update(rule, batch.len()) {
+        shared.finite.store(false, Ordering::Release);
+    }
+    shared.finished.store(cycle, Ordering::Release);
+    true
+}
+
 multiversion! {
-    /// Every row's first-layer sum over one side's pixels, into `out`
-    /// (`chunks` per row), in [`partial_sum`]'s order.
-    fn part_sums(w1t: &[Chunk], chunks: usize, rows: &RowSet, batch: &[usize], side: Side, out: &mut [Chunk]) {
+    /// The first-layer sums over one side's pixels of rows `batch[range]`,
+    /// into `out` (`chunks` per row, from the range's first row), in
+    /// [`partial_sum`]'s order. Prefetching looks ahead in the whole batch.
+    fn part_sums(w1t: &[Chunk], chunks: usize, rows: &RowSet, batch: &[usize], range: Range<usize>, side: Side, out: &mut [Chunk]) {
         let table = pixel_table();
-        for (j, &r) in batch.iter().enumerate() {
+        let first = range.start;
+        for j in range {
             // See PREFETCH_AHEAD.
             if let Some(&ahead) = batch.get(j + PREFETCH_AHEAD) {
                 let (index, value) = side.of(rows, ahead);
                 prefetch_lines(index);
                 prefetch_lines(value);
             }
-            let (index, value) = side.of(rows, r);
+            let (index, value) = side.of(rows, batch[j]);
+            let at = (j - first) * chunks;
             if chunks == 1 {
-                out[j] = partial_sum(w1t, 1, 0, index, value, table);
+                out[at] = partial_sum(w1t, 1, 0, index, value, table);
             } else {
                 for c in 0..chunks {
-                    out[j * chunks + c] = partial_sum(w1t, chunks, c, index, value, table);
+                    out[at + c] = partial_sum(w1t, chunks, c, index, value, table);
                 }
             }
         }
@@ -508,17 +661,27 @@ multiversion! {
 multiversion! {
     /// Row by row: the two part-sums added (lower + upper), the rest of the
     /// forward pass, and the backward pass down to `dz1`, which replaces the
-    /// row's lower part-sum in `lo`. Adds the small blocks' gradients into `s`.
-    fn heads(w: &Weights, s: &mut Scratch, labels: &[u8], batch: &[usize], lo: &mut [Chunk], hi: &[Chunk]) -> BatchStats {
+    /// row's lower part-sum in `lo`. Adds the small blocks' gradients into `s`
+    /// and the rows' counts and losses into `stats` and `loss` (so that a
+    /// batch taken in blocks sums them as one pass would).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the hot loop's state, unbundled on purpose"
+    )]
+    fn heads(w: &Weights, s: &mut Scratch, labels: &[u8], batch: &[usize], lo: &mut [Chunk], hi: &[Chunk], stats: &mut BatchStats, loss: &mut LossSum) {
         if w.chunks == 1 {
-            heads_rows(w, s, 1, labels, batch, lo, hi)
+            heads_rows(w, s, 1, labels, batch, lo, hi, stats, loss)
         } else {
-            heads_rows(w, s, w.chunks, labels, batch, lo, hi)
+            heads_rows(w, s, w.chunks, labels, batch, lo, hi, stats, loss)
         }
     }
 }
 
 /// [`heads`]' loop, with `chunks` a constant where it can be.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the hot loop's state, unbundled on purpose"
+)]
 #[inline(always)]
 fn heads_rows(
     w: &Weights,
@@ -528,23 +691,18 @@ fn heads_rows(
     batch: &[usize],
     lo: &mut [Chunk],
     hi: &[Chunk],
-) -> BatchStats {
-    let mut stats = BatchStats {
-        rows: batch.len(),
-        ..Default::default()
-    };
-    let mut loss = LossSum::new();
+    stats: &mut BatchStats,
+    loss: &mut LossSum,
+) {
     for (j, &r) in batch.iter().enumerate() {
         let at = j * chunks..(j + 1) * chunks;
         for c in 0..chunks {
             s.a1[c] = add(&lo[at.start + c], &hi[at.start + c]);
         }
         let probs = forward_from_sums(w, s, chunks);
-        backward_head(w, s, chunks, probs, labels[r], &mut stats, &mut loss);
+        backward_head(w, s, chunks, probs, labels[r], stats, loss);
         lo[at].copy_from_slice(&s.dz1[..chunks]);
     }
-    stats.loss_sum = loss.finish();
-    stats
 }
 
 multiversion! {
@@ -581,5 +739,82 @@ fn first_layer_rows(
                 axpy(&mut g[base + c], v, &dz1[c]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Init;
+    use crate::testutil::random_batch;
+    use crate::train::OptimizerKind;
+
+    /// Everything a run of steps shows: each step's counts, loss bits and
+    /// finiteness, and the model's and moments' bits after a write-back in
+    /// the middle and at the end.
+    type Outcome = (Vec<(usize, u64, bool)>, Vec<Vec<u32>>, u64);
+
+    fn bits(m: &Mlp) -> Vec<u32> {
+        m.params()
+            .iter()
+            .flat_map(|p| p.iter().map(|v| v.to_bits()))
+            .collect()
+    }
+
+    fn run(x: &[u8], y: &[u8], threads: usize, leave_odd: bool) -> Outcome {
+        let rows = y.len();
+        let start = Mlp::init(10, Init::He, 1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut opt = Optimizer::new(OptimizerKind::Adam, 0.01, 0.9, 10);
+            let mut trainer = HalvesTrainer::new(x, y, &start, &opt).unwrap();
+            match &trainer.upper {
+                Upper::Helper(h) => h.shared.leave_odd.store(leave_odd, Ordering::Release),
+                Upper::Here(_) => assert_eq!(threads, 1),
+            }
+            let (mut steps, mut states) = (Vec::new(), Vec::new());
+            let mut model = start.clone();
+            // Blocks of 8 rows: whole, partial, a single row.
+            for (step, n) in [32, 9, 1, 32, 17, 8, 32, 32, 3, 32, 16, 32]
+                .into_iter()
+                .enumerate()
+            {
+                let batch: Vec<usize> = (0..n).map(|i| (step * 37 + i * 13) % rows).collect();
+                let got = trainer.step(&batch, &opt.next_rule());
+                steps.push((got.stats.correct, got.stats.loss_sum.to_bits(), got.finite));
+                if step == 4 || step == 11 {
+                    assert!(trainer.write_back(&mut model, &mut opt));
+                    states.extend([bits(&model), bits(&opt.m), bits(&opt.v)]);
+                }
+            }
+            let taken = match &trainer.upper {
+                Upper::Helper(h) => h.shared.taken.load(Ordering::Acquire),
+                Upper::Here(_) => 0,
+            };
+            (steps, states, taken)
+        })
+    }
+
+    /// The helper's cycles, cycles this thread takes from it (as when the
+    /// helper's core is away), and one thread doing both halves give the
+    /// same bits.
+    #[test]
+    fn taken_cycles_and_one_thread_give_the_helpers_bits() {
+        let (x, y) = random_batch(300, 5);
+        let one = run(&x, &y, 1, false);
+        let two = run(&x, &y, 2, false);
+        let taken = run(&x, &y, 2, true);
+        // Every odd cycle, and maybe an even one the helper was slow to take.
+        assert!(taken.2 >= 6, "{} cycles taken", taken.2);
+        assert_eq!(one.0, two.0);
+        assert_eq!(one.1, two.1);
+        assert_eq!(one.0, taken.0);
+        assert_eq!(one.1, taken.1);
+        // The run learned something (not the starting weights).
+        let start = Mlp::init(10, Init::He, 1);
+        assert_ne!(one.1[0], bits(&start));
     }
 }
