@@ -109,6 +109,10 @@ pub trait ResidentTrainer {
     /// be applied as late as the next call or [`ResidentTrainer::write_back`].
     fn step(&mut self, batch: &[usize], rule: &Rule) -> ResidentStep;
 
+    /// The rows of the step after the next [`ResidentTrainer::step`] call,
+    /// when known: a hint to start loading them, with no effect on results.
+    fn upcoming(&mut self, _batch: &[usize]) {}
+
     /// Apply any update still pending, and write the weights and the
     /// optimizer's moments back into `model` and `optimizer`, exactly.
     /// Whether every update so far left the weights finite.

@@ -403,11 +403,19 @@ pub fn train_from(
                 let epoch = st.position.completed + 1;
                 rng.set_word_pos(st.position.shuffle_word_pos);
                 let order = rng.permutation(train.len());
-                for idx in order.chunks(batch_size).skip(st.position.batch_in_epoch) {
+                // Peekable: a resident trainer is told the next step's rows.
+                let mut batches_left = order
+                    .chunks(batch_size)
+                    .skip(st.position.batch_in_epoch)
+                    .peekable();
+                while let Some(idx) = batches_left.next() {
                     let done = st.position.steps;
                     st.optimizer.lr = cfg.lr_schedule.rate(cfg.lr, done, total);
                     let stats = match resident.as_deref_mut() {
                         Some(r) => {
+                            if let Some(next) = batches_left.peek() {
+                                r.upcoming(next);
+                            }
                             let rule = st.optimizer.next_rule();
                             let step = r.step(idx, &rule);
                             loop_state.check_step(&step.stats, step.finite, "epoch", epoch)?;

@@ -23,7 +23,10 @@
 //!
 //! So the helper's share of the backward pass runs beside this thread's
 //! per-row work instead of after it, and neither thread waits for the
-//! other's whole step: the exchanges are blocks of 8 rows.
+//! other's whole step: the exchanges are blocks of 8 rows. When the train
+//! loop says which rows come next ([`ResidentTrainer::upcoming`]), each
+//! thread starts loading its part of them during its quiet moments, since
+//! a step otherwise meets its rows' cache misses one row at a time.
 //!
 //! If the helper has not taken a cycle by the time its sums are needed (on
 //! a shared machine its core can be away for a while), this thread takes
@@ -75,6 +78,14 @@ impl Side {
             Side::Lower => (&index[..split], &value[..split]),
             Side::Upper => (&index[split..], &value[split..]),
         }
+    }
+
+    /// Start loading this side's part of row `r` (a hint).
+    #[inline(always)]
+    fn prefetch(self, rows: &RowSet, r: usize) {
+        let (index, value) = self.of(rows, r);
+        prefetch_lines(index);
+        prefetch_lines(value);
     }
 
     /// The chunks of `w1t` (and its moments and gradient) this side owns.
@@ -188,6 +199,8 @@ pub(crate) struct HalvesTrainer {
     /// as the helper's are).
     finite: bool,
     upper_finite: bool,
+    /// The next step's rows, if known ([`ResidentTrainer::upcoming`]).
+    next: Vec<usize>,
 }
 
 /// Where the upper half runs.
@@ -232,6 +245,7 @@ impl HalvesTrainer {
             upper_sums: Vec::new(),
             finite: true,
             upper_finite: true,
+            next: Vec::new(),
         })
     }
 
@@ -264,7 +278,7 @@ impl ResidentTrainer for HalvesTrainer {
         self.cycle += 1;
         let cycle = self.cycle;
         if let Upper::Helper(helper) = &self.upper {
-            helper.post(cycle, batch, rule);
+            helper.post(cycle, batch, &self.next, rule);
         }
         self.apply_pending();
         let chunks = self.w.chunks;
@@ -315,10 +329,16 @@ impl ResidentTrainer for HalvesTrainer {
                             heads(w, s, labels, block, lo, &hi[..len], &mut stats, &mut loss);
                         }
                         helper.publish_dz1(cycle, b, end, lo);
+                        // The next step's rows come from memory while this
+                        // thread runs the heads; the helper does its side.
+                        for &r in self.next.chunks(BLOCK).nth(b).unwrap_or_default() {
+                            Side::Lower.prefetch(rows, r);
+                        }
                     }
                 }
             },
         }
+        self.next.clear();
         stats.loss_sum = loss.finish();
         // `heads` left each row's dz1 in `lower_sums`.
         std::mem::swap(&mut self.dz1_rows, &mut self.lower_sums);
@@ -329,6 +349,11 @@ impl ResidentTrainer for HalvesTrainer {
             stats,
             finite: self.finite,
         }
+    }
+
+    fn upcoming(&mut self, batch: &[usize]) {
+        self.next.clear();
+        self.next.extend_from_slice(batch);
     }
 
     fn write_back(&mut self, model: &mut Mlp, optimizer: &mut Optimizer) -> bool {
@@ -350,10 +375,12 @@ impl ResidentTrainer for HalvesTrainer {
     }
 }
 
-/// A step's batch and rule, as posted to the helper.
+/// A step's batch and rule, as posted to the helper, and the next step's
+/// rows if known.
 #[derive(Default)]
 struct Post {
     batch: Vec<usize>,
+    next: Vec<usize>,
     rule: Option<Rule>,
 }
 
@@ -460,12 +487,14 @@ impl Helper {
         }
     }
 
-    /// Post cycle `cycle`: its batch and rule.
-    fn post(&self, cycle: u64, batch: &[usize], rule: &Rule) {
+    /// Post cycle `cycle`: its batch and rule, and the next step's rows.
+    fn post(&self, cycle: u64, batch: &[usize], next: &[usize], rule: &Rule) {
         {
             let mut post = lock(&self.shared.posts[cycle as usize % 2]);
             post.batch.clear();
             post.batch.extend_from_slice(batch);
+            post.next.clear();
+            post.next.extend_from_slice(next);
             post.rule = Some(*rule);
         }
         self.shared.posted.store(cycle, Ordering::SeqCst);
@@ -538,6 +567,7 @@ impl Drop for Helper {
 
 fn helper_loop(rows: &RowSet, shared: &Shared) {
     let mut batch = Vec::new();
+    let mut next = Vec::new();
     loop {
         // The next cycle nobody has taken: wait for its post, spinning
         // while steps keep coming, then sleeping until unparked.
@@ -585,9 +615,11 @@ fn helper_loop(rows: &RowSet, shared: &Shared) {
             let post = lock(&shared.posts[cycle as usize % 2]);
             batch.clear();
             batch.extend_from_slice(&post.batch);
+            next.clear();
+            next.extend_from_slice(&post.next);
             post.rule.expect("a posted cycle has a rule")
         };
-        if !run_cycle(rows, shared, &mut half, cycle, &batch, &rule) {
+        if !run_cycle(rows, shared, &mut half, cycle, &batch, &next, &rule) {
             return;
         }
     }
@@ -595,13 +627,19 @@ fn helper_loop(rows: &RowSet, shared: &Shared) {
 
 /// The helper's part of cycle `cycle`: the upper sums, published block by
 /// block; the gradient, block by block as the `dz1`s arrive; the update.
-/// `false` if told to exit while waiting.
+/// `next` are the next step's rows, if known. `false` if told to exit while
+/// waiting.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a cycle's inputs, each used once"
+)]
 fn run_cycle(
     rows: &RowSet,
     shared: &Shared,
     half: &mut Half,
     cycle: u64,
     batch: &[usize],
+    next: &[usize],
     rule: &Rule,
 ) -> bool {
     for (b, block) in batch.chunks(BLOCK).enumerate() {
@@ -613,6 +651,11 @@ fn run_cycle(
         shared
             .sums_ready
             .store(progress(cycle, end), Ordering::Release);
+    }
+    // The next step's rows come from memory while this thread waits for the
+    // first `dz1`s.
+    for &r in next {
+        Side::Upper.prefetch(rows, r);
     }
     for (b, block) in batch.chunks(BLOCK).enumerate() {
         let end = b * BLOCK + block.len();
@@ -641,9 +684,7 @@ multiversion! {
         for j in range {
             // See PREFETCH_AHEAD.
             if let Some(&ahead) = batch.get(j + PREFETCH_AHEAD) {
-                let (index, value) = side.of(rows, ahead);
-                prefetch_lines(index);
-                prefetch_lines(value);
+                side.prefetch(rows, ahead);
             }
             let (index, value) = side.of(rows, batch[j]);
             let at = (j - first) * chunks;
@@ -761,7 +802,7 @@ mod tests {
             .collect()
     }
 
-    fn run(x: &[u8], y: &[u8], threads: usize, leave_odd: bool) -> Outcome {
+    fn run(x: &[u8], y: &[u8], threads: usize, leave_odd: bool, hints: bool) -> Outcome {
         let rows = y.len();
         let start = Mlp::init(10, Init::He, 1);
         let pool = rayon::ThreadPoolBuilder::new()
@@ -778,12 +819,17 @@ mod tests {
             let (mut steps, mut states) = (Vec::new(), Vec::new());
             let mut model = start.clone();
             // Blocks of 8 rows: whole, partial, a single row.
-            for (step, n) in [32, 9, 1, 32, 17, 8, 32, 32, 3, 32, 16, 32]
-                .into_iter()
-                .enumerate()
-            {
-                let batch: Vec<usize> = (0..n).map(|i| (step * 37 + i * 13) % rows).collect();
-                let got = trainer.step(&batch, &opt.next_rule());
+            let sizes = [32, 9, 1, 32, 17, 8, 32, 32, 3, 32, 16, 32];
+            let batch = |step: usize| -> Vec<usize> {
+                (0..sizes[step])
+                    .map(|i| (step * 37 + i * 13) % rows)
+                    .collect()
+            };
+            for step in 0..sizes.len() {
+                if hints && step + 1 < sizes.len() {
+                    trainer.upcoming(&batch(step + 1));
+                }
+                let got = trainer.step(&batch(step), &opt.next_rule());
                 steps.push((got.stats.correct, got.stats.loss_sum.to_bits(), got.finite));
                 if step == 4 || step == 11 {
                     assert!(trainer.write_back(&mut model, &mut opt));
@@ -800,13 +846,14 @@ mod tests {
 
     /// The helper's cycles, cycles this thread takes from it (as when the
     /// helper's core is away), and one thread doing both halves give the
-    /// same bits.
+    /// same bits, with or without the next rows announced.
     #[test]
     fn taken_cycles_and_one_thread_give_the_helpers_bits() {
         let (x, y) = random_batch(300, 5);
-        let one = run(&x, &y, 1, false);
-        let two = run(&x, &y, 2, false);
-        let taken = run(&x, &y, 2, true);
+        let one = run(&x, &y, 1, false, false);
+        // With the next rows announced (a prefetch hint: no effect on bits).
+        let two = run(&x, &y, 2, false, true);
+        let taken = run(&x, &y, 2, true, true);
         // Every odd cycle, and maybe an even one the helper was slow to take.
         assert!(taken.2 >= 6, "{} cycles taken", taken.2);
         assert_eq!(one.0, two.0);
