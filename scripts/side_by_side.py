@@ -95,6 +95,16 @@ def main():
         commands[f"mnist-blas --engine {e}"] = [
             args.binary, "train", "--preset", "notebook", "--data", args.csv,
             "--engine", e, "--json", "--quiet", *outputs]
+    if "blas" in engines:
+        # A build without `--features blas` would time ndarray's pure-Rust
+        # matmul under the name of the OpenBLAS engine.
+        probe = subprocess.run(
+            [args.binary, "train", "--epochs", "1", "--json", "--quiet", *outputs],
+            capture_output=True, text=True, check=True)
+        backend = json.loads(probe.stdout)["matmul_backend"]
+        if "OpenBLAS" not in backend:
+            sys.exit(f"{args.binary} multiplies with {backend}: rebuild it with "
+                     "`cargo build --release --features blas`, or pass --engines sparse")
     results = {name: [] for name in commands}
     for r in range(args.runs):
         for name, cmd in commands.items():

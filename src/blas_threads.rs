@@ -56,3 +56,19 @@ pub fn openblas_config() -> String {
     #[cfg(not(feature = "blas"))]
     "not linked".to_string()
 }
+
+/// What the blas engine's matrix products run on, in a few words:
+/// "OpenBLAS 0.3.21" or "pure-Rust matrixmultiply".
+pub fn matmul_backend() -> String {
+    match openblas_threads() {
+        Some(_) => openblas_version(),
+        None => "pure-Rust matrixmultiply".to_string(),
+    }
+}
+
+/// "OpenBLAS 0.3.21", from OpenBLAS's build description.
+pub fn openblas_version() -> String {
+    let config = openblas_config();
+    let words: Vec<&str> = config.split_whitespace().take(2).collect();
+    words.join(" ").trim_end_matches(';').to_string()
+}

@@ -122,22 +122,6 @@ fn engine_line(engine: EngineKind, threads: usize) -> String {
     )
 }
 
-/// What the blas engine's matrix products run on, in a few words:
-/// "OpenBLAS 0.3.21" or "pure-Rust matrixmultiply".
-pub fn matmul_backend() -> String {
-    match crate::blas_threads::openblas_threads() {
-        Some(_) => openblas_version(),
-        None => "pure-Rust matrixmultiply".to_string(),
-    }
-}
-
-/// "OpenBLAS 0.3.21", from OpenBLAS's build description.
-fn openblas_version() -> String {
-    let config = crate::blas_threads::openblas_config();
-    let words: Vec<&str> = config.split_whitespace().take(2).collect();
-    words.join(" ").trim_end_matches(';').to_string()
-}
-
 /// Whether OpenBLAS is linked, its version, kernel and thread count.
 fn blas_line(engine: EngineKind) -> String {
     let unused = if engine == EngineKind::Blas {
@@ -155,7 +139,7 @@ fn blas_line(engine: EngineKind) -> String {
                 .unwrap_or("?");
             format!(
                 "{} linked (kernel {core}, {threads} thread(s): rayon owns the cores){unused}",
-                openblas_version()
+                crate::blas_threads::openblas_version()
             )
         }
         None => format!(

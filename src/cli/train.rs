@@ -343,6 +343,9 @@ pub struct TrainSummary {
     pub threads: usize,
     pub split: f64,
     pub engine: EngineKind,
+    /// What the `blas` engine's matrix products run on: "OpenBLAS 0.3.21"
+    /// or "pure-Rust matrixmultiply" (a build without `--features blas`).
+    pub matmul_backend: String,
     /// When the held-out rows were scored: `records` or `end`.
     pub heldout_eval: HeldoutEval,
     pub steps: usize,
@@ -421,7 +424,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             c.engine,
             match c.engine {
                 // The full OpenBLAS build line is in the summary at the end.
-                EngineKind::Blas => super::report::matmul_backend(),
+                EngineKind::Blas => crate::blas_threads::matmul_backend(),
                 EngineKind::Sparse => "f32 loops over non-zero pixels".into(),
                 EngineKind::Naive => "f64 loops".into(),
             },
@@ -504,6 +507,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 threads,
                 split: r.split,
                 engine: c.engine,
+                matmul_backend: crate::blas_threads::matmul_backend(),
                 heldout_eval: r.heldout_eval,
                 steps: outcome.steps,
                 train_accuracy: on_train.stats.accuracy(),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub const LEAD_COLUMNS: [&str; 6] = ["key", "status", "error", "command", "data", "preset"];
 /// Columns after the hyperparameters: what the run measured. The names are
 /// `train --json`'s, plus the best epoch.
-pub const METRIC_COLUMNS: [&str; 21] = [
+pub const METRIC_COLUMNS: [&str; 22] = [
     "heldout_eval",
     "train_rows",
     "heldout_rows",
@@ -29,6 +29,7 @@ pub const METRIC_COLUMNS: [&str; 21] = [
     "best_epoch",
     "best_heldout_accuracy",
     "threads",
+    "matmul_backend",
     "load_seconds",
     "train_seconds",
     "eval_seconds",

@@ -47,6 +47,7 @@ pub fn run_one(spec: &RunSpec, all: &Dataset, load_seconds: f64, threads: usize)
     let c = &r.config;
     let mut m = Measured::default();
     m.set("threads", threads);
+    m.set("matmul_backend", crate::blas_threads::matmul_backend());
     m.set("load_seconds", load_seconds);
     let fail = |m: &mut Measured, reason: String| {
         m.set("seconds", started.elapsed().as_secs_f64());
