@@ -445,36 +445,53 @@ fn add(a: &Chunk, b: &Chunk) -> Chunk {
 /// which stores whole 32-lane blocks past the last non-zero.
 const NZ_CAP: usize = FEATURES + 64;
 
-/// One row's non-zero pixels: `index[..len]` and `value[..len]` (pixel /
-/// 255, converted once here rather than in each of the two products).
-/// The buffers are sized on first use, so `default()` costs nothing and the
-/// scratch can be moved out of a [`Workspace`] and back freely.
+/// One row's non-zero pixels: `index[..len]` and either `value[..len]`
+/// (pixel / 255, converted once here rather than in each of the two
+/// products; [`NonZeros::gather`]) or `bytes[..len]` (the pixels as they
+/// are; [`NonZeros::gather_bytes`]). The buffers are sized on first use, so
+/// `default()` costs nothing and the scratch can be moved out of a
+/// [`Workspace`] and back freely.
 #[derive(Default)]
-struct NonZeros {
+pub(crate) struct NonZeros {
     index: Vec<u16>,
     value: Vec<f32>,
+    bytes: Vec<u8>,
     len: usize,
 }
 
 impl NonZeros {
-    /// Collect the non-zero pixels of `row` (784 bytes), in index order.
+    /// Collect the non-zero pixels of `row` (784 bytes), in index order,
+    /// with their values scaled.
     #[inline(always)]
     fn gather(&mut self, row: &[u8]) {
+        self.fill::<true>(row);
+    }
+
+    /// [`NonZeros::gather`] with the pixel bytes instead of scaled values.
+    #[inline(always)]
+    fn gather_bytes(&mut self, row: &[u8]) {
+        self.fill::<false>(row);
+    }
+
+    #[inline(always)]
+    fn fill<const SCALE: bool>(&mut self, row: &[u8]) {
         assert_eq!(row.len(), FEATURES);
         if self.index.len() != NZ_CAP {
             self.index = vec![0; NZ_CAP];
             self.value = vec![0.0; NZ_CAP];
+            self.bytes = vec![0; NZ_CAP];
         }
         let index: &mut [u16; NZ_CAP] = (&mut self.index[..]).try_into().expect("sized above");
         let value: &mut [f32; NZ_CAP] = (&mut self.value[..]).try_into().expect("sized above");
+        let bytes: &mut [u8; NZ_CAP] = (&mut self.bytes[..]).try_into().expect("sized above");
         #[cfg(target_arch = "x86_64")]
         if has_vbmi2() {
             // SAFETY: the features were detected; `row` is 784 bytes and the
             // buffers hold NZ_CAP >= 784 + 32 entries (checked inside).
-            self.len = unsafe { gather_vbmi2(row, index, value) };
+            self.len = unsafe { gather_vbmi2::<SCALE>(row, index, value, bytes) };
             return;
         }
-        self.len = gather_scalar(row, index, value);
+        self.len = gather_scalar::<SCALE>(row, index, value, bytes);
     }
 }
 
@@ -506,11 +523,9 @@ impl<V: PixelValue> RowSet<V> {
         };
         set.start.push(0);
         for row in x.chunks_exact(FEATURES) {
-            nz.gather(row);
+            V::gather(&mut nz, row);
             set.index.extend_from_slice(&nz.index[..nz.len]);
-            let pixels = nz.index[..nz.len].iter().zip(&nz.value[..nz.len]);
-            set.value
-                .extend(pixels.map(|(&i, &v)| V::stored(row[i as usize], v)));
+            set.value.extend_from_slice(V::gathered(&nz));
             set.start.push(set.index.len() as u32);
             set.split.push(split_point(&nz.index[..nz.len]) as u16);
         }
@@ -559,12 +574,9 @@ impl<V: PixelValue> RowSet<V> {
                 let mut nz = NonZeros::default();
                 let mut at = 0;
                 for (row, split) in rows.chunks_exact(FEATURES).zip(split) {
-                    nz.gather(row);
+                    V::gather(&mut nz, row);
                     index[at..at + nz.len].copy_from_slice(&nz.index[..nz.len]);
-                    let pixels = nz.index[..nz.len].iter().zip(&nz.value[..nz.len]);
-                    for (out, (&i, &v)) in value[at..at + nz.len].iter_mut().zip(pixels) {
-                        *out = V::stored(row[i as usize], v);
-                    }
+                    value[at..at + nz.len].copy_from_slice(V::gathered(&nz));
                     *split = split_point(&nz.index[..nz.len]) as u16;
                     at += nz.len;
                 }
@@ -627,12 +639,22 @@ fn prefetch_lines<T>(data: &[T]) {
 
 /// Branch-free scalar gather: writes every pixel, advances only past
 /// non-zero ones (a data-dependent branch per pixel would mispredict often).
-fn gather_scalar(row: &[u8], index: &mut [u16; NZ_CAP], value: &mut [f32; NZ_CAP]) -> usize {
+/// Values go to `value` scaled if `SCALE`, else to `bytes` as they are.
+fn gather_scalar<const SCALE: bool>(
+    row: &[u8],
+    index: &mut [u16; NZ_CAP],
+    value: &mut [f32; NZ_CAP],
+    bytes: &mut [u8; NZ_CAP],
+) -> usize {
     let table = pixel_table();
     let mut n = 0;
     for (i, &p) in row.iter().enumerate() {
         index[n] = i as u16;
-        value[n] = table[p as usize];
+        if SCALE {
+            value[n] = table[p as usize];
+        } else {
+            bytes[n] = p;
+        }
         n += (p != 0) as usize;
     }
     n
@@ -655,7 +677,12 @@ fn has_vbmi2() -> bool {
 /// Same output as [`gather_scalar`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
-fn gather_vbmi2(row: &[u8], index: &mut [u16; NZ_CAP], value: &mut [f32; NZ_CAP]) -> usize {
+fn gather_vbmi2<const SCALE: bool>(
+    row: &[u8],
+    index: &mut [u16; NZ_CAP],
+    value: &mut [f32; NZ_CAP],
+    bytes: &mut [u8; NZ_CAP],
+) -> usize {
     use std::arch::x86_64::*;
     const BLOCK: usize = 32;
     let lanes: [u16; BLOCK] = std::array::from_fn(|i| i as u16);
@@ -682,20 +709,26 @@ fn gather_vbmi2(row: &[u8], index: &mut [u16; NZ_CAP], value: &mut [f32; NZ_CAP]
         assert!(n + BLOCK <= NZ_CAP);
         // SAFETY: n + 32 <= NZ_CAP entries, checked just above.
         unsafe { _mm512_storeu_si512(index.as_mut_ptr().add(n).cast(), idx) };
-        // Bytes to f32 as pixel * (1/255) in f64, rounded once to f32: equal
-        // to the correctly rounded f32 division for every byte (the unit
-        // test checks all 256) and much cheaper than a vector division.
-        let halves = [
-            _mm256_castsi256_si128(val),
-            _mm256_extracti128_si256::<1>(val),
-        ];
-        for (h, half) in halves.into_iter().enumerate() {
-            for (q, bytes) in [half, _mm_srli_si128::<8>(half)].into_iter().enumerate() {
-                let wide = _mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(bytes));
-                let scaled = _mm512_cvtpd_ps(_mm512_mul_pd(wide, inv255));
-                // SAFETY: within the n + 32 entries checked above.
-                unsafe { _mm256_storeu_ps(value.as_mut_ptr().add(n + 16 * h + 8 * q), scaled) };
+        if SCALE {
+            // Bytes to f32 as pixel * (1/255) in f64, rounded once to f32:
+            // equal to the correctly rounded f32 division for every byte (the
+            // unit test checks all 256) and much cheaper than a vector
+            // division.
+            let halves = [
+                _mm256_castsi256_si128(val),
+                _mm256_extracti128_si256::<1>(val),
+            ];
+            for (h, half) in halves.into_iter().enumerate() {
+                for (q, eight) in [half, _mm_srli_si128::<8>(half)].into_iter().enumerate() {
+                    let wide = _mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(eight));
+                    let scaled = _mm512_cvtpd_ps(_mm512_mul_pd(wide, inv255));
+                    // SAFETY: within the n + 32 entries checked above.
+                    unsafe { _mm256_storeu_ps(value.as_mut_ptr().add(n + 16 * h + 8 * q), scaled) };
+                }
             }
+        } else {
+            // SAFETY: within the n + 32 entries checked above.
+            unsafe { _mm256_storeu_si256(bytes.as_mut_ptr().add(n).cast(), val) };
         }
         n += nonzero.count_ones() as usize;
         start += BLOCK;
@@ -709,8 +742,10 @@ fn gather_vbmi2(row: &[u8], index: &mut [u16; NZ_CAP], value: &mut [f32; NZ_CAP]
 /// correctly rounded table [`pixel_table`] (the same f32 either way).
 pub(crate) trait PixelValue: Copy + Default + Send + Sync {
     fn scaled(self, table: &[f32; 256]) -> f32;
-    /// The stored form of a pixel `byte` whose scaled value is `scaled`.
-    fn stored(byte: u8, scaled: f32) -> Self;
+    /// Gather `row`'s non-zero pixels into `nz`, values in this form.
+    fn gather(nz: &mut NonZeros, row: &[u8]);
+    /// The values [`PixelValue::gather`] left in `nz`.
+    fn gathered(nz: &NonZeros) -> &[Self];
 }
 
 impl PixelValue for f32 {
@@ -718,8 +753,12 @@ impl PixelValue for f32 {
     fn scaled(self, _: &[f32; 256]) -> f32 {
         self
     }
-    fn stored(_: u8, scaled: f32) -> f32 {
-        scaled
+    #[inline(always)]
+    fn gather(nz: &mut NonZeros, row: &[u8]) {
+        nz.gather(row);
+    }
+    fn gathered(nz: &NonZeros) -> &[f32] {
+        &nz.value[..nz.len]
     }
 }
 
@@ -728,8 +767,14 @@ impl PixelValue for u8 {
     fn scaled(self, table: &[f32; 256]) -> f32 {
         table[self as usize]
     }
-    fn stored(byte: u8, _: f32) -> u8 {
-        byte
+    #[inline(always)]
+    fn gather(nz: &mut NonZeros, row: &[u8]) {
+        // The bytes as they are: no scaling to do, and a quarter of the
+        // stores (the gathering was half the trainer's one-off preparation).
+        nz.gather_bytes(row);
+    }
+    fn gathered(nz: &NonZeros) -> &[u8] {
+        &nz.bytes[..nz.len]
     }
 }
 
@@ -1452,18 +1497,17 @@ mod tests {
         }
     }
 
-    /// Both gathers (whichever this CPU can run) give the same pairs, in
-    /// index order, as the obvious filter.
     /// The parallel row set (counted, then gathered by blocks into place)
     /// equals the one-thread gather, across block edges and with blank
     /// rows, on pools of 1 and 2 threads.
     #[test]
     fn parallel_row_set_equals_the_serial_one() {
-        let (mut x, _) = random_batch(1300, 8);
+        let (mut x, _) = random_batch(4500, 8);
         x[FEATURES * 511..FEATURES * 513].fill(0);
-        x[FEATURES * 1299..].fill(0);
+        x[FEATURES * 2047..FEATURES * 2049].fill(0);
+        x[FEATURES * 4499..].fill(0);
         let serial = RowSet::<u8>::gather(&x);
-        assert_eq!(serial.len(), 1300);
+        assert_eq!(serial.len(), 4500);
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -1475,10 +1519,12 @@ mod tests {
             assert_eq!(parallel.value, serial.value);
             assert_eq!(parallel.split, serial.split);
         }
-        assert!(serial.row(511).0.is_empty() && serial.row(1299).0.is_empty());
-        assert!(!serial.row(513).0.is_empty());
+        assert!(serial.row(2048).0.is_empty() && serial.row(4499).0.is_empty());
+        assert!(!serial.row(2049).0.is_empty());
     }
 
+    /// Both gathers (whichever this CPU can run) give the same pairs, in
+    /// index order, as the obvious filter: scaled values and bytes.
     #[test]
     fn gathers_agree_with_a_plain_filter() {
         let (mut x, _) = random_batch(50, 3);
@@ -1493,11 +1539,26 @@ mod tests {
                 .filter(|(_, &p)| p != 0)
                 .map(|(i, &p)| (i as u16, (p as f32 / 255.0).to_bits()))
                 .collect();
+            let expected_bytes: Vec<(u16, u8)> = row
+                .iter()
+                .enumerate()
+                .filter(|(_, &p)| p != 0)
+                .map(|(i, &p)| (i as u16, p))
+                .collect();
             let (mut index, mut value) = (Box::new([0; NZ_CAP]), Box::new([0.0; NZ_CAP]));
-            let n = gather_scalar(row, &mut index, &mut value);
+            let mut bytes = Box::new([0; NZ_CAP]);
             let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let n = gather_scalar::<true>(row, &mut index, &mut value, &mut bytes);
             let got: Vec<(u16, u32)> = index[..n].iter().copied().zip(bits(&value[..n])).collect();
             assert_eq!(got, expected);
+            let n = gather_scalar::<false>(row, &mut index, &mut value, &mut bytes);
+            let got: Vec<(u16, u8)> = index[..n]
+                .iter()
+                .copied()
+                .zip(bytes[..n].iter().copied())
+                .collect();
+            assert_eq!(got, expected_bytes);
+            // The vector gather where the CPU has it.
             let mut nz = NonZeros::default();
             nz.gather(row);
             let got: Vec<(u16, u32)> = nz.index[..nz.len]
@@ -1506,6 +1567,13 @@ mod tests {
                 .zip(bits(&nz.value[..nz.len]))
                 .collect();
             assert_eq!(got, expected);
+            nz.gather_bytes(row);
+            let got: Vec<(u16, u8)> = nz.index[..nz.len]
+                .iter()
+                .copied()
+                .zip(nz.bytes[..nz.len].iter().copied())
+                .collect();
+            assert_eq!(got, expected_bytes);
         }
     }
 }
