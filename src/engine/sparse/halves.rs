@@ -41,8 +41,8 @@
 
 use super::resident::{update_block, update_small};
 use super::{
-    add, axpy, backward_head, forward_from_sums, multiversion, partial_sum, pixel_table,
-    prefetch_lines, slot, Chunk, LossSum, PixelValue, RowSet, Scratch, Weights, PIXEL_SPLIT,
+    add, add_row_gradient, backward_head, forward_from_sums, multiversion, partial_sum,
+    pixel_table, prefetch_lines, Chunk, LossSum, RowSet, Scratch, Weights, PIXEL_SPLIT,
     PREFETCH_AHEAD, ZERO,
 };
 use crate::data::FEATURES;
@@ -769,17 +769,10 @@ fn first_layer_rows(
     dz1_rows: &[Chunk],
 ) {
     let table = pixel_table();
-    let g = &mut g[..super::PIXEL_SLOTS * chunks];
     for (j, &r) in batch.iter().enumerate() {
         let (index, value) = side.of(rows, r);
         let dz1 = &dz1_rows[j * chunks..(j + 1) * chunks];
-        for (&i, &v) in index.iter().zip(value) {
-            let base = slot(i) * chunks;
-            let v = v.scaled(table);
-            for c in 0..chunks {
-                axpy(&mut g[base + c], v, &dz1[c]);
-            }
-        }
+        add_row_gradient(g, chunks, index, value, table, dz1);
     }
 }
 

@@ -1030,13 +1030,27 @@ fn accumulate_nonzeros<V: PixelValue>(
 ) {
     let probs = forward_row(w, s, chunks, index, value, table);
     backward_head(w, s, chunks, probs, label, stats, loss);
-    // First layer: dw1 += dz1 x^T, over the non-zero pixels only. Borrow the
-    // fields separately, so the compiler knows the stores into g_w1t cannot
-    // move the other buffers and keeps their addresses in registers. (This
-    // loop is bound by its stores; deferring it to a block of rows, so the
+    // (Deferring the first layer's gradient to a block of rows, so the
     // forward passes and these updates do not take turns in the L1 cache,
     // measured no faster and was dropped.)
     let Scratch { g_w1t, dz1, .. } = s;
+    add_row_gradient(g_w1t, chunks, index, value, table, dz1);
+}
+
+/// First layer: `dw1 += dz1 x^T` for one row, over its non-zero pixels
+/// only, into the padded gradient `g_w1t`. The gradient and `dz1` come as
+/// separate slices, so the compiler knows the stores into `g_w1t` cannot
+/// move `dz1` and keeps its address in a register. (The loop is bound by
+/// its stores.)
+#[inline(always)]
+fn add_row_gradient<V: PixelValue>(
+    g_w1t: &mut [Chunk],
+    chunks: usize,
+    index: &[u16],
+    value: &[V],
+    table: &[f32; 256],
+    dz1: &[Chunk],
+) {
     let (g_w1t, dz1) = (&mut g_w1t[..PIXEL_SLOTS * chunks], &dz1[..chunks]);
     for (&i, &v) in index.iter().zip(value) {
         let base = slot(i) * chunks;
@@ -1301,6 +1315,15 @@ multiversion! {
     }
 }
 
+/// Run `f` on this thread's [`Workspace`] with `m` loaded into it.
+fn with_model<R>(m: &Mlp, f: impl FnOnce(&mut Workspace) -> R) -> R {
+    WORKSPACE.with(|ws| {
+        let ws = &mut *ws.borrow_mut();
+        ws.load_model(m);
+        f(ws)
+    })
+}
+
 impl Engine for SparseEngine {
     fn kind(&self) -> EngineKind {
         EngineKind::Sparse
@@ -1308,9 +1331,7 @@ impl Engine for SparseEngine {
 
     fn accumulate(&self, m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStats {
         debug_assert_eq!(x.len(), y.len() * FEATURES);
-        WORKSPACE.with(|ws| {
-            let ws = &mut *ws.borrow_mut();
-            ws.load_model(m);
+        with_model(m, |ws| {
             ws.s.clear_gradients();
             let stats = accumulate_rows(ws, x, y);
             ws.s.add_gradients_to(g);
@@ -1335,9 +1356,7 @@ impl Engine for SparseEngine {
             y.len(),
             "prepared rows and labels differ in length"
         );
-        WORKSPACE.with(|ws| {
-            let ws = &mut *ws.borrow_mut();
-            ws.load_model(m);
+        with_model(m, |ws| {
             ws.s.clear_small_gradients();
             let stats = accumulate_prepared_rows(ws, s, y);
             ws.s.add_gradients_to(g);
@@ -1367,10 +1386,8 @@ impl Engine for SparseEngine {
     fn probabilities(&self, m: &Mlp, x: &[u8]) -> Array2<f32> {
         let rows = x.len() / FEATURES;
         let mut out = Array2::zeros((rows, CLASSES));
-        WORKSPACE.with(|ws| {
-            let ws = &mut *ws.borrow_mut();
-            ws.load_model(m);
-            probabilities_rows(ws, x, out.as_slice_mut().expect("standard layout"));
+        with_model(m, |ws| {
+            probabilities_rows(ws, x, out.as_slice_mut().expect("standard layout"))
         });
         out
     }
