@@ -209,3 +209,20 @@ pub fn backend_description() -> String {
         "ndarray/matrixmultiply (pure Rust; build with --features blas for OpenBLAS)".to_string()
     }
 }
+
+/// Hint the cache lines of `data` into L1.
+#[inline(always)]
+pub(crate) fn prefetch_lines<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(data);
+        let start = data.as_ptr().cast::<i8>();
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults, and the address is inside `data`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}

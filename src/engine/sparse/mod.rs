@@ -19,7 +19,10 @@
 //! always gives the same bits.
 
 use super::simd::multiversion;
-use super::{argmax, pixel_table, BatchStats, Engine, EngineKind, PreparedRows, ResidentTrainer};
+use super::{
+    argmax, pixel_table, prefetch_lines, BatchStats, Engine, EngineKind, PreparedRows,
+    ResidentTrainer,
+};
 use crate::data::{CLASSES, FEATURES};
 use crate::model::{Gradients, Mlp};
 use crate::train::Optimizer;
@@ -619,23 +622,6 @@ impl<V: PixelValue> RowSet<V> {
 /// scattered over a set bigger than the L2 cache, they would otherwise miss
 /// one after another (25% slower epochs without; 1 or 4 measured the same).
 const PREFETCH_AHEAD: usize = 2;
-
-/// Hint the cache lines of `data` into L1.
-#[inline(always)]
-fn prefetch_lines<T>(data: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = std::mem::size_of_val(data);
-        let start = data.as_ptr().cast::<i8>();
-        for offset in (0..bytes).step_by(64) {
-            // SAFETY: a prefetch never faults, and the address is inside `data`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
-}
 
 /// Branch-free scalar gather: writes every pixel, advances only past
 /// non-zero ones (a data-dependent branch per pixel would mispredict often).
