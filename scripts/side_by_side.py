@@ -115,6 +115,11 @@ def main():
             else:
                 row = dict(wall=wall, load=js["load_seconds"], fit=js["train_seconds"],
                            rss=rss, acc=js["heldout_accuracy"])
+                # The fit's two big products (x w1^T and dz1^T x), the dense
+                # FLOPs the benches count, per second of fit (printed for the
+                # dense engine only: the sparse one skips most of them).
+                flops = 2 * 2 * js["train_rows"] * 784 * js["hidden"] * js["iterations"]
+                row["gflops"] = flops / js["train_seconds"] / 1e9
             results[name].append(row)
             print(f"  run {r + 1}: {name:<28} wall {wall:6.2f} s", file=sys.stderr)
 
@@ -130,6 +135,11 @@ def main():
               f" {m['acc']:9.4f} {base['wall'] / m['wall']:10.1f}x {base['fit'] / m['fit']:9.1f}x")
     print("accuracy: numpy = its test set (80% of rows, the notebook's bias bug kept);"
           " mnist-blas = held-out 80% (bug fixed).  ratio = numpy / this row.")
+    for name, rows in results.items():
+        if name.endswith("--engine blas"):
+            print(f"{name}: fit at {median([r['gflops'] for r in rows]):.0f} GFLOP/s of dense"
+                  " products (2 x 2 x rows x 784 x H per iteration; compare `cargo bench"
+                  " --features blas --bench sgemm`)")
 
     if args.skip_minibatch:
         return
