@@ -102,7 +102,7 @@ fn forward(m: &Mlp, pixels: &[u8], ws: &mut Workspace) {
 // The small element-wise steps below work on plain slices of the
 // workspace's standard-layout arrays: ndarray's general `Zip` and
 // `sum_axis` ran them element by element, with a branch each (about 8% of
-// a dense notebook run between them, against about 3% as slice loops).
+// a dense notebook run between them, against about 4% as slice loops).
 
 fn slice_mut(a: &mut Array2<f32>) -> &mut [f32] {
     a.as_slice_mut()
