@@ -113,43 +113,35 @@ fn sgemm(c: &mut Criterion) {
             .iter()
             .map(|(xs, _)| (Array2::zeros((xs.nrows(), 10)), Array2::zeros((784, 10))))
             .collect();
-        g.bench_function(BenchmarkId::new("notebook_sharded", format!("{t}t")), |b| {
-            b.iter(|| {
-                pool.install(|| {
-                    shards
-                        .par_iter()
-                        .zip(&mut out)
-                        .for_each(|((xs, dz), (z, dw))| {
-                            general_mat_mul(1.0, xs, &w1.t(), 0.0, z);
-                            general_mat_mul(1.0, &xs.t(), dz, 0.0, dw);
-                        })
-                });
-                black_box(&out);
-            })
-        });
-        // The same calls with every shard reading the first shard's rows,
-        // which stay in each core's cache: the products' rate with the
-        // rows' memory traffic taken away, an upper bound for any engine
-        // that calls OpenBLAS this way.
+        // `cached`: every shard reads the first shard's rows, which stay in
+        // each core's cache: the products' rate with the rows' memory
+        // traffic taken away, an upper bound for any engine that calls
+        // OpenBLAS this way.
         let hot = x.slice(s![..SHARD_ROWS, ..]);
-        g.bench_function(
-            BenchmarkId::new("notebook_sharded_cached", format!("{t}t")),
-            |b| {
+        for (name, cached) in [
+            ("notebook_sharded", false),
+            ("notebook_sharded_cached", true),
+        ] {
+            g.bench_function(BenchmarkId::new(name, format!("{t}t")), |b| {
                 b.iter(|| {
                     pool.install(|| {
                         shards
                             .par_iter()
                             .zip(&mut out)
                             .for_each(|((xs, dz), (z, dw))| {
-                                let xs = hot.slice(s![..xs.nrows(), ..]);
+                                let xs = if cached {
+                                    hot.slice(s![..xs.nrows(), ..])
+                                } else {
+                                    xs.view()
+                                };
                                 general_mat_mul(1.0, &xs, &w1.t(), 0.0, z);
                                 general_mat_mul(1.0, &xs.t(), dz, 0.0, dw);
                             })
                     });
                     black_box(&out);
                 })
-            },
-        );
+            });
+        }
     }
 
     // The dense engine's whole full-batch loop, on the rayon threads the
