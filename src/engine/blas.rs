@@ -211,7 +211,7 @@ fn accumulate_block(m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStat
         // da1 = dz2 w2, then the ReLU gate: a1 > 0 exactly where z1 > 0.
         general_mat_mul(1.0, dz2, &m.w2, 0.0, &mut ws.da1);
         for (d, &a) in slice_mut(&mut ws.da1).iter_mut().zip(slice(&ws.a1)) {
-            *d = if a > 0.0 { *d } else { 0.0 };
+            *d = if a <= 0.0 { 0.0 } else { *d };
         }
 
         // dw1 += dz1^T x. From DW1_TRANSPOSED_ROWS rows up it is taken as
