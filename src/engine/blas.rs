@@ -122,7 +122,8 @@ fn seed_rows(out: &mut Array2<f32>, bias: &Array1<f32>) {
 }
 
 /// `sums += ` the column sums of `rows` (row-major, `sums.len()` columns),
-/// the rows added in order.
+/// the rows added in order. Summed in `scratch` first and then added, as
+/// `sums += &rows.sum_axis(Axis(0))` did, so the bits are the same as that.
 fn add_column_sums(rows: &Array2<f32>, sums: &mut Array1<f32>, scratch: &mut Vec<f32>) {
     let width = sums.len();
     scratch.clear();
@@ -239,10 +240,9 @@ const DW1_TRANSPOSED_ROWS: usize = 128;
 /// `out += t^T`, for `t` of shape `(cols, rows)` and `out` of `(rows, cols)`,
 /// both standard layout.
 fn add_transposed(t: &Array2<f32>, out: &mut Array2<f32>) {
-    let rows = out.nrows();
-    debug_assert_eq!(t.dim(), (out.ncols(), rows));
+    let (rows, cols) = out.dim();
+    debug_assert_eq!(t.dim(), (cols, rows));
     let out = slice_mut(out);
-    let cols = out.len() / rows.max(1);
     for (k, t_row) in slice(t).chunks_exact(rows).enumerate() {
         for (r, &v) in t_row.iter().enumerate() {
             out[r * cols + k] += v;
