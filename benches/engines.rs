@@ -22,8 +22,8 @@ mod common;
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use mnist_blas::engine::{Engine, EngineKind};
 use mnist_blas::model::{Init, Mlp};
+use mnist_blas::optim::{Optimizer, OptimizerKind};
 use mnist_blas::train::shard::{self, ShardBuffers};
-use mnist_blas::train::{Optimizer, OptimizerKind};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,7 +44,7 @@ fn configure<'a>(
 }
 
 fn engines(c: &mut Criterion) {
-    mnist_blas::blas_threads::set_openblas_threads(1);
+    mnist_blas::threads::set_openblas_threads(1);
     let (data, what) = common::labeled_rows(*LADDER.last().unwrap());
     eprintln!(
         "engines bench: {what}; 784-{HIDDEN}-10; {}",

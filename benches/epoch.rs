@@ -11,7 +11,8 @@ mod common;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mnist_blas::engine::EngineKind;
 use mnist_blas::model::Init;
-use mnist_blas::train::{self, LrSchedule, OptimizerKind, Schedule, Silent, TrainConfig};
+use mnist_blas::optim::OptimizerKind;
+use mnist_blas::train::{self, LrSchedule, Schedule, Silent, TrainConfig};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ fn config(
 }
 
 fn epoch(c: &mut Criterion) {
-    mnist_blas::blas_threads::set_openblas_threads(1);
+    mnist_blas::threads::set_openblas_threads(1);
     let (data, what) = common::labeled_rows(EPOCH_ROWS);
     eprintln!(
         "epoch bench: {what}; rayon threads {}",

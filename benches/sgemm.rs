@@ -28,12 +28,13 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mnist_blas::blas_threads::set_openblas_threads;
 use mnist_blas::data::FEATURES;
 use mnist_blas::engine::EngineKind;
+use mnist_blas::engine::SHARD_ROWS;
 use mnist_blas::model::Init;
-use mnist_blas::train::shard::SHARD_ROWS;
-use mnist_blas::train::{self, LrSchedule, OptimizerKind, Schedule, Silent, TrainConfig};
+use mnist_blas::optim::OptimizerKind;
+use mnist_blas::threads::set_openblas_threads;
+use mnist_blas::train::{self, LrSchedule, Schedule, Silent, TrainConfig};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, Axis};
 use rayon::prelude::*;

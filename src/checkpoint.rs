@@ -18,11 +18,9 @@
 use crate::data::Dataset;
 use crate::engine::BatchStats;
 use crate::model::{Mlp, ModelError};
+use crate::optim::{Optimizer, OptimizerKind};
 use crate::output::{write_atomic, WriteError};
-use crate::train::{
-    Control, Observer, Optimizer, OptimizerKind, Position, Record, StepView, TrainConfig,
-    TrainState,
-};
+use crate::train::{Control, Observer, Position, Record, StepView, TrainConfig, TrainState};
 use ndarray::{Array1, Array2, Ix1, Ix2, OwnedRepr};
 use ndarray_npy::{NpzReader, NpzWriter};
 use serde::{Deserialize, Serialize};

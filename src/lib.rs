@@ -12,19 +12,21 @@
 //! - [`output`]: atomic file writes; [`checkpoint`]: save and resume a run;
 //!   [`cli`]: the command line.
 
-pub mod blas_threads;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod output;
 pub mod plot;
 pub mod rng;
+pub mod simd;
 pub mod sweep;
 #[doc(hidden)]
 pub mod testutil;
+pub mod threads;
 pub mod train;
 
 // With `--features blas`, make sure OpenBLAS is linked into every binary

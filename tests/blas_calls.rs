@@ -6,10 +6,11 @@
 
 #![cfg(feature = "blas")]
 
+use mnist_blas::engine::SHARD_ROWS;
 use mnist_blas::engine::{blas::BlasEngine, Engine};
 use mnist_blas::model::{Init, Mlp};
 use mnist_blas::testutil::random_batch;
-use mnist_blas::train::shard::{ShardBuffers, SHARD_ROWS};
+use mnist_blas::train::shard::ShardBuffers;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -77,7 +78,7 @@ fn calls_during(f: impl FnOnce()) -> usize {
 fn every_hot_path_product_goes_to_cblas_sgemm() {
     // Calling into OpenBLAS directly also keeps the linker from dropping it
     // (with --as-needed) now that this binary defines cblas_sgemm itself.
-    println!("{}", mnist_blas::blas_threads::openblas_config());
+    println!("{}", mnist_blas::threads::openblas_config());
     let m = Mlp::init(10, Init::He, 1);
     let engine = BlasEngine;
 

@@ -6,9 +6,10 @@ use mnist_blas::checkpoint::{self, Checkpoint, RunIdentity};
 use mnist_blas::data::Dataset;
 use mnist_blas::engine::EngineKind;
 use mnist_blas::model::{Init, Mlp};
+use mnist_blas::optim::OptimizerKind;
 use mnist_blas::testutil::random_dataset;
 use mnist_blas::train::{
-    self, Control, LrSchedule, Observer, OptimizerKind, Schedule, StepView, TrainConfig, TrainState,
+    self, Control, LrSchedule, Observer, Schedule, StepView, TrainConfig, TrainState,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

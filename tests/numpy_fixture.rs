@@ -3,9 +3,9 @@
 
 use mnist_blas::engine::{naive, EngineKind};
 use mnist_blas::model::Mlp;
+use mnist_blas::optim::{Optimizer, OptimizerKind};
 use mnist_blas::testutil::{max_rel_diff, tolerance};
 use mnist_blas::train::shard::ShardBuffers;
-use mnist_blas::train::{Optimizer, OptimizerKind};
 use ndarray::{Array0, Array1, Array2, ArrayD, Ix2};
 use ndarray_npy::NpzReader;
 

@@ -153,7 +153,8 @@ fn prepared_rows_give_the_same_bits_as_raw_rows() {
 /// and raw rows give bit-identical mean gradients.
 #[test]
 fn prepared_shards_give_the_same_bits_as_raw_shards() {
-    use mnist_blas::train::shard::{prepare, ShardBuffers, SHARD_ROWS};
+    use mnist_blas::engine::SHARD_ROWS;
+    use mnist_blas::train::shard::{prepare, ShardBuffers};
     let rows = 3 * SHARD_ROWS + 45;
     let (x, y) = random_batch(rows, 22);
     let m = Mlp::init(10, Init::Uniform, 22);
@@ -207,8 +208,9 @@ fn a_one_weight_change_is_seen() {
 ///   for bit.
 #[test]
 fn resident_steps_match_the_generic_path() {
+    use mnist_blas::optim::{Optimizer, OptimizerKind};
     use mnist_blas::rng::{SeededRng, Stream};
-    use mnist_blas::train::{shard::ShardBuffers, Optimizer, OptimizerKind};
+    use mnist_blas::train::shard::ShardBuffers;
 
     let rows = 700;
     let (x, y) = random_batch(rows, 17);
@@ -329,7 +331,8 @@ fn resident_steps_match_the_generic_path() {
 #[test]
 fn resident_trainers_report_divergence() {
     use mnist_blas::engine::EngineKind;
-    use mnist_blas::train::{self, LrSchedule, OptimizerKind, Schedule, TrainConfig, TrainError};
+    use mnist_blas::optim::OptimizerKind;
+    use mnist_blas::train::{self, LrSchedule, Schedule, TrainConfig, TrainError};
     let data = mnist_blas::testutil::random_dataset(400, 6);
     for batch_size in [32, 300] {
         for (optimizer, lr) in [(OptimizerKind::Sgd, 1e30), (OptimizerKind::Adam, 50.0)] {

@@ -12,7 +12,7 @@ mod train;
 
 pub use resume::{Interrupted, INTERRUPTED_EXIT_CODE};
 pub use sweep::SweepArgs;
-pub use train::{DataSource, HeldoutEval, Resolved, TrainArgs};
+pub use train::{HeldoutEval, Resolved, TrainArgs};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -63,14 +63,9 @@ pub fn run() -> Result<()> {
     }
 }
 
-/// A rayon pool of `threads` threads (0: one per core), with OpenBLAS pinned
-/// to one thread so the two never compete for cores.
+/// A rayon pool of `threads` threads (0: one per core); see [`crate::threads::pool`].
 pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
-    crate::blas_threads::set_openblas_threads(1);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .context("cannot start the thread pool")
+    crate::threads::pool(threads).context("cannot start the thread pool")
 }
 
 /// Shown when a path given by the user does not exist.

@@ -52,7 +52,7 @@ pub fn summary_screen(s: &TrainSummary, source_rows: usize, written: &[&Path]) -
         s.lr,
         serde_name(&s.lr_schedule)
     );
-    if s.optimizer == crate::train::OptimizerKind::Momentum {
+    if s.optimizer == crate::optim::OptimizerKind::Momentum {
         let _ = write!(settings, ", momentum {}", s.momentum);
     }
     match (s.iterations, s.epochs, s.batch_size) {
@@ -129,17 +129,17 @@ fn blas_line(engine: EngineKind) -> String {
     } else {
         " (not used by this engine)"
     };
-    match crate::blas_threads::openblas_threads() {
+    match crate::threads::openblas_threads() {
         Some(threads) => {
             // "OpenBLAS 0.3.21 NO_LAPACKE ...; core Haswell; 1 thread(s)"
-            let config = crate::blas_threads::openblas_config();
+            let config = crate::threads::openblas_config();
             let core = config
                 .split("; ")
                 .find_map(|part| part.strip_prefix("core "))
                 .unwrap_or("?");
             format!(
                 "{} linked (kernel {core}, {threads} thread(s): rayon owns the cores){unused}",
-                crate::blas_threads::openblas_version()
+                crate::threads::openblas_version()
             )
         }
         None => format!(

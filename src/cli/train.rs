@@ -3,13 +3,14 @@
 use super::progress::{Display, Loading, TrainProgress};
 use super::report::summary_screen;
 use super::{check_exists, resume, thread_pool};
-use crate::data::{self, Dataset, Expect};
+use crate::data::{self, DataSource, Dataset};
 use crate::engine::EngineKind;
 use crate::metrics::evaluate;
 use crate::model::Init;
+use crate::optim::OptimizerKind;
 use crate::output::write_atomic;
 use crate::plot;
-use crate::train::{self, LrSchedule, OptimizerKind, Record, Schedule, TrainConfig};
+use crate::train::{self, LrSchedule, Record, Schedule, TrainConfig};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -165,30 +166,6 @@ pub struct TrainArgs {
     /// wrote it. Ends bit-identical to a run never stopped.
     #[arg(long, value_name = "CHECKPOINT")]
     pub resume: Option<PathBuf>,
-}
-
-/// Where the training data comes from.
-#[derive(Debug, Clone)]
-pub enum DataSource {
-    File(PathBuf),
-    /// The sample of real digits compiled into the binary.
-    BuiltinSample,
-}
-
-impl DataSource {
-    pub fn describe(&self) -> String {
-        match self {
-            DataSource::File(p) => p.display().to_string(),
-            DataSource::BuiltinSample => "built-in sample".to_string(),
-        }
-    }
-
-    pub fn load(&self) -> Result<Dataset> {
-        Ok(match self {
-            DataSource::File(p) => data::load(p, Expect::Labeled)?,
-            DataSource::BuiltinSample => data::sample::train_sample()?,
-        })
-    }
 }
 
 /// A training run with every setting decided.
@@ -424,7 +401,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             c.engine,
             match c.engine {
                 // The full OpenBLAS build line is in the summary at the end.
-                EngineKind::Blas => crate::blas_threads::matmul_backend(),
+                EngineKind::Blas => crate::threads::matmul_backend(),
                 EngineKind::Sparse => "f32 loops over non-zero pixels".into(),
                 EngineKind::Naive => "f64 loops".into(),
             },
@@ -507,7 +484,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 threads,
                 split: r.split,
                 engine: c.engine,
-                matmul_backend: crate::blas_threads::matmul_backend(),
+                matmul_backend: crate::threads::matmul_backend(),
                 heldout_eval: r.heldout_eval,
                 steps: outcome.steps,
                 train_accuracy: on_train.stats.accuracy(),

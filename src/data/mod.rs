@@ -189,3 +189,27 @@ pub fn parse_bytes(bytes: &[u8], path: &Path, expect: Expect) -> Result<Dataset,
         csv::parse_csv(bytes, path, expect)
     }
 }
+
+/// Where the training data comes from.
+#[derive(Debug, Clone)]
+pub enum DataSource {
+    File(PathBuf),
+    /// The sample of real digits compiled into the binary.
+    BuiltinSample,
+}
+
+impl DataSource {
+    pub fn describe(&self) -> String {
+        match self {
+            DataSource::File(p) => p.display().to_string(),
+            DataSource::BuiltinSample => "built-in sample".to_string(),
+        }
+    }
+
+    pub fn load(&self) -> Result<Dataset, DataError> {
+        Ok(match self {
+            DataSource::File(p) => load(p, Expect::Labeled)?,
+            DataSource::BuiltinSample => sample::train_sample()?,
+        })
+    }
+}

@@ -69,7 +69,7 @@ fn to_f32(pixels: &[u8], out: &mut Array2<f32>) {
     for (i, (p, o)) in pixels.chunks(PAGE).zip(out.chunks_mut(PAGE)).enumerate() {
         let next = (i * PAGE + ahead).min(pixels.len());
         super::prefetch_lines(&pixels[next..(next + PAGE).min(pixels.len())]);
-        super::simd::pixels_to_f32(p, o);
+        crate::simd::pixels_to_f32(p, o);
     }
 }
 
@@ -184,7 +184,7 @@ impl Engine for BlasEngine {
 /// between the forward and backward products however many rows a caller
 /// passes (one 8,400-row block would be 26 MB, and ran at half speed). Equal
 /// to the trainer's shard size, so training steps are one block each.
-const ROW_BLOCK: usize = crate::train::shard::SHARD_ROWS;
+const ROW_BLOCK: usize = crate::engine::SHARD_ROWS;
 
 /// [`Engine::accumulate`] on at most [`ROW_BLOCK`] rows.
 fn accumulate_block(m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStats {

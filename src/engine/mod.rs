@@ -11,12 +11,19 @@
 
 pub mod blas;
 pub mod naive;
-pub(crate) mod simd;
 pub mod sparse;
 
 use crate::model::{Gradients, Mlp};
-use crate::train::{Optimizer, Rule};
+use crate::optim::{Optimizer, Rule};
 use ndarray::Array2;
+
+/// Rows per shard, the unit of work every engine and trainer shares: a batch
+/// is cut into shards of this many rows (the cut depends only on the batch
+/// size, never on the thread count) and their gradients are summed in shard
+/// order. Big enough that each product is worth a thread and per-shard
+/// overhead is small, small enough that a shard's f32 rows (256 x 784 x 4 B
+/// = 784 KiB) stay in L2 between the forward and backward products.
+pub const SHARD_ROWS: usize = 256;
 
 /// Loss and accuracy counts of one pass over some rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -204,7 +211,7 @@ pub(crate) fn argmax(v: &[f32]) -> usize {
 /// What the linear-algebra backend is, for the run summary.
 pub fn backend_description() -> String {
     if cfg!(feature = "blas") {
-        format!("OpenBLAS ({})", crate::blas_threads::openblas_config())
+        format!("OpenBLAS ({})", crate::threads::openblas_config())
     } else {
         "ndarray/matrixmultiply (pure Rust; build with --features blas for OpenBLAS)".to_string()
     }

@@ -16,7 +16,8 @@ pub mod results;
 pub mod run;
 pub mod summary;
 
-use crate::cli::{DataSource, Resolved, TrainArgs};
+use crate::cli::{Resolved, TrainArgs};
+use crate::data::DataSource;
 use clap::Parser;
 use grid::Flags;
 use serde_json::Value;

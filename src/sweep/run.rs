@@ -47,7 +47,7 @@ pub fn run_one(spec: &RunSpec, all: &Dataset, load_seconds: f64, threads: usize)
     let c = &r.config;
     let mut m = Measured::default();
     m.set("threads", threads);
-    m.set("matmul_backend", crate::blas_threads::matmul_backend());
+    m.set("matmul_backend", crate::threads::matmul_backend());
     m.set("load_seconds", load_seconds);
     let fail = |m: &mut Measured, reason: String| {
         m.set("seconds", started.elapsed().as_secs_f64());
@@ -135,9 +135,9 @@ pub fn run_all(
 ) -> Result<(), SweepError> {
     let jobs = jobs.clamp(1, specs.len().max(1));
     let pools = (0..jobs)
-        .map(|_| crate::cli::thread_pool(threads_per_run))
+        .map(|_| crate::threads::pool(threads_per_run))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SweepError::Threads(format!("{e:#}")))?;
+        .map_err(|e| SweepError::Threads(format!("the thread pool: {e}")))?;
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let first_error: Mutex<Option<SweepError>> = Mutex::new(None);

@@ -1,10 +1,9 @@
 //! The training loop: full-batch gradient descent (the notebook) or
 //! mini-batch training with per-epoch shuffling, with SGD, momentum or Adam.
 
-pub mod optimizer;
 pub mod shard;
 
-pub use optimizer::{Optimizer, OptimizerKind, Rule};
+use crate::optim::{Optimizer, OptimizerKind};
 
 use crate::data::{Dataset, FEATURES};
 use crate::engine::{BatchStats, Engine, EngineKind, PreparedRows, ResidentTrainer};

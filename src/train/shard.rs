@@ -8,14 +8,9 @@
 //! and give bit-identical weights: only who computes which shard changes.
 
 use crate::data::FEATURES;
-use crate::engine::{BatchStats, Engine, PreparedRows};
+use crate::engine::{BatchStats, Engine, PreparedRows, SHARD_ROWS};
 use crate::model::{Gradients, Mlp};
 use rayon::prelude::*;
-
-/// Rows per shard: big enough that each gemm is worth a thread and per-shard
-/// overhead is small, small enough that a shard's f32 rows (256 x 784 x 4 B
-/// = 784 KiB) stay in L2 between the forward and backward products.
-pub const SHARD_ROWS: usize = 256;
 
 /// Reusable per-shard gradient buffers.
 #[derive(Debug, Default)]

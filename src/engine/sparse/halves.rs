@@ -46,10 +46,10 @@ use super::{
     PREFETCH_AHEAD, ZERO,
 };
 use crate::data::FEATURES;
+use crate::engine::SHARD_ROWS;
 use crate::engine::{BatchStats, ResidentStep, ResidentTrainer};
 use crate::model::Mlp;
-use crate::train::shard::SHARD_ROWS;
-use crate::train::{Optimizer, Rule};
+use crate::optim::{Optimizer, Rule};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -780,8 +780,8 @@ fn first_layer_rows(
 mod tests {
     use super::*;
     use crate::model::Init;
+    use crate::optim::OptimizerKind;
     use crate::testutil::random_batch;
-    use crate::train::OptimizerKind;
 
     /// Everything a run of steps shows: each step's counts, loss bits and
     /// finiteness, and the model's and moments' bits after a write-back in

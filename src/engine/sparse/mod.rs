@@ -12,20 +12,20 @@
 //! `Hp` weights: a broadcast, a multiply and an add per 16 hidden units. The
 //! second layer (H -> 10) is kept in 16-lane form too (10 classes padded to
 //! 16). The hot loops are compiled for AVX-512, AVX2 and the baseline (see
-//! [`super::simd`]), with the same results on each.
+//! [`crate::simd`]), with the same results on each.
 //!
 //! Arithmetic is f32 like [`super::blas`]; tests hold both to the f64
 //! oracle. Rows are processed one after another in a fixed order, so a shard
 //! always gives the same bits.
 
-use super::simd::multiversion;
 use super::{
     argmax, pixel_table, prefetch_lines, BatchStats, Engine, EngineKind, PreparedRows,
     ResidentTrainer,
 };
 use crate::data::{CLASSES, FEATURES};
 use crate::model::{Gradients, Mlp};
-use crate::train::Optimizer;
+use crate::optim::Optimizer;
+use crate::simd::multiversion;
 use ndarray::Array2;
 use std::cell::RefCell;
 
@@ -337,7 +337,7 @@ fn transpose_out(w1t: &[Chunk], h: usize, w1: &mut [f32], combine: Combine) {
 #[inline]
 fn transpose16(block: &mut [Chunk; LANES]) {
     #[cfg(target_arch = "x86_64")]
-    if super::simd::level() == super::simd::Level::Avx512 {
+    if crate::simd::level() == crate::simd::Level::Avx512 {
         // SAFETY: AVX-512F was detected.
         unsafe { transpose16_avx512(block) };
         return;
@@ -1360,7 +1360,7 @@ impl Engine for SparseEngine {
     ) -> Option<Box<dyn ResidentTrainer>> {
         // One shard per batch: the two halves of `w1` on two threads of
         // their own. More: shards on the rayon pool.
-        if batch_size <= crate::train::shard::SHARD_ROWS {
+        if batch_size <= crate::engine::SHARD_ROWS {
             let trainer = halves::HalvesTrainer::new(x, y, model, optimizer)?;
             Some(Box::new(trainer))
         } else {

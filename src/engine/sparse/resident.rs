@@ -11,7 +11,7 @@
 //! - the training rows are gathered once, as a [`RowSet`];
 //! - the weights and the optimizer's moments live in the padded layout
 //!   ([`Weights`]), and the update rule runs there, on the same per-weight
-//!   functions as [`Optimizer::step`](crate::train::Optimizer::step);
+//!   functions as [`Optimizer::step`](crate::optim::Optimizer::step);
 //! - a batch is cut into shards exactly as the generic path cuts it
 //!   ([`SHARD_ROWS`]), each shard's gradients go to its own [`Scratch`] on
 //!   the rayon pool, and the update adds them up in shard order, then
@@ -31,11 +31,11 @@ use super::{
     LANES, PREFETCH_AHEAD, ZERO,
 };
 use crate::data::FEATURES;
+use crate::engine::SHARD_ROWS;
 use crate::engine::{BatchStats, ResidentStep, ResidentTrainer};
 use crate::model::Mlp;
-use crate::train::optimizer::{adam, momentum, sgd};
-use crate::train::shard::SHARD_ROWS;
-use crate::train::{Optimizer, Rule};
+use crate::optim::{adam, momentum, sgd};
+use crate::optim::{Optimizer, Rule};
 use rayon::prelude::*;
 
 /// One shard's gradients and statistics.

@@ -71,13 +71,13 @@ macro_rules! multiversion {
                 body($($arg),*)
             }
 
-            match $crate::engine::simd::level() {
+            match $crate::simd::level() {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `level()` detected these features on this CPU.
-                $crate::engine::simd::Level::Avx512 => unsafe { avx512($($arg),*) },
+                $crate::simd::Level::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                $crate::engine::simd::Level::Avx2 => unsafe { avx2($($arg),*) },
+                $crate::simd::Level::Avx2 => unsafe { avx2($($arg),*) },
                 _ => body($($arg),*),
             }
         }
@@ -105,7 +105,7 @@ mod tests {
         let pixels: Vec<u8> = (0..=255).collect();
         let mut out = vec![0.0; 256];
         pixels_to_f32(&pixels, &mut out);
-        let table = super::super::pixel_table();
+        let table = crate::engine::pixel_table();
         for (i, (&a, &b)) in out.iter().zip(table.iter()).enumerate() {
             assert_eq!(a.to_bits(), b.to_bits(), "pixel {i}");
         }

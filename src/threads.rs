@@ -72,3 +72,10 @@ pub fn openblas_version() -> String {
     let words: Vec<&str> = config.split_whitespace().take(2).collect();
     words.join(" ").trim_end_matches(';').to_string()
 }
+
+/// A rayon pool of `threads` threads (0: one per core), with OpenBLAS pinned
+/// to one thread so the two never compete for cores.
+pub fn pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    set_openblas_threads(1);
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build()
+}

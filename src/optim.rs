@@ -1,8 +1,8 @@
 //! Update rules: plain SGD (the notebook's gradient descent), SGD with
 //! momentum, and Adam.
 
-use crate::engine::simd::multiversion;
 use crate::model::{Gradients, Mlp};
+use crate::simd::multiversion;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
