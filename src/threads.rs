@@ -73,9 +73,55 @@ pub fn openblas_version() -> String {
     words.join(" ").trim_end_matches(';').to_string()
 }
 
-/// A rayon pool of `threads` threads (0: one per core), with OpenBLAS pinned
-/// to one thread so the two never compete for cores.
-pub fn pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+/// A thread count that cannot be used, as one line naming who set it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ThreadsError(String);
+
+/// This machine's cores (1 if unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// The most threads one pool may have: 4 per core, at most 1024. Results
+/// never depend on the count; more threads than this only thrash.
+pub fn limit() -> usize {
+    (4 * cores()).min(1024)
+}
+
+/// The thread count to use for `requested` (0: `RAYON_NUM_THREADS` if it is
+/// set to a number, else one per core), checked against [`limit`] whatever
+/// set it; `flag` names the setting in the error.
+pub fn count(requested: usize, flag: &str) -> Result<usize, ThreadsError> {
+    let from_env = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    let (n, who) = match (requested, from_env) {
+        (0, Some(n)) => (n, "RAYON_NUM_THREADS".to_string()),
+        (0, None) => (cores(), String::new()),
+        (n, _) => (n, flag.to_string()),
+    };
+    if n > limit() {
+        return Err(ThreadsError(format!(
+            "{who} {n} is not sensible: this machine has {} cores (use at most {}, or 0 for \
+             one per core; results do not depend on it)",
+            cores(),
+            limit()
+        )));
+    }
+    Ok(n)
+}
+
+/// A rayon pool of `threads` threads (0: see [`count`]), with OpenBLAS
+/// pinned to one thread so the two never compete for cores.
+pub fn pool(threads: usize) -> Result<rayon::ThreadPool, ThreadsError> {
+    let n = count(threads, "--threads")?;
     set_openblas_threads(1);
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .map_err(|e| ThreadsError(format!("cannot start {n} threads: {e}")))
 }

@@ -128,7 +128,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             wrote.push(path.clone());
         }
         if !args.quiet {
-            println!(
+            outln!(
                 "{}: accuracy {:.4} ({} / {}), loss {:.4}",
                 args.data.display(),
                 eval.stats.accuracy(),
@@ -136,39 +136,43 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 eval.stats.rows,
                 eval.stats.mean_loss()
             );
-            println!("\nclass  precision  recall     f1  support");
+            outln!("\nclass  precision  recall     f1  support");
             for c in &per_class {
-                println!(
+                outln!(
                     "{:>5}  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}",
-                    c.class, c.precision, c.recall, c.f1, c.support
+                    c.class,
+                    c.precision,
+                    c.recall,
+                    c.f1,
+                    c.support
                 );
             }
             let mean = |f: fn(&ClassReport) -> f64| {
                 per_class.iter().map(f).sum::<f64>() / per_class.len() as f64
             };
-            println!(
+            outln!(
                 "macro  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}",
                 mean(|c| c.precision),
                 mean(|c| c.recall),
                 mean(|c| c.f1),
                 eval.stats.rows
             );
-            println!("\nconfusion (rows: true label, columns: predicted)");
+            outln!("\nconfusion (rows: true label, columns: predicted)");
             print!("     ");
             for p in 0..CLASSES {
                 print!("{p:>6}");
             }
-            println!();
+            outln!();
             for (t, row) in eval.confusion.iter().enumerate() {
                 print!("{t:>5}");
                 for n in row {
                     print!("{n:>6}");
                 }
-                println!();
+                outln!();
             }
             if !wrote.is_empty() {
                 let names: Vec<String> = wrote.iter().map(|p| p.display().to_string()).collect();
-                println!("\nwrote {}", names.join(", "));
+                outln!("\nwrote {}", names.join(", "));
             }
         }
         if args.json {
@@ -187,7 +191,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 seconds: started.elapsed().as_secs_f64(),
                 wrote,
             };
-            println!("{}", serde_json::to_string(&s)?);
+            outln!("{}", serde_json::to_string(&s)?);
         }
         Ok(())
     })

@@ -61,12 +61,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
     if args.quiet {
         return Ok(());
     }
-    println!(
+    outln!(
         "{}: 784-{h}-10, {} parameters",
         args.model.display(),
         model.len()
     );
-    println!("\nunit  |w1|     b1       votes for  against  |w2|");
+    outln!("\nunit  |w1|     b1       votes for  against  |w2|");
     for j in 0..h {
         let w = model.w1.row(j);
         let out = model.w2.column(j);
@@ -74,7 +74,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         let arg = |better: fn(f32, f32) -> bool| {
             (0..out.len()).fold(0, |b, k| if better(out[k], out[b]) { k } else { b })
         };
-        println!(
+        outln!(
             "{j:>4}  {:>6.3}  {:>7.3}  {:>9}  {:>7}  {:>5.3}",
             norm(w),
             model.b1[j],
@@ -84,8 +84,8 @@ pub fn run(args: InspectArgs) -> Result<()> {
         );
     }
     if h > MAX_UNITS_DRAWN {
-        println!("(the picture shows the first {MAX_UNITS_DRAWN} of {h} units)");
+        outln!("(the picture shows the first {MAX_UNITS_DRAWN} of {h} units)");
     }
-    println!("\nwrote {}", args.out.display());
+    outln!("\nwrote {}", args.out.display());
     Ok(())
 }

@@ -1,19 +1,31 @@
 //! The command line: argument definitions and dispatch. Each subcommand's
 //! work lives in its own file; `main.rs` only turns errors into exit codes.
 
+/// `println!` that stops quietly when stdout is gone (`mnist-blas train |
+/// head -3`): the run carries on and writes its files.
+macro_rules! outln {
+    () => {
+        $crate::cli::console::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::console::line(format_args!($($arg)*))
+    };
+}
+
+mod console;
 mod eval;
 mod inspect;
 mod predict;
 mod progress;
 mod report;
-mod resume;
+mod signals;
 mod sweep;
 mod train;
 
-pub use resume::{Interrupted, INTERRUPTED_EXIT_CODE};
+pub use signals::{exit_code as interrupted_exit_code, Interrupted};
 pub use sweep::SweepArgs;
-pub use train::{HeldoutEval, Resolved, TrainArgs};
 
+use crate::train::TrainArgs;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::Path;

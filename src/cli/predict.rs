@@ -54,7 +54,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
             Ok(())
         })?;
         if !args.quiet {
-            println!(
+            outln!(
                 "predicted {} images of {} with {}; wrote {}",
                 set.len(),
                 args.data.display(),

@@ -121,11 +121,6 @@ impl TrainProgress {
         }
     }
 
-    /// Training rows processed so far (for the throughput).
-    pub fn samples(&self) -> usize {
-        self.samples
-    }
-
     /// Erase the bar (before the summary screen is printed).
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
@@ -208,8 +203,8 @@ impl train::Observer for TrainProgress {
         }
         let line = record_line(self.unit, r);
         match &self.bar {
-            Some(bar) => bar.suspend(|| println!("{line}")),
-            None => println!("{line}"),
+            Some(bar) => bar.suspend(|| outln!("{line}")),
+            None => outln!("{line}"),
         }
     }
 }

@@ -3,8 +3,8 @@
 //! throughput, the final accuracies and the files written.
 
 use super::progress::human_count;
-use super::train::{HeldoutEval, TrainSummary};
 use crate::engine::EngineKind;
+use crate::train::{HeldoutEval, RunReport};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -13,7 +13,7 @@ const RULE: usize = 78;
 
 /// The summary screen (several lines, no trailing newline); `source_rows`
 /// is the size of the loaded file, `written` the files the run wrote.
-pub fn summary_screen(s: &TrainSummary, source_rows: usize, written: &[&Path]) -> String {
+pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> String {
     let mut out = String::new();
     let title = "-- summary ";
     let _ = writeln!(out, "{title}{}", "-".repeat(RULE - title.len()));

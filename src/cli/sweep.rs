@@ -4,9 +4,7 @@
 //! `--collect` to merge what they wrote.
 
 use crate::sweep::grid::{expand_grid, sample_random, Axis, Flags};
-use crate::sweep::results::{
-    read_curves, read_results, Measured, ResultPaths, RunResult, FAILED, OK,
-};
+use crate::sweep::results::{read_curves, read_results, ResultPaths, RunResult, FAILED, OK};
 use crate::sweep::{self, plot, run, summary, RunSpec};
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
@@ -246,13 +244,13 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let specs = sweep::plan(&args.fixed(), configs, &args.extra)?;
     let say = |s: String| {
         if !args.quiet {
-            println!("{s}");
+            outln!("{s}");
         }
     };
 
     if args.dry_run {
         for s in &specs {
-            println!("{}  {}", s.key, s.train_args().join(" "));
+            outln!("{}  {}", s.key, s.train_args().join(" "));
         }
         return Ok(());
     }
@@ -268,7 +266,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         .filter(|r| r.status() == OK || r.status() == FAILED)
         .map(RunResult::key)
         .collect();
-    let header = RunResult::new(&specs[0], "sweep", OK, "", &Measured::default()).header();
+    let header = RunResult::new(&specs[0], "sweep", OK, "", None).header();
     paths.check_header(&header)?;
     let todo: Vec<&RunSpec> = specs.iter().filter(|s| !done.contains(&s.key)).collect();
     let jobs = if args.jobs == 0 {
@@ -351,7 +349,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let wall = started.elapsed().as_secs_f64();
     let keys: Vec<String> = specs.iter().map(|s| s.key.clone()).collect();
     report(&args, &paths, &plot_path, &keys)?;
-    println!(
+    outln!(
         "sweep wall time: {wall:.1} s for {} run(s) (data loaded once)",
         todo.len()
     );
@@ -371,7 +369,7 @@ fn report(args: &SweepArgs, paths: &ResultPaths, plot_path: &Path, keys: &[Strin
     let rows: Vec<RunResult> = keys.iter().filter_map(|k| by_key.remove(k)).collect();
     let swept = summary::swept_params(&rows);
     let ok = rows.iter().filter(|r| r.is_ok()).count();
-    println!(
+    outln!(
         "\n{} run(s) in this sweep: {ok} ok, {} failed; results: {}, {}, {}",
         rows.len(),
         rows.len() - ok,
@@ -380,21 +378,21 @@ fn report(args: &SweepArgs, paths: &ResultPaths, plot_path: &Path, keys: &[Strin
         paths.curves.display()
     );
     for r in rows.iter().filter(|r| !r.is_ok()) {
-        println!("  failed {}: {}", r.key(), r.text("error"));
+        outln!("  failed {}: {}", r.key(), r.text("error"));
     }
     if ok > 0 {
-        println!("\nbest {} by held-out accuracy:", args.top.min(ok));
+        outln!("\nbest {} by held-out accuracy:", args.top.min(ok));
         print!("{}", summary::top_table(&rows, &swept, args.top));
         let groups = summary::seed_groups(&rows, &swept);
         if groups.iter().any(|g| g.runs > 1) {
-            println!("\nheld-out accuracy over seeds, per configuration:");
+            outln!("\nheld-out accuracy over seeds, per configuration:");
             print!("{}", summary::seed_table(&groups));
         }
     }
     if !args.no_plot && !rows.is_empty() {
         let curves = read_curves(&paths.curves)?;
         plot::plot_sweep(plot_path, &rows, &swept, &curves, "mnist-blas sweep")?;
-        println!("plot: {}", plot_path.display());
+        outln!("plot: {}", plot_path.display());
     }
     Ok(())
 }
@@ -404,7 +402,7 @@ fn emit(args: &SweepArgs, specs: &[RunSpec]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     sweep::results::write_plan(dir, specs)?;
     for s in specs {
-        println!(
+        outln!(
             "{}",
             sweep::command_line(&args.bin, s, dir, args.threads_per_run)
         );
@@ -446,7 +444,7 @@ fn collect(args: &SweepArgs, dir: &Path, paths: &ResultPaths, plot_path: &Path) 
         }
     }
     if !args.quiet {
-        println!(
+        outln!(
             "collected {added} new run(s) from {} into {}; {} already there; {pending} not finished yet",
             dir.display(),
             paths.results.display(),

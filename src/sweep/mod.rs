@@ -16,8 +16,8 @@ pub mod results;
 pub mod run;
 pub mod summary;
 
-use crate::cli::{Resolved, TrainArgs};
 use crate::data::DataSource;
+use crate::train::{Plan, TrainArgs};
 use clap::Parser;
 use grid::Flags;
 use serde_json::Value;
@@ -66,7 +66,7 @@ pub struct RunSpec {
     pub flags: Flags,
     /// Flags passed after `--`, verbatim.
     pub extra: Vec<String>,
-    pub resolved: Resolved,
+    pub plan: Plan,
     /// The hyperparameters as result columns: every field of the resolved
     /// `TrainConfig`, by name, in name order.
     pub params: Vec<(String, Value)>,
@@ -79,7 +79,7 @@ impl RunSpec {
     }
 
     pub fn data(&self) -> String {
-        self.resolved.source.describe()
+        self.plan.source.describe()
     }
 
     /// The swept flags as `lr=0.1 seed=2`, for progress lines.
@@ -134,7 +134,7 @@ pub fn plan(
                 key,
                 flags,
                 extra: extra.to_vec(),
-                resolved,
+                plan: resolved,
                 params,
             });
         }
@@ -157,7 +157,7 @@ fn clap_error_line(e: &clap::Error) -> String {
 /// fields as `train` serializes them (nested objects such as the schedule
 /// flattened), plus `split`; every schedule column present (null if unused)
 /// so that full-batch and mini-batch rows share one header.
-pub fn config_params(r: &Resolved) -> Vec<(String, Value)> {
+pub fn config_params(r: &Plan) -> Vec<(String, Value)> {
     // Through the JSON text, so f32 values keep their short form (0.1, not
     // 0.10000000149011612 as `to_value` would widen them).
     let text = serde_json::to_string(&r.config).expect("TrainConfig serializes");
@@ -183,7 +183,7 @@ pub fn config_params(r: &Resolved) -> Vec<(String, Value)> {
 
 /// 16 hex digits of FNV-1a over the data and the hyperparameters: equal keys
 /// mean equal runs (the preset and thread count only fill in or speed up).
-pub fn run_key(r: &Resolved, params: &[(String, Value)]) -> String {
+pub fn run_key(r: &Plan, params: &[(String, Value)]) -> String {
     let mut text = format!("data={};", r.source.describe());
     for (name, value) in params {
         text.push_str(&format!("{name}={value};"));
@@ -198,7 +198,7 @@ pub fn run_key(r: &Resolved, params: &[(String, Value)]) -> String {
 
 /// The data every spec reads (they all read the same, see [`plan`]).
 pub fn data_source(specs: &[RunSpec]) -> Option<&DataSource> {
-    specs.first().map(|s| &s.resolved.source)
+    specs.first().map(|s| &s.plan.source)
 }
 
 /// Quote for a POSIX shell when needed.

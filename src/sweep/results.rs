@@ -4,7 +4,7 @@
 //! and re-running a sweep skips every key already in the results CSV.
 
 use super::{run_file, RunSpec, SweepError};
-use crate::train::Record;
+use crate::train::{Record, RunReport};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -59,26 +59,13 @@ pub struct RunResult {
     pub columns: Vec<(String, Value)>,
 }
 
-/// What a finished run measured; `None` where a failed run has nothing.
-#[derive(Debug, Clone, Default)]
-pub struct Measured {
-    pub values: HashMap<&'static str, Value>,
-}
-
-impl Measured {
-    pub fn set(&mut self, name: &'static str, v: impl Into<Value>) {
-        debug_assert!(METRIC_COLUMNS.contains(&name), "{name}");
-        self.values.insert(name, v.into());
-    }
-}
-
 impl RunResult {
     pub fn new(
         spec: &RunSpec,
         command: &str,
         status: &str,
         error: &str,
-        measured: &Measured,
+        report: Option<&RunReport>,
     ) -> RunResult {
         let s = |v: &str| Value::String(v.to_string());
         let mut columns = vec![
@@ -89,17 +76,31 @@ impl RunResult {
             ("data".into(), s(&spec.data())),
             (
                 "preset".into(),
-                serde_json::to_value(spec.resolved.preset).unwrap_or(Value::Null),
+                serde_json::to_value(spec.plan.preset).unwrap_or(Value::Null),
             ),
         ];
         columns.extend(spec.params.iter().cloned());
         for name in METRIC_COLUMNS {
-            columns.push((
-                name.to_string(),
-                measured.values.get(name).cloned().unwrap_or(Value::Null),
-            ));
+            columns.push((name.to_string(), Value::Null));
         }
-        RunResult { columns }
+        let mut row = RunResult { columns };
+        if let Some(report) = report {
+            row.fill(report);
+        }
+        row
+    }
+
+    /// Set the measurement columns from a run's report.
+    pub fn fill(&mut self, report: &RunReport) {
+        // Through the JSON text, so f32 values keep their short form.
+        let text = serde_json::to_string(report).expect("a report serialises");
+        let values: serde_json::Map<String, Value> =
+            serde_json::from_str(&text).expect("valid JSON");
+        for name in METRIC_COLUMNS {
+            if let Some(v) = values.get(name) {
+                self.set(name, v.clone());
+            }
+        }
     }
 
     pub fn header(&self) -> Vec<String> {
@@ -181,18 +182,6 @@ fn text_value(column: &str, text: &str) -> Value {
 /// One record of a run (a `train --metrics` row): the trainer's own
 /// [`Record`], under the name the sweep's curves file uses.
 pub type CurveRow = Record;
-
-/// The record with the best held-out accuracy (the first, on ties):
-/// `(step, accuracy)`.
-pub fn best_epoch(records: &[CurveRow]) -> Option<(usize, f64)> {
-    records
-        .iter()
-        .filter_map(|r| r.heldout_accuracy.map(|a| (r.step, a)))
-        .fold(None, |best, (step, a)| match best {
-            Some((_, b)) if b >= a => best,
-            _ => Some((step, a)),
-        })
-}
 
 /// Rows of a results CSV (empty if the file does not exist).
 pub fn read_results(path: &Path) -> Result<Vec<RunResult>, SweepError> {
@@ -382,7 +371,7 @@ pub fn write_plan(dir: &Path, specs: &[RunSpec]) -> Result<(), SweepError> {
     let path = dir.join(PLAN_FILE);
     let rows: Vec<RunResult> = specs
         .iter()
-        .map(|s| RunResult::new(s, "train", PLANNED, "", &Measured::default()))
+        .map(|s| RunResult::new(s, "train", PLANNED, "", None))
         .collect();
     crate::output::write_atomic(&path, |w| {
         let mut c = csv::Writer::from_writer(w);
@@ -426,10 +415,12 @@ pub fn collect(dir: &Path) -> Result<Vec<(RunResult, Option<Collected>)>, SweepE
             .rev()
             .find(|l| l.trim_start().starts_with('{'));
         let collected = if let Some(line) = last {
+            let bad_line = |e: serde_json::Error| {
+                SweepError::file(&json_path, format!("not a JSON result line: {e}"))
+            };
             let summary: serde_json::Map<String, Value> =
-                serde_json::from_str(line).map_err(|e| {
-                    SweepError::file(&json_path, format!("not a JSON result line: {e}"))
-                })?;
+                serde_json::from_str(line).map_err(bad_line)?;
+            let report: RunReport = serde_json::from_str(line).map_err(bad_line)?;
             // The run must be the planned one: every hyperparameter it reports agrees.
             for (name, want) in planned.params() {
                 if let Some(got) = summary.get(name) {
@@ -444,14 +435,11 @@ pub fn collect(dir: &Path) -> Result<Vec<(RunResult, Option<Collected>)>, SweepE
             let records = read_metrics_file(&run_file(dir, &key, "metrics.csv"))?;
             let mut row = planned.clone();
             set(&mut row, "status", Value::String(OK.into()));
-            for name in METRIC_COLUMNS {
+            row.fill(&report);
+            for name in ["model", "metrics", "plot"] {
                 if let Some(v) = summary.get(name) {
                     set(&mut row, name, v.clone());
                 }
-            }
-            if let Some((step, acc)) = best_epoch(&records) {
-                set(&mut row, "best_epoch", step.into());
-                set(&mut row, "best_heldout_accuracy", acc.into());
             }
             Some(Collected { row, records })
         } else if !err_text.trim().is_empty() {

@@ -1,0 +1,288 @@
+//! `train`'s flags (clap) and their resolution into a [`Plan`]: presets
+//! applied, defaults filled, impossible combinations refused. The sweep
+//! parses each configuration through the same [`TrainArgs`], so a sweep run
+//! is the `train` run with those flags.
+
+use crate::data::{DataSource, Dataset};
+use crate::engine::EngineKind;
+use crate::model::Init;
+use crate::optim::OptimizerKind;
+use crate::train::{LrSchedule, Schedule, TrainConfig};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// A setting `train` refuses, as one line naming the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+macro_rules! refuse {
+    ($($arg:tt)*) => {
+        return Err(PlanError(format!($($arg)*)))
+    };
+}
+
+/// Refuses a path given by the user that does not exist.
+fn check_exists(path: &Path, flag: &str) -> Result<(), PlanError> {
+    if !path.exists() {
+        refuse!("{}: no such file ({flag})", path.display());
+    }
+    Ok(())
+}
+
+/// Settings bundles; every flag given explicitly overrides the preset.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Our best settings for 784-10-10: He init, Adam, mini-batches, 80/20 split.
+    Default,
+    /// The Kaggle notebook's job: 20% train / 80% held out, uniform init,
+    /// full-batch gradient descent, lr 0.1, 500 iterations, accuracy every 25.
+    Notebook,
+}
+
+/// When `train` scores the held-out rows.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum HeldoutEval {
+    /// At every record: a held-out curve in the metrics CSV, the plot and
+    /// the progress line.
+    Records,
+    /// Once, after training, as the notebook does: it prints training
+    /// accuracy as it goes. Saves a pass over the held-out rows per record.
+    End,
+}
+
+impl HeldoutEval {
+    /// The held-out rows the training loop should score as it goes, if any.
+    pub fn during_training(self, heldout: &Dataset) -> Option<&Dataset> {
+        (self == HeldoutEval::Records).then_some(heldout)
+    }
+}
+
+/// `full` or a number of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Full,
+    Rows(usize),
+}
+
+impl FromStr for BatchSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("full") {
+            return Ok(BatchSize::Full);
+        }
+        match s.parse::<usize>() {
+            Ok(0) => Err("must be at least 1 (or `full`)".into()),
+            Ok(n) => Ok(BatchSize::Rows(n)),
+            Err(_) => Err(format!("expected a number of rows or `full`, found `{s}`")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Training data: Kaggle train.csv (plain or .gz) or MNIST IDX images
+    /// (labels read from the file beside it). Default: data/train.csv if it
+    /// exists, else the real-digit sample built into the binary.
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+    /// Settings bundle; explicit flags override it.
+    #[arg(long, value_enum, default_value_t = Preset::Default)]
+    pub preset: Preset,
+    /// Hidden units H of the 784-H-10 network [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub hidden: Option<u64>,
+    /// Weight initialisation [default: he; notebook: uniform].
+    #[arg(long, value_enum)]
+    pub init: Option<Init>,
+    /// Update rule [default: adam; notebook: sgd].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// Learning rate [default: 0.005 for adam, 0.1 otherwise].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Learning-rate schedule [default: cosine; notebook: constant].
+    #[arg(long, value_enum)]
+    pub lr_schedule: Option<LrSchedule>,
+    /// Momentum coefficient for `--optimizer momentum`.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// Passes over the training set (mini-batch training) [default: 10].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Gradient steps for full-batch training [default: 500].
+    #[arg(long)]
+    pub iterations: Option<usize>,
+    /// Rows per step, or `full` for full-batch gradient descent [default: 32; notebook: full].
+    #[arg(long, value_name = "N|full")]
+    pub batch_size: Option<BatchSize>,
+    /// Seed of the split, the initial weights and the shuffles.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (0: one per core). Results do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Fraction of the rows that trains; the rest is held out [default: 0.8; notebook: 0.2].
+    #[arg(long)]
+    pub split: Option<f64>,
+    /// Arithmetic engine.
+    #[arg(long, value_enum, default_value_t = EngineKind::Blas)]
+    pub engine: EngineKind,
+    /// Full-batch: record metrics every N iterations [default: 25].
+    #[arg(long, value_name = "N")]
+    pub log_every: Option<usize>,
+    /// When to score the held-out rows: at every record, or once at the end
+    /// [default: records; notebook: end].
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub heldout_eval: Option<HeldoutEval>,
+    /// Where to write the trained model (.npz, the notebook's names and shapes).
+    #[arg(long, value_name = "PATH", default_value = "model.npz")]
+    pub model: PathBuf,
+    /// Where to write the per-epoch (per-record) metrics CSV.
+    #[arg(long, value_name = "PATH", default_value = "metrics.csv")]
+    pub metrics: PathBuf,
+    /// Also draw the learning curves (loss and accuracy, train vs held out) as a PNG.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+    /// End stdout with one JSON line: accuracies, timings, every hyperparameter.
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing but errors (and the JSON line with --json).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Write a checkpoint (weights, optimizer state, position) every N epochs
+    /// (mini-batch) or iterations (full-batch). Ctrl-C always writes one.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
+    /// Checkpoint file [default: beside --model, e.g. model.ckpt.npz; with
+    /// --resume, the file resumed from].
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue the run saved in CHECKPOINT; give the flags of the run that
+    /// wrote it. Ends bit-identical to a run never stopped.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub resume: Option<PathBuf>,
+}
+
+/// A training run with every setting decided: what `train` runs and what
+/// each sweep configuration resolves to.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub config: TrainConfig,
+    pub split: f64,
+    pub threads: usize,
+    pub source: DataSource,
+    pub preset: Preset,
+    pub heldout_eval: HeldoutEval,
+}
+
+impl TrainArgs {
+    /// Apply the preset, fill defaults, refuse impossible combinations.
+    pub fn resolve(&self) -> Result<Plan, PlanError> {
+        let notebook = self.preset == Preset::Notebook;
+        let optimizer = self.optimizer.unwrap_or(if notebook {
+            OptimizerKind::Sgd
+        } else {
+            OptimizerKind::Adam
+        });
+        let lr = self.lr.unwrap_or(match optimizer {
+            OptimizerKind::Adam => 0.005,
+            _ => 0.1,
+        });
+        if !(lr.is_finite() && lr > 0.0) {
+            refuse!("--lr must be a positive number, found {lr}");
+        }
+        let batch = self.batch_size.unwrap_or(if notebook {
+            BatchSize::Full
+        } else {
+            BatchSize::Rows(32)
+        });
+        let schedule = match batch {
+            BatchSize::Full => {
+                if self.epochs.is_some() && self.iterations.is_some() {
+                    refuse!("full-batch training counts --iterations; give --iterations or --epochs, not both");
+                }
+                Schedule::FullBatch {
+                    iterations: self.iterations.or(self.epochs).unwrap_or(500),
+                }
+            }
+            BatchSize::Rows(batch_size) => {
+                if self.iterations.is_some() {
+                    refuse!("--iterations applies to full-batch training (--batch-size full); mini-batch training counts --epochs");
+                }
+                Schedule::MiniBatch {
+                    epochs: self.epochs.unwrap_or(10),
+                    batch_size,
+                }
+            }
+        };
+        let split = self.split.unwrap_or(if notebook { 0.2 } else { 0.8 });
+        if !(split > 0.0 && split < 1.0) {
+            refuse!("--split is the training fraction and must be strictly between 0 and 1, found {split}");
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            refuse!("--momentum must be in [0, 1), found {}", self.momentum);
+        }
+        crate::threads::count(self.threads, "--threads").map_err(|e| PlanError(e.to_string()))?;
+        match schedule {
+            Schedule::FullBatch { iterations: 0 } => {
+                refuse!("--iterations 0 would train nothing; give at least 1")
+            }
+            Schedule::MiniBatch { epochs: 0, .. } => {
+                refuse!("--epochs 0 would train nothing; give at least 1")
+            }
+            _ => {}
+        }
+        if self.checkpoint_every == Some(0) {
+            refuse!("--checkpoint-every must be at least 1 (epochs, or iterations with --batch-size full)");
+        }
+        if let Some(path) = &self.resume {
+            check_exists(path, "--resume")?;
+        }
+        let source = match &self.data {
+            Some(p) => {
+                check_exists(p, "--data")?;
+                DataSource::File(p.clone())
+            }
+            None if Path::new("data/train.csv").exists() => {
+                DataSource::File("data/train.csv".into())
+            }
+            None => DataSource::BuiltinSample,
+        };
+        Ok(Plan {
+            config: TrainConfig {
+                hidden: self.hidden.unwrap_or(10) as usize,
+                init: self
+                    .init
+                    .unwrap_or(if notebook { Init::Uniform } else { Init::He }),
+                optimizer,
+                lr,
+                lr_schedule: self.lr_schedule.unwrap_or(if notebook {
+                    LrSchedule::Constant
+                } else {
+                    LrSchedule::Cosine
+                }),
+                momentum: self.momentum,
+                schedule,
+                seed: self.seed,
+                engine: self.engine,
+                log_every: self.log_every.unwrap_or(25).max(1),
+            },
+            split,
+            threads: self.threads,
+            source,
+            preset: self.preset,
+            heldout_eval: self.heldout_eval.unwrap_or(if notebook {
+                HeldoutEval::End
+            } else {
+                HeldoutEval::Records
+            }),
+        })
+    }
+}

@@ -1,0 +1,120 @@
+//! Mini-batch training: the rows reshuffled every epoch (a seeded stream
+//! whose position is part of the state, so a resumed run draws the same
+//! permutations), one optimizer step per batch, a record per epoch. An
+//! engine with a resident trainer keeps the model in its own layout between
+//! steps; otherwise each batch is gathered and sharded here.
+
+use super::step::Stepper;
+use super::{Control, Observer, StepView, TrainConfig, TrainError, TrainState};
+use crate::data::{Dataset, FEATURES};
+use crate::engine::BatchStats;
+use crate::rng::{SeededRng, Stream};
+
+/// Carry `st` on to `epochs` epochs of `batch_size`-row steps; the total
+/// number of steps of the run, and whether the observer stopped it early.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run(
+    cfg: &TrainConfig,
+    epochs: usize,
+    batch_size: usize,
+    st: &mut TrainState,
+    train: &Dataset,
+    labels: &[u8],
+    stepper: &mut Stepper,
+    observer: &mut dyn Observer,
+) -> Result<(usize, bool), TrainError> {
+    let mut stopped = false;
+    let batch_size = batch_size.clamp(1, train.len());
+    let mut rng = SeededRng::new(cfg.seed, Stream::Shuffle);
+    let batches = train.len().div_ceil(batch_size);
+    let total = epochs * batches;
+    let mut xb = Vec::with_capacity(batch_size * FEATURES);
+    let mut yb = Vec::with_capacity(batch_size);
+    // The engine's own trainer, if it has one, holds the model from
+    // step to step; `st` is brought up to date at each record, for an
+    // observer that asks, and at the end.
+    let mut resident =
+        stepper
+            .engine
+            .resident(&train.pixels, labels, batch_size, &st.model, &st.optimizer);
+    // The last step's counts, for the check after the final write-back.
+    let mut last = BatchStats::default();
+    'epochs: while st.position.completed < epochs {
+        let epoch = st.position.completed + 1;
+        rng.set_word_pos(st.position.shuffle_word_pos);
+        let order = rng.permutation(train.len());
+        // Peekable: a resident trainer is told the next step's rows.
+        let mut batches_left = order
+            .chunks(batch_size)
+            .skip(st.position.batch_in_epoch)
+            .peekable();
+        while let Some(idx) = batches_left.next() {
+            let done = st.position.steps;
+            st.optimizer.lr = cfg.lr_schedule.rate(cfg.lr, done, total);
+            let stats = match resident.as_deref_mut() {
+                Some(r) => {
+                    if let Some(next) = batches_left.peek() {
+                        r.upcoming(next);
+                    }
+                    let rule = st.optimizer.next_rule();
+                    let step = r.step(idx, &rule);
+                    stepper.check_step(&step.stats, step.finite, "epoch", epoch)?;
+                    step.stats
+                }
+                None => {
+                    xb.clear();
+                    yb.clear();
+                    for &i in idx {
+                        xb.extend_from_slice(train.row(i));
+                        yb.push(labels[i]);
+                    }
+                    stepper.step(
+                        &mut st.model,
+                        &mut st.optimizer,
+                        (&xb, None),
+                        &yb,
+                        "epoch",
+                        epoch,
+                    )?
+                }
+            };
+            last = stats;
+            st.position.seen.merge(stats);
+            st.position.steps += 1;
+            st.position.batch_in_epoch += 1;
+            observer.on_step(done + 1, total, &stats);
+            if st.position.batch_in_epoch == batches {
+                if let Some(r) = resident.as_deref_mut() {
+                    let finite = r.write_back(&mut st.model, &mut st.optimizer);
+                    stepper.check_step(&stats, finite, "epoch", epoch)?;
+                }
+                let seen = std::mem::take(&mut st.position.seen);
+                stepper.check_loss(&seen, "epoch", epoch)?;
+                let r = stepper.record(epoch, &seen, &st.model);
+                observer.on_record(&r);
+                st.records.push(r);
+                st.position.completed = epoch;
+                st.position.batch_in_epoch = 0;
+                st.position.shuffle_word_pos = rng.word_pos();
+            }
+            st.seconds = stepper.seconds();
+            let mut view = StepView {
+                state: &mut *st,
+                resident: resident.as_deref_mut(),
+            };
+            if observer.after_step(&mut view) == Control::Stop {
+                stopped = st.position.completed < epochs;
+                break 'epochs;
+            }
+        }
+    }
+    // A run that ends with its last epoch was written back at that
+    // epoch's end; one stopped early may still hold an update.
+    if let Some(r) = resident.as_deref_mut().filter(|_| stopped) {
+        let finite = r.write_back(&mut st.model, &mut st.optimizer);
+        let p = &st.position;
+        let epoch = p.completed + usize::from(p.batch_in_epoch > 0);
+        stepper.check_step(&last, finite, "epoch", epoch.max(1))?;
+    }
+    Ok((total, stopped))
+}

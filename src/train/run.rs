@@ -1,0 +1,300 @@
+//! One training run, start to end, for every caller: `train`, each sweep
+//! run, and anything later that trains (serve, export). Given a [`Plan`]
+//! and the loaded rows it splits them (seeded), trains (fresh or from a
+//! checkpoint, writing checkpoints as asked), scores both parts and returns
+//! the model with a typed [`RunReport`]. `train --json` and the sweep's
+//! result rows are that report serialised.
+
+use super::args::{HeldoutEval, Plan, Preset};
+use super::{Observer, Record, Schedule, StepView, TrainConfig, TrainError, TrainState};
+use crate::checkpoint::{Checkpoint, CheckpointError, Checkpointer, RunIdentity};
+use crate::data::Dataset;
+use crate::engine::{BatchStats, EngineKind};
+use crate::metrics::evaluate;
+use crate::model::Init;
+use crate::model::Mlp;
+use crate::optim::OptimizerKind;
+use crate::output::WriteError;
+use crate::train::{Control, LrSchedule};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+/// What a run measured and how it was set up: every hyperparameter, the
+/// sizes, the accuracies and losses on both parts, the timings and what ran
+/// the products. Field names are the `--json` keys and the sweep's columns.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunReport {
+    pub data: String,
+    pub preset: Preset,
+    pub train_rows: usize,
+    pub heldout_rows: usize,
+    pub hidden: usize,
+    pub init: Init,
+    pub optimizer: OptimizerKind,
+    pub lr: f32,
+    pub lr_schedule: LrSchedule,
+    pub momentum: f32,
+    /// `full-batch` or `mini-batch`.
+    pub schedule: String,
+    pub iterations: Option<usize>,
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub seed: u64,
+    pub threads: usize,
+    pub split: f64,
+    pub engine: EngineKind,
+    /// What the `blas` engine's matrix products run on: "OpenBLAS 0.3.21"
+    /// or "pure-Rust matrixmultiply" (a build without `--features blas`).
+    pub matmul_backend: String,
+    /// When the held-out rows were scored: `records` or `end`.
+    pub heldout_eval: HeldoutEval,
+    pub steps: usize,
+    pub train_accuracy: f64,
+    pub train_loss: f64,
+    pub heldout_accuracy: f64,
+    pub heldout_loss: f64,
+    pub heldout_correct: usize,
+    /// The record with the best held-out accuracy (the first on ties), if
+    /// the held-out rows were scored during training.
+    pub best_epoch: Option<usize>,
+    pub best_heldout_accuracy: Option<f64>,
+    pub load_seconds: f64,
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+    /// Load, train and evaluate.
+    pub seconds: f64,
+    /// Training rows processed (rows per step, summed over the steps).
+    pub samples: usize,
+    /// `samples` / `train_seconds` (held-out checks included in the time).
+    pub samples_per_second: f64,
+}
+
+/// A finished run: the model, its records and its report.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub model: Mlp,
+    /// One per epoch (mini-batch) or logged iteration (full-batch), the
+    /// resumed part of a run included.
+    pub records: Vec<Record>,
+    pub report: RunReport,
+}
+
+/// What the run knows once the rows are split, before the first step.
+#[derive(Debug, Clone)]
+pub struct RunStart {
+    pub train_rows: usize,
+    pub heldout_rows: usize,
+    /// Resuming: the checkpoint's path, units completed and steps taken.
+    pub resumed: Option<(PathBuf, usize, usize)>,
+}
+
+/// Checkpoints to write during the run.
+pub struct Checkpointing<'a> {
+    pub path: PathBuf,
+    /// Every this many epochs (mini-batch) or iterations (full-batch).
+    pub every: Option<usize>,
+    /// Raised by a signal: write a checkpoint after the current step, stop.
+    pub stop: &'a AtomicBool,
+}
+
+/// How a run starts and what it saves on the way.
+#[derive(Default)]
+pub struct RunOptions<'a> {
+    /// Continue from this checkpoint (checked against the plan and the
+    /// training rows first).
+    pub resume: Option<Checkpoint>,
+    pub checkpoints: Option<Checkpointing<'a>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("--split {split} leaves no training rows out of {rows}")]
+    NoTrainingRows { split: f64, rows: usize },
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("writing a checkpoint: {0}")]
+    CheckpointWrite(WriteError),
+    /// Stopped by a signal after writing a checkpoint at `path`.
+    #[error("interrupted {at}; wrote {}", path.display())]
+    Interrupted { at: String, path: PathBuf },
+}
+
+/// Counts the rows trained on, for the report's throughput.
+struct Counting<'a> {
+    inner: &'a mut dyn Observer,
+    samples: usize,
+}
+
+impl Observer for Counting<'_> {
+    fn on_start(&mut self, start: &RunStart) {
+        self.inner.on_start(start);
+    }
+    fn on_step(&mut self, done: usize, total: usize, stats: &BatchStats) {
+        self.samples += stats.rows;
+        self.inner.on_step(done, total, stats);
+    }
+    fn on_record(&mut self, record: &Record) {
+        self.inner.on_record(record);
+    }
+    fn after_step(&mut self, state: &mut StepView) -> Control {
+        self.inner.after_step(state)
+    }
+}
+
+/// Run `plan` on `all` (loaded in `load_seconds`) in the current rayon pool.
+pub fn run(
+    plan: &Plan,
+    all: &Dataset,
+    load_seconds: f64,
+    options: RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<Run, RunError> {
+    let started = Instant::now();
+    let cfg = &plan.config;
+    let (train_set, heldout) = super::split(all, plan.split, cfg.seed);
+    if train_set.is_empty() {
+        return Err(RunError::NoTrainingRows {
+            split: plan.split,
+            rows: all.len(),
+        });
+    }
+    let identity = RunIdentity::of(plan.split, &train_set);
+    let (state, resumed) = match options.resume {
+        None => (TrainState::new(cfg), None),
+        Some(ckpt) => {
+            ckpt.check_matches(cfg, &identity)?;
+            let resumed = (ckpt.path.clone(), ckpt.completed(), ckpt.steps());
+            (ckpt.into_state(cfg)?, Some(resumed))
+        }
+    };
+    let mut counting = Counting {
+        inner: observer,
+        samples: 0,
+    };
+    counting.on_start(&RunStart {
+        train_rows: train_set.len(),
+        heldout_rows: heldout.len(),
+        resumed,
+    });
+    let scored = plan.heldout_eval.during_training(&heldout);
+    let outcome = match &options.checkpoints {
+        None => super::train_from(cfg, state, &train_set, scored, &mut counting)?,
+        Some(c) => {
+            let mut writer = Checkpointer::new(
+                &mut counting,
+                c.path.clone(),
+                c.every,
+                cfg,
+                identity,
+                c.stop,
+            );
+            let outcome = super::train_from(cfg, state, &train_set, scored, &mut writer)?;
+            if let Some(e) = writer.error.take() {
+                return Err(RunError::CheckpointWrite(e));
+            }
+            if writer.interrupted && outcome.stopped {
+                let at = writer
+                    .written
+                    .as_ref()
+                    .map(|p| describe_position(cfg, p.completed, p.batch_in_epoch, train_set.len()))
+                    .unwrap_or_default();
+                return Err(RunError::Interrupted {
+                    at,
+                    path: c.path.clone(),
+                });
+            }
+            outcome
+        }
+    };
+    let eval_start = Instant::now();
+    let engine = cfg.engine.build();
+    let on_train = evaluate(engine.as_ref(), &outcome.model, &train_set);
+    let on_heldout = evaluate(engine.as_ref(), &outcome.model, &heldout);
+    let eval_seconds = eval_start.elapsed().as_secs_f64();
+    let best = best_record(&outcome.records);
+    let (iterations, epochs, batch_size) = match cfg.schedule {
+        Schedule::FullBatch { iterations } => (Some(iterations), None, None),
+        Schedule::MiniBatch { epochs, batch_size } => (None, Some(epochs), Some(batch_size)),
+    };
+    let samples = counting.samples;
+    let report = RunReport {
+        data: plan.source.describe(),
+        preset: plan.preset,
+        train_rows: train_set.len(),
+        heldout_rows: heldout.len(),
+        hidden: cfg.hidden,
+        init: cfg.init,
+        optimizer: cfg.optimizer,
+        lr: cfg.lr,
+        lr_schedule: cfg.lr_schedule,
+        momentum: cfg.momentum,
+        schedule: match cfg.schedule {
+            Schedule::FullBatch { .. } => "full-batch",
+            Schedule::MiniBatch { .. } => "mini-batch",
+        }
+        .to_string(),
+        iterations,
+        epochs,
+        batch_size,
+        seed: cfg.seed,
+        threads: rayon::current_num_threads(),
+        split: plan.split,
+        engine: cfg.engine,
+        matmul_backend: crate::threads::matmul_backend(),
+        heldout_eval: plan.heldout_eval,
+        steps: outcome.steps,
+        train_accuracy: on_train.stats.accuracy(),
+        train_loss: on_train.stats.mean_loss(),
+        heldout_accuracy: on_heldout.stats.accuracy(),
+        heldout_loss: on_heldout.stats.mean_loss(),
+        heldout_correct: on_heldout.stats.correct,
+        best_epoch: best.map(|b| b.0),
+        best_heldout_accuracy: best.map(|b| b.1),
+        load_seconds,
+        train_seconds: outcome.seconds,
+        eval_seconds,
+        seconds: load_seconds + started.elapsed().as_secs_f64(),
+        samples,
+        samples_per_second: samples as f64 / outcome.seconds.max(1e-9),
+    };
+    Ok(Run {
+        model: outcome.model,
+        records: outcome.records,
+        report,
+    })
+}
+
+/// The record with the best held-out accuracy (the first, on ties):
+/// `(step, accuracy)`.
+pub fn best_record(records: &[Record]) -> Option<(usize, f64)> {
+    records
+        .iter()
+        .filter_map(|r| r.heldout_accuracy.map(|a| (r.step, a)))
+        .fold(None, |best, (step, a)| match best {
+            Some((_, b)) if b >= a => best,
+            _ => Some((step, a)),
+        })
+}
+
+/// "at epoch 3 (batch 57 of 150)" or "after iteration 41 of 500".
+fn describe_position(cfg: &TrainConfig, completed: usize, batch: usize, rows: usize) -> String {
+    match cfg.schedule {
+        Schedule::FullBatch { iterations } => {
+            format!("after iteration {completed} of {iterations}")
+        }
+        Schedule::MiniBatch { epochs, batch_size } => {
+            let batches = rows.div_ceil(batch_size.clamp(1, rows.max(1)));
+            if batch == 0 {
+                format!("after epoch {completed} of {epochs}")
+            } else {
+                format!(
+                    "at epoch {} of {epochs} (batch {batch} of {batches})",
+                    completed + 1
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! What a run is at any moment ([`TrainState`], [`Position`]), what it
+//! records ([`Record`]), and the hooks an observer gets ([`Observer`]).
+
+use super::{Schedule, TrainConfig};
+use crate::engine::{BatchStats, ResidentTrainer};
+use crate::model::Mlp;
+use crate::optim::Optimizer;
+use crate::rng::{SeededRng, Stream};
+
+/// Metrics at one point of training.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// Epoch (mini-batch, from 1) or iteration (full-batch, from 0).
+    pub step: usize,
+    /// Mean loss and accuracy on the training rows seen since the last record,
+    /// computed with the weights before each update (as Keras and the
+    /// notebook report them).
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub heldout_loss: Option<f64>,
+    pub heldout_accuracy: Option<f64>,
+    /// Seconds since training started.
+    pub seconds: f64,
+}
+
+/// Hooks for progress display, checkpoints and stopping early.
+pub trait Observer {
+    /// Called once the rows are split, before the first step (by [`run`](super::run)).
+    fn on_start(&mut self, _start: &super::RunStart) {}
+    /// Called after every optimizer step with steps done and total.
+    fn on_step(&mut self, _done: usize, _total: usize, _stats: &BatchStats) {}
+    fn on_record(&mut self, _record: &Record) {}
+    /// Called after every step (and its record, if any) with everything
+    /// needed to resume from exactly here; [`Control::Stop`] ends training
+    /// now, with [`TrainOutcome::stopped`] set. Checkpoint writers and
+    /// Ctrl-C handling live here, so the loop knows nothing of files or
+    /// signals.
+    fn after_step(&mut self, _state: &mut StepView) -> Control {
+        Control::Continue
+    }
+}
+
+/// What [`Observer::after_step`] sees: the position at once, and the whole
+/// state on request. An engine's resident trainer keeps the model and the
+/// optimizer's moments in its own layout between steps, and writes them
+/// back only when asked (an observer that saves a checkpoint), at each
+/// record, and at the end.
+pub struct StepView<'a> {
+    pub(super) state: &'a mut TrainState,
+    /// Holds the up-to-date model until [`StepView::state`] writes it back.
+    pub(super) resident: Option<&'a mut (dyn ResidentTrainer + 'static)>,
+}
+
+impl StepView<'_> {
+    pub fn position(&self) -> &Position {
+        &self.state.position
+    }
+
+    /// Everything needed to resume from exactly here.
+    pub fn state(&mut self) -> &TrainState {
+        if let Some(r) = self.resident.take() {
+            // A non-finite update shows at the trainer's next step.
+            r.write_back(&mut self.state.model, &mut self.state.optimizer);
+        }
+        self.state
+    }
+}
+
+/// What an [`Observer`] wants after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// Where a run is: enough, with the model and optimizer, to carry on and
+/// end bit-identical to a run that never stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position {
+    /// Optimizer steps taken over the whole run.
+    pub steps: usize,
+    /// Mini-batch: epochs finished; full-batch: iterations finished.
+    pub completed: usize,
+    /// Mini-batch: batches already taken in the unfinished epoch
+    /// `completed + 1` (0 at an epoch boundary).
+    pub batch_in_epoch: usize,
+    /// Mini-batch: the shuffle stream's word position at the start of the
+    /// unfinished epoch, i.e. before its permutation is drawn.
+    pub shuffle_word_pos: u128,
+    /// Mini-batch: training loss/accuracy of the unfinished epoch so far.
+    pub seen: BatchStats,
+}
+
+/// Everything that changes during training.
+#[derive(Debug, Clone)]
+pub struct TrainState {
+    pub model: Mlp,
+    pub optimizer: Optimizer,
+    pub position: Position,
+    /// Records so far (the metrics file of a resumed run has them all).
+    pub records: Vec<Record>,
+    /// Training seconds spent before this process took over (resume).
+    pub seconds: f64,
+}
+
+impl TrainState {
+    /// The state before the first step of a run of `cfg`.
+    pub fn new(cfg: &TrainConfig) -> TrainState {
+        TrainState {
+            model: Mlp::init(cfg.hidden, cfg.init, cfg.seed),
+            optimizer: Optimizer::new(cfg.optimizer, cfg.lr, cfg.momentum, cfg.hidden),
+            position: Position {
+                steps: 0,
+                completed: 0,
+                batch_in_epoch: 0,
+                shuffle_word_pos: SeededRng::new(cfg.seed, Stream::Shuffle).word_pos(),
+                seen: BatchStats::default(),
+            },
+            records: Vec::new(),
+            seconds: 0.0,
+        }
+    }
+
+    /// Whether every step of `cfg` is done.
+    pub fn is_finished(&self, cfg: &TrainConfig) -> bool {
+        let units = match cfg.schedule {
+            Schedule::FullBatch { iterations } => iterations,
+            Schedule::MiniBatch { epochs, .. } => epochs,
+        };
+        self.position.completed >= units
+    }
+
+    /// Checks that this state can continue a run of `cfg` on `rows` rows
+    /// (a checkpoint from another run or data set must not be resumed).
+    pub(super) fn check_fits(&self, cfg: &TrainConfig, rows: usize) -> Result<(), String> {
+        let p = &self.position;
+        if self.model.hidden() != cfg.hidden {
+            return Err(format!(
+                "the model has {} hidden units, the run {}",
+                self.model.hidden(),
+                cfg.hidden
+            ));
+        }
+        if self.optimizer.kind != cfg.optimizer || self.optimizer.t != p.steps as u64 {
+            return Err(format!(
+                "optimizer {} after {} updates does not match {} after {} steps",
+                self.optimizer.kind.name(),
+                self.optimizer.t,
+                cfg.optimizer.name(),
+                p.steps
+            ));
+        }
+        let fits = match cfg.schedule {
+            Schedule::FullBatch { iterations } => {
+                p.completed <= iterations && p.steps == p.completed && p.batch_in_epoch == 0
+            }
+            Schedule::MiniBatch { epochs, batch_size } => {
+                let batches = rows.div_ceil(batch_size.clamp(1, rows.max(1)));
+                p.completed <= epochs
+                    && p.batch_in_epoch < batches
+                    && p.steps == p.completed * batches + p.batch_in_epoch
+            }
+        };
+        if !fits {
+            return Err(format!(
+                "position (step {}, {} done, batch {} of the next epoch) is not a point of \
+                 this run's schedule on {rows} rows",
+                p.steps, p.completed, p.batch_in_epoch
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An observer that shows nothing.
+pub struct Silent;
+impl Observer for Silent {}
