@@ -24,8 +24,10 @@ pub mod plot;
 pub mod rng;
 pub mod simd;
 pub mod sweep;
-#[doc(hidden)]
-pub mod testutil;
+/// Test data shared by unit tests, integration tests and benches (which
+/// include this file by path).
+#[cfg(test)]
+mod testutil;
 pub mod threads;
 pub mod train;
 

@@ -2,8 +2,11 @@
 //! MNIST and the tolerances the fast path is held to. One definition, so a
 //! bench measures exactly what a test checks.
 
-use crate::data::{Dataset, CLASSES, FEATURES};
-use crate::rng::{SeededRng, Stream};
+// Each includer (unit tests, tests/it, benches) uses a part.
+#![allow(dead_code)]
+
+use super::data::{Dataset, CLASSES, FEATURES};
+use super::rng::{SeededRng, Stream};
 
 /// Tolerances for comparing an engine against the f64 oracle.
 pub mod tolerance {

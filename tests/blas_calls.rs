@@ -9,10 +9,15 @@
 use mnist_blas::engine::SHARD_ROWS;
 use mnist_blas::engine::{blas::BlasEngine, Engine};
 use mnist_blas::model::{Init, Mlp};
-use mnist_blas::testutil::random_batch;
+use mnist_blas::{data, rng};
+
+#[path = "../src/testutil.rs"]
+#[allow(dead_code)]
+mod testutil;
 use mnist_blas::train::shard::ShardBuffers;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use testutil::random_batch;
 
 static SGEMM_CALLS: AtomicUsize = AtomicUsize::new(0);
 

@@ -5,8 +5,13 @@
 #![allow(dead_code)] // each bench binary uses a different subset
 
 use mnist_blas::data::{self, source, Dataset, Expect, FEATURES};
-use mnist_blas::testutil::random_dataset;
+use mnist_blas::rng;
+
+/// The synthetic rows and tolerances the tests use, from the same file.
+#[path = "../../src/testutil.rs"]
+pub mod testutil;
 use std::path::{Path, PathBuf};
+use testutil::random_dataset;
 
 /// Kaggle's full train.csv.gz, if this checkout sits next to `shared/`.
 pub const SHARED_TRAIN: &str = "../shared/data/digit-recognizer/train.csv.gz";

@@ -1,11 +1,11 @@
 //! The fast engine against the oracle, and the oracle against calculus.
 
+use crate::testutil::{max_rel_diff, random_batch, tolerance};
 use mnist_blas::data::FEATURES;
 use mnist_blas::engine::{
     blas::BlasEngine, naive, naive::NaiveEngine, sparse::SparseEngine, Engine,
 };
 use mnist_blas::model::{Init, Mlp};
-use mnist_blas::testutil::{max_rel_diff, random_batch, tolerance};
 
 fn flat(m: &Mlp) -> Vec<f64> {
     m.params()

@@ -3,22 +3,13 @@
 //! The binary runs in a temporary directory, so it trains on the built-in
 //! sample (4,800 train / 1,200 held-out rows); one short epoch per run.
 
+use crate::common::{run_in, BIN};
 use mnist_blas::model::Mlp;
 use mnist_blas::sweep::grid::{expand_grid, sample_random, Axis};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mnist-blas");
-
-fn run_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
 
 fn ok(o: &Output) -> String {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();

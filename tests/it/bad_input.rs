@@ -6,17 +6,14 @@
 //! `cargo test --test bad_input -- --nocapture` prints the table of cases,
 //! messages and exit codes.
 
+use crate::common::bin;
 use ndarray::{Array2, Array3};
 use ndarray_npy::NpzWriter;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const FEATURES: usize = 784;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mnist-blas"))
-}
 
 fn train_header() -> String {
     let pixels: Vec<String> = (0..FEATURES).map(|i| format!("pixel{i}")).collect();

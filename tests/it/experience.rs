@@ -2,26 +2,8 @@
 //! clean output when piped, and the pictures (`train --plot`, `eval --plot`,
 //! `eval --errors-png`, `eval --weights-png`, `inspect`).
 
+use crate::common::{last_json, run_in, text};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn run_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mnist-blas"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).expect("output is UTF-8")
-}
-
-fn last_json(o: &Output) -> serde_json::Value {
-    let out = text(&o.stdout);
-    let line = out.lines().last().expect("some output");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
-}
 
 /// Width and height of a PNG file, after checking its signature and that
 /// its first chunk is the header.

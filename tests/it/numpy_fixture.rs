@@ -1,10 +1,10 @@
 //! Both engines against an independent numpy computation of one training
 //! step (tests/fixtures, made by scripts/make_step_fixture.py in float64).
 
+use crate::testutil::{max_rel_diff, tolerance};
 use mnist_blas::engine::{naive, EngineKind};
 use mnist_blas::model::Mlp;
 use mnist_blas::optim::{Optimizer, OptimizerKind};
-use mnist_blas::testutil::{max_rel_diff, tolerance};
 use mnist_blas::train::shard::ShardBuffers;
 use ndarray::{Array0, Array1, Array2, ArrayD, Ix2};
 use ndarray_npy::NpzReader;

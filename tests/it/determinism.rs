@@ -1,10 +1,10 @@
 //! Same seed, any thread count: bit-identical weights.
 
+use crate::testutil::random_dataset;
 use mnist_blas::engine::EngineKind;
 use mnist_blas::engine::SHARD_ROWS;
 use mnist_blas::model::{Init, Mlp};
 use mnist_blas::optim::OptimizerKind;
-use mnist_blas::testutil::random_dataset;
 use mnist_blas::train::{self, Schedule, Silent, TrainConfig};
 
 fn train_with_threads(cfg: &TrainConfig, threads: usize) -> Mlp {

@@ -1,38 +1,6 @@
 //! The binary end to end, as a user runs it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mnist-blas"))
-}
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
-fn run_in(dir: &Path, args: &[&str]) -> Output {
-    bin()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The JSON object on the last line of stdout.
-fn last_json(o: &Output) -> serde_json::Value {
-    let out = stdout(o);
-    let line = out.lines().last().expect("some output");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
-}
+use crate::common::{bin, last_json, repo, run_in, stderr, stdout};
 
 #[test]
 fn default_run_trains_on_the_builtin_sample_and_predict_writes_a_submission() {

@@ -3,10 +3,10 @@
 //! every gradient block, for narrow (H <= 16, one 16-lane chunk) and wide
 //! (several chunks, H not a multiple of 16) networks.
 
+use crate::testutil::{max_rel_diff, random_batch, tolerance};
 use mnist_blas::data::FEATURES;
 use mnist_blas::engine::{naive, naive::NaiveEngine, sparse::SparseEngine, Engine};
 use mnist_blas::model::{Init, Mlp};
-use mnist_blas::testutil::{max_rel_diff, random_batch, tolerance};
 
 fn as_f64(a: &[f32]) -> Vec<f64> {
     a.iter().map(|&v| v as f64).collect()
@@ -333,7 +333,7 @@ fn resident_trainers_report_divergence() {
     use mnist_blas::engine::EngineKind;
     use mnist_blas::optim::OptimizerKind;
     use mnist_blas::train::{self, LrSchedule, Schedule, TrainConfig, TrainError};
-    let data = mnist_blas::testutil::random_dataset(400, 6);
+    let data = crate::testutil::random_dataset(400, 6);
     for batch_size in [32, 300] {
         for (optimizer, lr) in [(OptimizerKind::Sgd, 1e30), (OptimizerKind::Adam, 50.0)] {
             let cfg = TrainConfig {

@@ -2,17 +2,18 @@
 //! SIGKILL) and continued from its last checkpoint ends with exactly the
 //! weights of a run that never stopped, bit for bit.
 
+use crate::common::bin;
+use crate::testutil::random_dataset;
 use mnist_blas::checkpoint::{self, Checkpoint, RunIdentity};
 use mnist_blas::data::Dataset;
 use mnist_blas::engine::EngineKind;
 use mnist_blas::model::{Init, Mlp};
 use mnist_blas::optim::OptimizerKind;
-use mnist_blas::testutil::random_dataset;
 use mnist_blas::train::{
     self, Control, LrSchedule, Observer, Schedule, StepView, TrainConfig, TrainState,
 };
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -259,10 +260,6 @@ const RUN: &[&str] = &[
     "4",
     "--quiet",
 ];
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mnist-blas"))
-}
 
 fn spawn(dir: &Path, extra: &[&str]) -> Child {
     bin()

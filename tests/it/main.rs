@@ -1,0 +1,30 @@
+//! The integration tests, one binary: each module tests one part through
+//! the library or the real `mnist-blas` binary. (The BLAS call counter is
+//! its own binary, `tests/blas_calls.rs`: it replaces `cblas_sgemm` for the
+//! whole process and counts calls, which tests running beside it in one
+//! binary would disturb.)
+//!
+//! The full-data acceptance checks are ignored by default:
+//! `cargo test --release --features blas --test it -- --ignored acceptance`.
+
+// `src/testutil.rs` names the library's modules through `super::`.
+use mnist_blas::{data, rng};
+
+#[path = "../../src/testutil.rs"]
+mod testutil;
+
+mod common;
+
+mod acceptance;
+mod bad_input;
+mod checkpoint;
+mod cli;
+mod data_csv;
+mod data_idx;
+mod determinism;
+mod engines;
+mod experience;
+mod fuzz_regressions;
+mod numpy_fixture;
+mod sparse;
+mod sweep;
