@@ -12,7 +12,6 @@ use mnist_blas::model::{Init, Mlp};
 use mnist_blas::{data, rng};
 
 #[path = "../src/testutil.rs"]
-#[allow(dead_code)]
 mod testutil;
 use mnist_blas::train::shard::ShardBuffers;
 use std::os::raw::c_int;
