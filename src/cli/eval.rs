@@ -99,81 +99,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let engine = args.engine.build();
         let eval = evaluate(engine.as_ref(), &model, &set);
         let per_class = eval.per_class();
-        let mut wrote = Vec::new();
-        if let Some(path) = &args.plot {
-            let title = format!(
-                "{}: accuracy {:.4} on {} images",
-                file_name(&args.data),
-                eval.stats.accuracy(),
-                eval.stats.rows
-            );
-            plot::confusion_heatmap(path, &eval.confusion, &title)?;
-            wrote.push(path.clone());
-        }
-        if let Some(path) = &args.errors_png {
-            let worst =
-                most_confident_errors(engine.as_ref(), &model, &set, &eval, args.errors as usize);
-            let wrong = eval.stats.rows - eval.stats.correct;
-            let title = format!(
-                "{}: the {} most confident of {wrong} errors",
-                file_name(&args.data),
-                worst.len()
-            );
-            plot::worst_misclassified(path, &worst, &title)?;
-            wrote.push(path.clone());
-        }
-        if let Some(path) = &args.weights_png {
-            let ink = plot::ink_fraction(&set.pixels);
-            plot::hidden_weights(path, &model, &args.model.display().to_string(), Some(&ink))?;
-            wrote.push(path.clone());
-        }
+        let wrote = draw(&args, engine.as_ref(), &model, &set, &eval)?;
         if !args.quiet {
-            outln!(
-                "{}: accuracy {:.4} ({} / {}), loss {:.4}",
-                args.data.display(),
-                eval.stats.accuracy(),
-                eval.stats.correct,
-                eval.stats.rows,
-                eval.stats.mean_loss()
-            );
-            outln!("\nclass  precision  recall     f1  support");
-            for c in &per_class {
-                outln!(
-                    "{:>5}  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}",
-                    c.class,
-                    c.precision,
-                    c.recall,
-                    c.f1,
-                    c.support
-                );
-            }
-            let mean = |f: fn(&ClassReport) -> f64| {
-                per_class.iter().map(f).sum::<f64>() / per_class.len() as f64
-            };
-            outln!(
-                "macro  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}",
-                mean(|c| c.precision),
-                mean(|c| c.recall),
-                mean(|c| c.f1),
-                eval.stats.rows
-            );
-            outln!("\nconfusion (rows: true label, columns: predicted)");
-            print!("     ");
-            for p in 0..CLASSES {
-                print!("{p:>6}");
-            }
-            outln!();
-            for (t, row) in eval.confusion.iter().enumerate() {
-                print!("{t:>5}");
-                for n in row {
-                    print!("{n:>6}");
-                }
-                outln!();
-            }
-            if !wrote.is_empty() {
-                let names: Vec<String> = wrote.iter().map(|p| p.display().to_string()).collect();
-                outln!("\nwrote {}", names.join(", "));
-            }
+            outln!("{}", report_text(&args, &model, &eval, &per_class, &wrote));
         }
         if args.json {
             let s = EvalSummary {
@@ -195,6 +123,106 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The pictures asked for; the paths written.
+fn draw(
+    args: &EvalArgs,
+    engine: &dyn Engine,
+    model: &Mlp,
+    set: &Dataset,
+    eval: &Evaluation,
+) -> Result<Vec<PathBuf>> {
+    let mut wrote = Vec::new();
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{}: accuracy {:.4} on {} images",
+            file_name(&args.data),
+            eval.stats.accuracy(),
+            eval.stats.rows
+        );
+        plot::confusion_heatmap(path, &eval.confusion, &title)?;
+        wrote.push(path.clone());
+    }
+    if let Some(path) = &args.errors_png {
+        let worst = most_confident_errors(engine, model, set, eval, args.errors as usize);
+        let wrong = eval.stats.rows - eval.stats.correct;
+        let title = format!(
+            "{}: the {} most confident of {wrong} errors",
+            file_name(&args.data),
+            worst.len()
+        );
+        plot::worst_misclassified(path, &worst, &title)?;
+        wrote.push(path.clone());
+    }
+    if let Some(path) = &args.weights_png {
+        let ink = plot::ink_fraction(&set.pixels);
+        plot::hidden_weights(path, model, &args.model.display().to_string(), Some(&ink))?;
+        wrote.push(path.clone());
+    }
+    Ok(wrote)
+}
+
+/// The screen: the model scored, accuracy, per-class report, confusion
+/// matrix, files written (no trailing newline).
+fn report_text(
+    args: &EvalArgs,
+    model: &Mlp,
+    eval: &Evaluation,
+    per_class: &[ClassReport],
+    wrote: &[PathBuf],
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "model: {} (784-{}-10)",
+        args.model.display(),
+        model.hidden()
+    );
+    let _ = writeln!(
+        out,
+        "{}: accuracy {:.4} ({} / {}), loss {:.4}",
+        args.data.display(),
+        eval.stats.accuracy(),
+        eval.stats.correct,
+        eval.stats.rows,
+        eval.stats.mean_loss()
+    );
+    let _ = writeln!(out, "\nclass  precision  recall     f1  support");
+    for c in per_class {
+        let _ = writeln!(
+            out,
+            "{:>5}  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}",
+            c.class, c.precision, c.recall, c.f1, c.support
+        );
+    }
+    let mean =
+        |f: fn(&ClassReport) -> f64| per_class.iter().map(f).sum::<f64>() / per_class.len() as f64;
+    let _ = writeln!(
+        out,
+        "macro  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}",
+        mean(|c| c.precision),
+        mean(|c| c.recall),
+        mean(|c| c.f1),
+        eval.stats.rows
+    );
+    let _ = writeln!(out, "\nconfusion (rows: true label, columns: predicted)");
+    let _ = write!(out, "     ");
+    for p in 0..CLASSES {
+        let _ = write!(out, "{p:>6}");
+    }
+    for (t, row) in eval.confusion.iter().enumerate() {
+        let _ = write!(out, "\n{t:>5}");
+        for n in row {
+            let _ = write!(out, "{n:>6}");
+        }
+    }
+    if !wrote.is_empty() {
+        let names: Vec<String> = wrote.iter().map(|p| p.display().to_string()).collect();
+        let _ = write!(out, "\n\nwrote {}", names.join(", "));
+    }
+    out
 }
 
 /// The file name alone, for picture titles.

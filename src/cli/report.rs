@@ -46,30 +46,7 @@ pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> S
     );
     line("engine", engine_line(s.engine, s.threads));
     line("blas", blas_line(s.engine));
-    let mut settings = format!(
-        "{} lr {} ({} schedule)",
-        s.optimizer.name(),
-        s.lr,
-        serde_name(&s.lr_schedule)
-    );
-    if s.optimizer == crate::optim::OptimizerKind::Momentum {
-        let _ = write!(settings, ", momentum {}", s.momentum);
-    }
-    match (s.iterations, s.epochs, s.batch_size) {
-        (Some(it), _, _) => {
-            let _ = write!(settings, ", full batch, {} iterations", thousands(it));
-        }
-        (_, Some(epochs), Some(batch)) => {
-            let _ = write!(
-                settings,
-                ", batch {batch}, {epochs} epochs = {} steps",
-                thousands(s.steps)
-            );
-        }
-        _ => {}
-    }
-    let _ = write!(settings, "; preset {}", serde_name(&s.preset));
-    line("settings", settings);
+    line("settings", settings_line(s));
     line(
         "time",
         format!(
@@ -107,6 +84,34 @@ pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> S
     );
     out.pop();
     out
+}
+
+/// Optimizer, rate, schedule and preset, on one line.
+fn settings_line(s: &RunReport) -> String {
+    let mut settings = format!(
+        "{} lr {} ({} schedule)",
+        s.optimizer.name(),
+        s.lr,
+        serde_name(&s.lr_schedule)
+    );
+    if s.optimizer == crate::optim::OptimizerKind::Momentum {
+        let _ = write!(settings, ", momentum {}", s.momentum);
+    }
+    match (s.iterations, s.epochs, s.batch_size) {
+        (Some(it), _, _) => {
+            let _ = write!(settings, ", full batch, {} iterations", thousands(it));
+        }
+        (_, Some(epochs), Some(batch)) => {
+            let _ = write!(
+                settings,
+                ", batch {batch}, {epochs} epochs = {} steps",
+                thousands(s.steps)
+            );
+        }
+        _ => {}
+    }
+    let _ = write!(settings, "; preset {}", serde_name(&s.preset));
+    settings
 }
 
 /// What computes the products.

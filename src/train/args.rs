@@ -198,30 +198,7 @@ impl TrainArgs {
         if !(lr.is_finite() && lr > 0.0) {
             refuse!("--lr must be a positive number, found {lr}");
         }
-        let batch = self.batch_size.unwrap_or(if notebook {
-            BatchSize::Full
-        } else {
-            BatchSize::Rows(32)
-        });
-        let schedule = match batch {
-            BatchSize::Full => {
-                if self.epochs.is_some() && self.iterations.is_some() {
-                    refuse!("full-batch training counts --iterations; give --iterations or --epochs, not both");
-                }
-                Schedule::FullBatch {
-                    iterations: self.iterations.or(self.epochs).unwrap_or(500),
-                }
-            }
-            BatchSize::Rows(batch_size) => {
-                if self.iterations.is_some() {
-                    refuse!("--iterations applies to full-batch training (--batch-size full); mini-batch training counts --epochs");
-                }
-                Schedule::MiniBatch {
-                    epochs: self.epochs.unwrap_or(10),
-                    batch_size,
-                }
-            }
-        };
+        let schedule = self.schedule(notebook)?;
         let split = self.split.unwrap_or(if notebook { 0.2 } else { 0.8 });
         if !(split > 0.0 && split < 1.0) {
             refuse!("--split is the training fraction and must be strictly between 0 and 1, found {split}");
@@ -230,31 +207,13 @@ impl TrainArgs {
             refuse!("--momentum must be in [0, 1), found {}", self.momentum);
         }
         crate::threads::count(self.threads, "--threads").map_err(|e| PlanError(e.to_string()))?;
-        match schedule {
-            Schedule::FullBatch { iterations: 0 } => {
-                refuse!("--iterations 0 would train nothing; give at least 1")
-            }
-            Schedule::MiniBatch { epochs: 0, .. } => {
-                refuse!("--epochs 0 would train nothing; give at least 1")
-            }
-            _ => {}
-        }
         if self.checkpoint_every == Some(0) {
             refuse!("--checkpoint-every must be at least 1 (epochs, or iterations with --batch-size full)");
         }
         if let Some(path) = &self.resume {
             check_exists(path, "--resume")?;
         }
-        let source = match &self.data {
-            Some(p) => {
-                check_exists(p, "--data")?;
-                DataSource::File(p.clone())
-            }
-            None if Path::new("data/train.csv").exists() => {
-                DataSource::File("data/train.csv".into())
-            }
-            None => DataSource::BuiltinSample,
-        };
+        let source = self.source()?;
         Ok(Plan {
             config: TrainConfig {
                 hidden: self.hidden.unwrap_or(10) as usize,
@@ -283,6 +242,58 @@ impl TrainArgs {
             } else {
                 HeldoutEval::Records
             }),
+        })
+    }
+
+    /// Full-batch iterations or mini-batch epochs, from the batch size.
+    fn schedule(&self, notebook: bool) -> Result<Schedule, PlanError> {
+        let batch = self.batch_size.unwrap_or(if notebook {
+            BatchSize::Full
+        } else {
+            BatchSize::Rows(32)
+        });
+        let schedule = match batch {
+            BatchSize::Full => {
+                if self.epochs.is_some() && self.iterations.is_some() {
+                    refuse!("full-batch training counts --iterations; give --iterations or --epochs, not both");
+                }
+                Schedule::FullBatch {
+                    iterations: self.iterations.or(self.epochs).unwrap_or(500),
+                }
+            }
+            BatchSize::Rows(batch_size) => {
+                if self.iterations.is_some() {
+                    refuse!("--iterations applies to full-batch training (--batch-size full); mini-batch training counts --epochs");
+                }
+                Schedule::MiniBatch {
+                    epochs: self.epochs.unwrap_or(10),
+                    batch_size,
+                }
+            }
+        };
+        match schedule {
+            Schedule::FullBatch { iterations: 0 } => {
+                refuse!("--iterations 0 would train nothing; give at least 1")
+            }
+            Schedule::MiniBatch { epochs: 0, .. } => {
+                refuse!("--epochs 0 would train nothing; give at least 1")
+            }
+            _ => {}
+        }
+        Ok(schedule)
+    }
+
+    /// `--data`, else `data/train.csv` if it exists, else the built-in sample.
+    fn source(&self) -> Result<DataSource, PlanError> {
+        Ok(match &self.data {
+            Some(p) => {
+                check_exists(p, "--data")?;
+                DataSource::File(p.clone())
+            }
+            None if Path::new("data/train.csv").exists() => {
+                DataSource::File("data/train.csv".into())
+            }
+            None => DataSource::BuiltinSample,
         })
     }
 }

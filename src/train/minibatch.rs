@@ -8,6 +8,7 @@ use super::step::Stepper;
 use super::{Control, Observer, StepView, TrainConfig, TrainError, TrainState};
 use crate::data::{Dataset, FEATURES};
 use crate::engine::BatchStats;
+use crate::engine::ResidentTrainer;
 use crate::rng::{SeededRng, Stream};
 
 /// Carry `st` on to `epochs` epochs of `batch_size`-row steps; the total
@@ -51,32 +52,11 @@ pub(super) fn run(
         while let Some(idx) = batches_left.next() {
             let done = st.position.steps;
             st.optimizer.lr = cfg.lr_schedule.rate(cfg.lr, done, total);
+            let next = batches_left.peek().copied();
+            let rows = Batch { idx, next, epoch };
             let stats = match resident.as_deref_mut() {
-                Some(r) => {
-                    if let Some(next) = batches_left.peek() {
-                        r.upcoming(next);
-                    }
-                    let rule = st.optimizer.next_rule();
-                    let step = r.step(idx, &rule);
-                    stepper.check_step(&step.stats, step.finite, "epoch", epoch)?;
-                    step.stats
-                }
-                None => {
-                    xb.clear();
-                    yb.clear();
-                    for &i in idx {
-                        xb.extend_from_slice(train.row(i));
-                        yb.push(labels[i]);
-                    }
-                    stepper.step(
-                        &mut st.model,
-                        &mut st.optimizer,
-                        (&xb, None),
-                        &yb,
-                        "epoch",
-                        epoch,
-                    )?
-                }
+                Some(r) => resident_step(r, &rows, st, stepper)?,
+                None => gathered_step(&rows, st, train, labels, (&mut xb, &mut yb), stepper)?,
             };
             last = stats;
             st.position.seen.merge(stats);
@@ -84,17 +64,14 @@ pub(super) fn run(
             st.position.batch_in_epoch += 1;
             observer.on_step(done + 1, total, &stats);
             if st.position.batch_in_epoch == batches {
-                if let Some(r) = resident.as_deref_mut() {
-                    let finite = r.write_back(&mut st.model, &mut st.optimizer);
-                    stepper.check_step(&stats, finite, "epoch", epoch)?;
-                }
-                let seen = std::mem::take(&mut st.position.seen);
-                stepper.check_loss(&seen, "epoch", epoch)?;
-                let r = stepper.record(epoch, &seen, &st.model);
-                observer.on_record(&r);
-                st.records.push(r);
-                st.position.completed = epoch;
-                st.position.batch_in_epoch = 0;
+                end_epoch(
+                    resident.as_deref_mut(),
+                    &stats,
+                    epoch,
+                    st,
+                    stepper,
+                    observer,
+                )?;
                 st.position.shuffle_word_pos = rng.word_pos();
             }
             st.seconds = stepper.seconds();
@@ -117,4 +94,76 @@ pub(super) fn run(
         stepper.check_step(&last, finite, "epoch", epoch.max(1))?;
     }
     Ok((total, stopped))
+}
+
+/// The rows of one step, the next step's (a hint), and the epoch.
+struct Batch<'a> {
+    idx: &'a [usize],
+    next: Option<&'a [usize]>,
+    epoch: usize,
+}
+
+/// A step on the engine's resident trainer.
+fn resident_step(
+    r: &mut dyn ResidentTrainer,
+    rows: &Batch,
+    st: &mut TrainState,
+    stepper: &Stepper,
+) -> Result<BatchStats, TrainError> {
+    if let Some(next) = rows.next {
+        r.upcoming(next);
+    }
+    let rule = st.optimizer.next_rule();
+    let step = r.step(rows.idx, &rule);
+    stepper.check_step(&step.stats, step.finite, "epoch", rows.epoch)?;
+    Ok(step.stats)
+}
+
+/// A step on the batch's rows gathered into `xb`/`yb` and sharded.
+fn gathered_step(
+    rows: &Batch,
+    st: &mut TrainState,
+    train: &Dataset,
+    labels: &[u8],
+    (xb, yb): (&mut Vec<u8>, &mut Vec<u8>),
+    stepper: &mut Stepper,
+) -> Result<BatchStats, TrainError> {
+    xb.clear();
+    yb.clear();
+    for &i in rows.idx {
+        xb.extend_from_slice(train.row(i));
+        yb.push(labels[i]);
+    }
+    stepper.step(
+        &mut st.model,
+        &mut st.optimizer,
+        (xb, None),
+        yb,
+        "epoch",
+        rows.epoch,
+    )
+}
+
+/// The last step of an epoch is done: bring the model up to date, check
+/// the epoch's loss, record it, and move the position to the next epoch.
+fn end_epoch(
+    resident: Option<&mut (dyn ResidentTrainer + 'static)>,
+    last: &BatchStats,
+    epoch: usize,
+    st: &mut TrainState,
+    stepper: &Stepper,
+    observer: &mut dyn Observer,
+) -> Result<(), TrainError> {
+    if let Some(r) = resident {
+        let finite = r.write_back(&mut st.model, &mut st.optimizer);
+        stepper.check_step(last, finite, "epoch", epoch)?;
+    }
+    let seen = std::mem::take(&mut st.position.seen);
+    stepper.check_loss(&seen, "epoch", epoch)?;
+    let r = stepper.record(epoch, &seen, &st.model);
+    observer.on_record(&r);
+    st.records.push(r);
+    st.position.completed = epoch;
+    st.position.batch_in_epoch = 0;
+    Ok(())
 }

@@ -6,7 +6,9 @@
 //! result rows are that report serialised.
 
 use super::args::{HeldoutEval, Plan, Preset};
-use super::{Observer, Record, Schedule, StepView, TrainConfig, TrainError, TrainState};
+use super::{
+    Observer, Record, Schedule, StepView, TrainConfig, TrainError, TrainOutcome, TrainState,
+};
 use crate::checkpoint::{Checkpoint, CheckpointError, Checkpointer, RunIdentity};
 use crate::data::Dataset;
 use crate::engine::{BatchStats, EngineKind};
@@ -192,50 +194,90 @@ pub fn run(
                 c.stop,
             );
             let outcome = super::train_from(cfg, state, &train_set, scored, &mut writer)?;
-            if let Some(e) = writer.error.take() {
-                return Err(RunError::CheckpointWrite(e));
-            }
-            if writer.interrupted && outcome.stopped {
-                let at = writer
-                    .written
-                    .as_ref()
-                    .map(|p| describe_position(cfg, p.completed, p.batch_in_epoch, train_set.len()))
-                    .unwrap_or_default();
-                return Err(RunError::Interrupted {
-                    at,
-                    path: c.path.clone(),
-                });
-            }
+            check_checkpoints(cfg, c, writer, outcome.stopped, train_set.len())?;
             outcome
         }
     };
+    let samples = counting.samples;
+    let parts = Parts {
+        train: &train_set,
+        heldout: &heldout,
+    };
+    let report = report(plan, parts, &outcome, samples, load_seconds, started);
+    Ok(Run {
+        model: outcome.model,
+        records: outcome.records,
+        report,
+    })
+}
+
+/// After training with checkpoints: a write that failed, or a stop by a
+/// signal (after its checkpoint was written), ends the run with an error.
+fn check_checkpoints(
+    cfg: &TrainConfig,
+    c: &Checkpointing,
+    mut writer: Checkpointer,
+    stopped: bool,
+    rows: usize,
+) -> Result<(), RunError> {
+    if let Some(e) = writer.error.take() {
+        return Err(RunError::CheckpointWrite(e));
+    }
+    if writer.interrupted && stopped {
+        let at = writer
+            .written
+            .as_ref()
+            .map(|p| describe_position(cfg, p.completed, p.batch_in_epoch, rows))
+            .unwrap_or_default();
+        return Err(RunError::Interrupted {
+            at,
+            path: c.path.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The two parts of the split.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    train: &'a Dataset,
+    heldout: &'a Dataset,
+}
+
+/// Score the trained model on both parts and fill in the report.
+fn report(
+    plan: &Plan,
+    parts: Parts,
+    outcome: &TrainOutcome,
+    samples: usize,
+    load_seconds: f64,
+    started: Instant,
+) -> RunReport {
+    let cfg = &plan.config;
     let eval_start = Instant::now();
     let engine = cfg.engine.build();
-    let on_train = evaluate(engine.as_ref(), &outcome.model, &train_set);
-    let on_heldout = evaluate(engine.as_ref(), &outcome.model, &heldout);
+    let on_train = evaluate(engine.as_ref(), &outcome.model, parts.train);
+    let on_heldout = evaluate(engine.as_ref(), &outcome.model, parts.heldout);
     let eval_seconds = eval_start.elapsed().as_secs_f64();
     let best = best_record(&outcome.records);
-    let (iterations, epochs, batch_size) = match cfg.schedule {
-        Schedule::FullBatch { iterations } => (Some(iterations), None, None),
-        Schedule::MiniBatch { epochs, batch_size } => (None, Some(epochs), Some(batch_size)),
+    let (schedule, iterations, epochs, batch_size) = match cfg.schedule {
+        Schedule::FullBatch { iterations } => ("full-batch", Some(iterations), None, None),
+        Schedule::MiniBatch { epochs, batch_size } => {
+            ("mini-batch", None, Some(epochs), Some(batch_size))
+        }
     };
-    let samples = counting.samples;
-    let report = RunReport {
+    RunReport {
         data: plan.source.describe(),
         preset: plan.preset,
-        train_rows: train_set.len(),
-        heldout_rows: heldout.len(),
+        train_rows: parts.train.len(),
+        heldout_rows: parts.heldout.len(),
         hidden: cfg.hidden,
         init: cfg.init,
         optimizer: cfg.optimizer,
         lr: cfg.lr,
         lr_schedule: cfg.lr_schedule,
         momentum: cfg.momentum,
-        schedule: match cfg.schedule {
-            Schedule::FullBatch { .. } => "full-batch",
-            Schedule::MiniBatch { .. } => "mini-batch",
-        }
-        .to_string(),
+        schedule: schedule.to_string(),
         iterations,
         epochs,
         batch_size,
@@ -259,12 +301,7 @@ pub fn run(
         seconds: load_seconds + started.elapsed().as_secs_f64(),
         samples,
         samples_per_second: samples as f64 / outcome.seconds.max(1e-9),
-    };
-    Ok(Run {
-        model: outcome.model,
-        records: outcome.records,
-        report,
-    })
+    }
 }
 
 /// The record with the best held-out accuracy (the first, on ties):
