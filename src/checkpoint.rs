@@ -20,7 +20,10 @@ use crate::engine::BatchStats;
 use crate::model::{Mlp, ModelError};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::output::{write_atomic, WriteError};
-use crate::train::{Control, Observer, Position, Record, StepView, TrainConfig, TrainState};
+use crate::rng::{SeededRng, Stream};
+use crate::train::{
+    Control, Observer, Position, Record, Schedule, StepView, TrainConfig, TrainState,
+};
 use ndarray::{Array1, Array2, Ix1, Ix2, OwnedRepr};
 use ndarray_npy::{NpzReader, NpzWriter};
 use serde::{Deserialize, Serialize};
@@ -275,6 +278,59 @@ impl Checkpoint {
                      this run: {} rows, CRC-32 {:08x}); resume with the same --data",
                     was.rows, was.pixels_crc32, identity.rows, identity.pixels_crc32
                 ),
+            ));
+        }
+        self.check_sound(cfg, identity.rows)
+    }
+
+    /// Refuses a state no run could have written: weights or moments that
+    /// are not finite, a negative second moment, counts that do not fit,
+    /// or a shuffle position other than the one this run's seed reaches
+    /// after the epochs done (a resumed run would not be bit-identical).
+    fn check_sound(&self, cfg: &TrainConfig, rows: usize) -> Result<(), CheckpointError> {
+        let bad = |what: String| Err(CheckpointError::new(&self.path, what));
+        let finite = |m: &Mlp| m.params().iter().all(|p| p.iter().all(|v| v.is_finite()));
+        if !finite(&self.model) {
+            return bad("the weights hold NaN or infinite values".into());
+        }
+        if self.m.as_ref().is_some_and(|m| !finite(m)) {
+            return bad("the optimizer's first moment holds NaN or infinite values".into());
+        }
+        if let Some(v) = &self.v {
+            if !finite(v) || v.params().iter().any(|p| p.iter().any(|&x| x < 0.0)) {
+                return bad(
+                    "the optimizer's second moment holds negative, NaN or infinite values".into(),
+                );
+            }
+        }
+        let meta = &self.meta;
+        let loss = f64::from_bits(meta.seen_loss_sum_bits);
+        if !(loss.is_finite() && loss >= 0.0) || meta.seen_correct > meta.seen_rows {
+            return bad(format!(
+                "state: the unfinished epoch's counts are impossible (loss sum {loss}, {} \
+                 correct of {} rows)",
+                meta.seen_correct, meta.seen_rows
+            ));
+        }
+        let Ok(pos) = meta.shuffle_word_pos.parse::<u128>() else {
+            return bad(format!(
+                "state: shuffle_word_pos {:?} is not a number",
+                meta.shuffle_word_pos
+            ));
+        };
+        let mut rng = SeededRng::new(cfg.seed, Stream::Shuffle);
+        if let Schedule::MiniBatch { epochs, .. } = cfg.schedule {
+            for _ in 0..meta.completed.min(epochs) {
+                rng.permutation(rows);
+            }
+        }
+        if pos != rng.word_pos() {
+            return bad(format!(
+                "state: shuffle position {pos} is not where seed {} is after {} epoch(s) \
+                 ({}); the file was altered",
+                cfg.seed,
+                meta.completed,
+                rng.word_pos()
             ));
         }
         Ok(())

@@ -244,6 +244,61 @@ fn checkpoint_of_another_run_is_refused_naming_the_difference() {
     assert!(err.contains("not a checkpoint"), "{err}");
 }
 
+/// A checkpoint whose optimizer state or shuffle position was altered is
+/// refused by name, not resumed into a run that is no longer bit-identical
+/// (nor reported later as divergence).
+#[test]
+fn tampered_checkpoint_state_is_refused() {
+    let data = random_dataset(200, 3);
+    let cfg = config(
+        OptimizerKind::Adam,
+        Schedule::MiniBatch {
+            epochs: 3,
+            batch_size: 50,
+        },
+    );
+    // Stopped after the first epoch (4 steps), at an epoch boundary.
+    let mut stop = StopAt { at: 4, state: None };
+    train::train(&cfg, &data, None, &mut stop).unwrap();
+    let state = stop.state.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let identity = RunIdentity::of(0.8, &data);
+    let refused = |tamper: &dyn Fn(&mut TrainState)| -> String {
+        let mut s = state.clone();
+        tamper(&mut s);
+        let path = dir.path().join("t.npz");
+        checkpoint::save(&path, &cfg, &identity, &s).unwrap();
+        match Checkpoint::load(&path) {
+            Ok(ckpt) => ckpt.check_matches(&cfg, &identity).unwrap_err().to_string(),
+            Err(e) => e.to_string(),
+        }
+    };
+    // The untouched state is accepted.
+    let path = dir.path().join("ok.npz");
+    checkpoint::save(&path, &cfg, &identity, &state).unwrap();
+    Checkpoint::load(&path)
+        .unwrap()
+        .check_matches(&cfg, &identity)
+        .unwrap();
+
+    let err = refused(&|s| s.optimizer.v.w1[[0, 0]] = -1e-3);
+    assert!(
+        err.contains("second moment") && err.contains("negative"),
+        "{err}"
+    );
+    let err = refused(&|s| s.optimizer.v.b2[3] = f32::NAN);
+    assert!(err.contains("second moment"), "{err}");
+    let err = refused(&|s| s.optimizer.m.w2[[1, 1]] = f32::INFINITY);
+    assert!(err.contains("first moment"), "{err}");
+    let err = refused(&|s| s.model.b1[0] = f32::NAN);
+    assert!(err.contains("NaN or infinite weights"), "{err}");
+    let err = refused(&|s| s.position.shuffle_word_pos += 16);
+    assert!(
+        err.contains("shuffle position") && err.contains("altered"),
+        "{err}"
+    );
+}
+
 // ------------------------------------------------------------ the binary --
 
 /// Long enough on the built-in sample (4,800 training rows) that there is
@@ -364,6 +419,30 @@ fn sigkill_mid_run_leaves_an_intact_checkpoint_and_resume_is_bit_identical() {
         "model.npz bytes identical to the uninterrupted run: {}",
         &bytes == reference_bytes
     );
+}
+
+/// SIGTERM (what `timeout`, SLURM and systemd send) is handled like
+/// Ctrl-C: the step finishes, a checkpoint is written, exit 143.
+#[test]
+fn sigterm_writes_a_checkpoint_and_exits_143() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt_path = dir.path().join("model.ckpt.npz");
+    let mut child = spawn(dir.path(), &["--checkpoint-every", "1"]);
+    wait_for_checkpoint(&mut child, &ckpt_path, 1);
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: interrupted ") && err.contains("--resume model.ckpt.npz"),
+        "{err}"
+    );
+    let ckpt = Checkpoint::load(&ckpt_path).unwrap();
+    assert!(ckpt.completed() >= 1);
+    assert!(!dir.path().join("model.npz").exists());
 }
 
 #[test]
