@@ -125,3 +125,46 @@ pub fn pool(threads: usize) -> Result<rayon::ThreadPool, ThreadsError> {
         .build()
         .map_err(|e| ThreadsError(format!("cannot start {n} threads: {e}")))
 }
+
+/// The work buffer OpenBLAS (0.3, x86_64) maps for each thread that calls
+/// it: `BUFFER_SIZE` = 32 << 22 bytes.
+const OPENBLAS_BUFFER: usize = 128 << 20;
+
+/// Checks that the address-space limit (`ulimit -v`) leaves room for the
+/// buffers OpenBLAS maps for `threads` callers (and the calling thread),
+/// plus a margin. OpenBLAS retries a failed buffer mapping forever, so a
+/// run that would not fit must be refused before its first product. A
+/// no-op without the `blas` feature or without a limit.
+pub fn check_blas_memory(threads: usize) -> Result<(), ThreadsError> {
+    if !cfg!(feature = "blas") {
+        return Ok(());
+    }
+    let bytes = (threads + 1) * OPENBLAS_BUFFER + (64 << 20);
+    // SAFETY: an anonymous, inaccessible, unreserved mapping that is
+    // unmapped at once; it only asks the kernel whether the address space
+    // would take it.
+    let fits = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            false
+        } else {
+            libc::munmap(p, bytes);
+            true
+        }
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(ThreadsError(format!(
+        "the address-space limit (ulimit -v) leaves no room for OpenBLAS's buffers ({} MiB \
+         for {threads} thread(s)): raise the limit, use fewer --threads, or --engine sparse",
+        bytes >> 20
+    )))
+}

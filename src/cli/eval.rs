@@ -84,6 +84,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let model = Mlp::load_npz(&args.model)?;
     let pool = thread_pool(args.threads)?;
     pool.install(|| {
+        if args.engine == EngineKind::Blas {
+            crate::threads::check_blas_memory(rayon::current_num_threads())?;
+        }
         let loading = Loading::start(
             Display::detect(args.quiet),
             &args.data.display().to_string(),

@@ -44,6 +44,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let model = Mlp::load_npz(&args.model)?;
     let pool = thread_pool(args.threads)?;
     pool.install(|| {
+        if args.engine == EngineKind::Blas {
+            crate::threads::check_blas_memory(rayon::current_num_threads())?;
+        }
         let set = data::load(&args.data, Expect::Unlabeled)?;
         let eval = evaluate(args.engine.build().as_ref(), &model, &set);
         write_atomic(&args.out, |w| {

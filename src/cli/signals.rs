@@ -1,8 +1,10 @@
 //! Signals: SIGINT (Ctrl-C) and SIGTERM (what `timeout`, SLURM, systemd and
 //! Kubernetes send) both ask a run to finish its step, write a checkpoint
 //! and exit with [`exit_code`]: 130 after SIGINT, 143 after SIGTERM (128 +
-//! the signal, as shells report them). A second signal exits at once; every
-//! file is written atomically, so nothing is left half-written.
+//! the signal, as shells report them). A second signal a second or more
+//! after the first exits at once (every file is written atomically, so
+//! nothing is left half-written); one sooner is the same signal delivered
+//! twice (`timeout` signals the child and then its process group).
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -36,9 +38,12 @@ pub fn install() -> &'static AtomicBool {
             return;
         };
         std::thread::spawn(move || {
+            let mut first: Option<std::time::Instant> = None;
             for sig in signals.forever() {
                 let _ = SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-                if STOP.swap(true, Ordering::SeqCst) {
+                STOP.store(true, Ordering::SeqCst);
+                let at = *first.get_or_insert_with(std::time::Instant::now);
+                if at.elapsed() >= std::time::Duration::from_secs(1) {
                     eprintln!("error: interrupted again; exiting without waiting for the step");
                     std::process::exit(i32::from(exit_code()));
                 }

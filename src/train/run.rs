@@ -117,6 +117,8 @@ pub enum RunError {
     Train(#[from] TrainError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Resources(#[from] crate::threads::ThreadsError),
     #[error("writing a checkpoint: {0}")]
     CheckpointWrite(WriteError),
     /// Stopped by a signal after writing a checkpoint at `path`.
@@ -162,6 +164,9 @@ pub fn run(
             split: plan.split,
             rows: all.len(),
         });
+    }
+    if cfg.engine == EngineKind::Blas {
+        crate::threads::check_blas_memory(rayon::current_num_threads())?;
     }
     let identity = RunIdentity::of(plan.split, &train_set);
     let (state, resumed) = match options.resume {

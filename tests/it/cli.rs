@@ -1,6 +1,7 @@
 //! The binary end to end, as a user runs it.
 
-use crate::common::{bin, last_json, repo, run_in, stderr, stdout};
+use crate::common::{bin, last_json, repo, run_in, stderr, stdout, BIN};
+use std::process::Command;
 
 #[test]
 fn default_run_trains_on_the_builtin_sample_and_predict_writes_a_submission() {
@@ -292,4 +293,46 @@ fn rayon_num_threads_is_held_to_the_thread_limit() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(last_json(&o)["threads"], 3);
+}
+
+/// Under a small address-space limit (`ulimit -v`), the blas engine ends
+/// with one clear line instead of spinning forever inside OpenBLAS's
+/// buffer allocation; the sparse engine trains.
+#[test]
+fn a_small_memory_limit_is_refused_clearly_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |engine: &str| {
+        let mut child = Command::new("sh")
+            .current_dir(dir.path())
+            .args([
+                "-c",
+                &format!("ulimit -v 400000 && exec {BIN} --epochs 1 -q --engine {engine}"),
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(120) {
+                child.kill().unwrap();
+                panic!("--engine {engine} under ulimit -v 400000 hangs");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let o = run("sparse");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run("blas");
+    if cfg!(feature = "blas") {
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("ulimit -v") && err.contains("--engine sparse"),
+            "{err}"
+        );
+    } else {
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
 }
