@@ -2,10 +2,10 @@
 //! `w1` cut by pixel into two halves ([`PIXEL_SPLIT`]), each with its own
 //! core.
 //!
-//! A step at batch 32 is a few microseconds of arithmetic, too short for a
-//! thread pool's hand-off: two `rayon::join`s per step (the idle worker
-//! waits in `sched_yield`) cost about a microsecond each. So the upper half
-//! lives on a helper thread of its own, which spins while steps keep coming.
+//! A step at batch 32 is too little arithmetic for a thread pool's hand-off:
+//! two `rayon::join`s per step (the idle worker waits in `sched_yield`)
+//! would cost a large share of it. So the upper half lives on a helper
+//! thread of its own ([`helper`]), which spins while steps keep coming.
 //! Each half owns its rows of `w1`, their optimizer moments and their
 //! gradient, so none of those cache lines ever moves between cores. Step
 //! `k` is one *cycle* of the helper:
@@ -38,29 +38,34 @@
 //! two give the same bits (tests/sparse.rs). The generic path sums a row in
 //! one pass, so it agrees with this one to rounding. With one rayon thread
 //! (`--threads 1`) there is no helper: this thread runs both halves itself.
+//!
+//! This file has the trainer, the halves and the hot loops over one half's
+//! pixels; `helper.rs` the helper thread and the protocol of a cycle.
 
-use super::resident::{update_block, update_small};
-use super::{
-    add, add_row_gradient, backward_head, forward_from_sums, multiversion, partial_sum,
-    pixel_table, prefetch_lines, Chunk, LossSum, RowSet, Scratch, Weights, PIXEL_SPLIT,
-    PREFETCH_AHEAD, ZERO,
-};
+use super::kernels::{add_row_gradient, backward_head, forward_from_sums, partial_sum, LossSum};
+use super::layout::{add, Chunk, Scratch, Weights, ZERO};
+use super::row_set::{RowSet, PREFETCH_AHEAD};
+use super::update::{padded_state, store_state, update_block, update_small};
 use crate::data::FEATURES;
 use crate::engine::SHARD_ROWS;
-use crate::engine::{BatchStats, ResidentStep, ResidentTrainer};
+use crate::engine::{pixel_table, prefetch_lines, BatchStats, ResidentStep, ResidentTrainer};
 use crate::model::Mlp;
 use crate::optim::{Optimizer, Rule};
+use crate::simd::multiversion;
+use helper::{Helper, Source, BLOCK};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-/// How long the helper spins for the next step before it sleeps.
-const SPIN: Duration = Duration::from_micros(200);
+mod helper;
 
-/// Rows per block exchanged between the two threads.
-const BLOCK: usize = 8;
+/// Where this trainer cuts `w1`: pixels below this on one core, the rest on
+/// another, each part's sums then added (`z1 = sum(0..336) + sum(336..784)`).
+/// The lower part has 37% of the non-zeros on Kaggle's digits: its thread
+/// also runs each row's second layer and backward pass, while the other one
+/// runs the larger part. The cut was chosen by measuring epochs at cuts
+/// around it. Elsewhere a row's sum is one pass: the two parts would cost
+/// the full-batch loop a little, for nothing.
+pub(super) const PIXEL_SPLIT: usize = 336;
 
 /// Which of a row's non-zero pixels: below [`PIXEL_SPLIT`] or from it on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -171,7 +176,7 @@ fn mean_scale(n: usize) -> f32 {
     1.0 / n as f32
 }
 
-pub(crate) struct HalvesTrainer {
+pub(super) struct HalvesTrainer {
     rows: Arc<RowSet>,
     labels: Vec<u8>,
     /// The small blocks (`b1`, `w2`, `b2`) and their moments; `w1t` here is
@@ -212,8 +217,8 @@ enum Upper {
 
 impl HalvesTrainer {
     /// `None` if the rows' non-zeros overflow the row set's offsets.
-    pub(crate) fn new(x: &[u8], y: &[u8], model: &Mlp, opt: &Optimizer) -> Option<HalvesTrainer> {
-        let (rows, w, m, v) = super::resident::padded_state(x, y, model, opt)?;
+    pub(super) fn new(x: &[u8], y: &[u8], model: &Mlp, opt: &Optimizer) -> Option<HalvesTrainer> {
+        let (rows, w, m, v) = padded_state(x, y, model, opt)?;
         let rows = Arc::new(rows);
         let lower = Half::new(Side::Lower, &w, &m, &v);
         let upper = Half::new(Side::Upper, &w, &m, &v);
@@ -266,6 +271,63 @@ impl HalvesTrainer {
         );
         self.finite &= lower && small;
     }
+
+    /// Step `cycle`'s heads (the rest of each row's forward and backward
+    /// pass, from the lower sums in `lower_sums`) and the upper half's part:
+    /// beside the helper, block by block, or all on this thread (one rayon
+    /// thread, or a cycle taken from the helper). Leaves each row's `dz1` in
+    /// `lower_sums`.
+    fn heads_and_upper(
+        &mut self,
+        cycle: u64,
+        batch: &[usize],
+        rule: &Rule,
+        stats: &mut BatchStats,
+        loss: &mut LossSum,
+    ) {
+        let chunks = self.w.chunks;
+        let rows = &*self.rows;
+        let (w, s, labels) = (&self.w, &mut self.s, &self.labels[..]);
+        // The whole batch's heads on this thread, then the upper half's
+        // gradient and update.
+        let mut whole = |upper: &mut Half, lo: &mut [Chunk], hi: &mut [Chunk]| {
+            upper.sums(rows, batch, 0..batch.len(), hi);
+            heads(w, s, labels, batch, lo, hi, stats, loss);
+            upper.learn(rows, batch, lo, rule)
+        };
+        match &mut self.upper {
+            Upper::Here(upper) => {
+                self.finite &= self.upper_finite;
+                self.upper_finite = whole(upper, &mut self.lower_sums, &mut self.upper_sums);
+            }
+            Upper::Helper(helper) => match helper.first_sums(cycle) {
+                Source::Taken(mut owned) => {
+                    self.finite &= helper.finite();
+                    let ok = whole(&mut owned, &mut self.lower_sums, &mut self.upper_sums);
+                    helper.finish_taken(cycle, ok);
+                }
+                Source::Helper => {
+                    self.finite &= helper.finite();
+                    for (b, block) in batch.chunks(BLOCK).enumerate() {
+                        let at = b * BLOCK * chunks..(b * BLOCK + block.len()) * chunks;
+                        let end = b * BLOCK + block.len();
+                        let lo = &mut self.lower_sums[at];
+                        let len = lo.len();
+                        {
+                            let hi = helper.sums(cycle, b, end);
+                            heads(w, s, labels, block, lo, &hi[..len], stats, loss);
+                        }
+                        helper.publish_dz1(cycle, b, end, lo);
+                        // The next step's rows come from memory while this
+                        // thread runs the heads; the helper does its side.
+                        for &r in self.next.chunks(BLOCK).nth(b).unwrap_or_default() {
+                            Side::Lower.prefetch(rows, r);
+                        }
+                    }
+                }
+            },
+        }
+    }
 }
 
 impl ResidentTrainer for HalvesTrainer {
@@ -281,63 +343,17 @@ impl ResidentTrainer for HalvesTrainer {
             helper.post(cycle, batch, &self.next, rule);
         }
         self.apply_pending();
-        let chunks = self.w.chunks;
-        let n = batch.len() * chunks;
+        let n = batch.len() * self.w.chunks;
         self.lower_sums.resize(n, ZERO);
         self.upper_sums.resize(n, ZERO);
-        let rows = &*self.rows;
         self.lower
-            .sums(rows, batch, 0..batch.len(), &mut self.lower_sums);
+            .sums(&self.rows, batch, 0..batch.len(), &mut self.lower_sums);
         let mut stats = BatchStats {
             rows: batch.len(),
             ..Default::default()
         };
         let mut loss = LossSum::new();
-        let (w, s, labels) = (&self.w, &mut self.s, &self.labels[..]);
-        // The whole batch's heads on this thread, then the upper half's
-        // gradient and update (one thread, or a cycle taken from the helper).
-        let mut whole = |upper: &mut Half, lo: &mut [Chunk], hi: &mut [Chunk]| {
-            upper.sums(rows, batch, 0..batch.len(), hi);
-            heads(w, s, labels, batch, lo, hi, &mut stats, &mut loss);
-            upper.learn(rows, batch, lo, rule)
-        };
-        match &mut self.upper {
-            Upper::Here(upper) => {
-                self.finite &= self.upper_finite;
-                self.upper_finite = whole(upper, &mut self.lower_sums, &mut self.upper_sums);
-            }
-            Upper::Helper(helper) => match helper.first_sums(cycle) {
-                Source::Taken(mut owned) => {
-                    #[cfg(test)]
-                    helper.shared.taken.fetch_add(1, Ordering::Relaxed);
-                    self.finite &= helper.shared.finite.load(Ordering::Acquire);
-                    let ok = whole(&mut owned, &mut self.lower_sums, &mut self.upper_sums);
-                    if !ok {
-                        helper.shared.finite.store(false, Ordering::Release);
-                    }
-                    helper.shared.finished.store(cycle, Ordering::Release);
-                }
-                Source::Helper => {
-                    self.finite &= helper.shared.finite.load(Ordering::Acquire);
-                    for (b, block) in batch.chunks(BLOCK).enumerate() {
-                        let at = b * BLOCK * chunks..(b * BLOCK + block.len()) * chunks;
-                        let end = b * BLOCK + block.len();
-                        let lo = &mut self.lower_sums[at];
-                        let len = lo.len();
-                        {
-                            let hi = helper.sums(cycle, b, end);
-                            heads(w, s, labels, block, lo, &hi[..len], &mut stats, &mut loss);
-                        }
-                        helper.publish_dz1(cycle, b, end, lo);
-                        // The next step's rows come from memory while this
-                        // thread runs the heads; the helper does its side.
-                        for &r in self.next.chunks(BLOCK).nth(b).unwrap_or_default() {
-                            Side::Lower.prefetch(rows, r);
-                        }
-                    }
-                }
-            },
-        }
+        self.heads_and_upper(cycle, batch, rule, &mut stats, &mut loss);
         self.next.clear();
         stats.loss_sum = loss.finish();
         // `heads` left each row's dz1 in `lower_sums`.
@@ -366,312 +382,13 @@ impl ResidentTrainer for HalvesTrainer {
             }
             Upper::Helper(helper) => {
                 let owned = helper.finished(self.cycle);
-                self.finite &= helper.shared.finite.load(Ordering::Acquire);
+                self.finite &= helper.finite();
                 owned.store(&mut self.w, &mut self.m, &mut self.v);
             }
         }
-        super::resident::store_state(&self.w, &self.m, &self.v, model, optimizer);
+        store_state(&self.w, &self.m, &self.v, model, optimizer);
         self.finite
     }
-}
-
-/// A step's batch and rule, as posted to the helper, and the next step's
-/// rows if known.
-#[derive(Default)]
-struct Post {
-    batch: Vec<usize>,
-    next: Vec<usize>,
-    rule: Option<Rule>,
-}
-
-/// What the two threads share. The progress counters carry a cycle and a
-/// row count ([`progress`]), so one store says how far which cycle is.
-struct Shared {
-    /// The last cycle posted, the last one taken (by either thread), the
-    /// last one finished.
-    posted: AtomicU64,
-    claimed: AtomicU64,
-    finished: AtomicU64,
-    /// Rows whose upper sums, and rows whose `dz1`, are published.
-    sums_ready: AtomicU64,
-    dz1_ready: AtomicU64,
-    /// Whether every upper update so far left the weights finite.
-    finite: AtomicBool,
-    /// The helper is (about to be) parked and needs an unpark.
-    sleeping: AtomicBool,
-    exit: AtomicBool,
-    /// Cycle `k`'s post is in `posts[k % 2]`: the helper may still read the
-    /// previous one while the next is written.
-    posts: [Mutex<Post>; 2],
-    /// The upper half, held by whichever thread runs a cycle. Locked by one
-    /// thread at a time by the cycle protocol; the lock makes that safe.
-    half: Mutex<Half>,
-    /// The upper sums and the `dz1`s, a block of rows each. A block is
-    /// written before its progress store and read after it, and not written
-    /// again until a later cycle: so these locks are never contended.
-    sums: Vec<Mutex<Vec<Chunk>>>,
-    dz1: Vec<Mutex<Vec<Chunk>>>,
-    /// Tests: the helper leaves the odd cycles to its caller, which counts
-    /// the cycles it takes.
-    #[cfg(test)]
-    leave_odd: AtomicBool,
-    #[cfg(test)]
-    taken: AtomicU64,
-}
-
-/// A progress counter's value: `rows` done of `cycle`.
-fn progress(cycle: u64, rows: usize) -> u64 {
-    (cycle << 16) | rows as u64
-}
-const _: () = assert!(SHARD_ROWS < 1 << 16);
-
-/// Where this thread gets a cycle's upper sums.
-enum Source<'a> {
-    /// From the helper, block by block.
-    Helper,
-    /// The helper had not taken the cycle: this thread has it.
-    Taken(MutexGuard<'a, Half>),
-}
-
-/// The helper thread that runs the upper half.
-struct Helper {
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic in the other thread's half poisons a lock: pass it on.
-    m.lock().expect("the other half panicked")
-}
-
-impl Helper {
-    fn spawn(half: Half, rows: Arc<RowSet>) -> std::io::Result<Helper> {
-        let blocks = || {
-            (0..SHARD_ROWS.div_ceil(BLOCK))
-                .map(|_| Mutex::new(vec![ZERO; BLOCK * half.chunks]))
-                .collect()
-        };
-        let shared = Arc::new(Shared {
-            posted: AtomicU64::new(0),
-            claimed: AtomicU64::new(0),
-            finished: AtomicU64::new(0),
-            sums_ready: AtomicU64::new(0),
-            dz1_ready: AtomicU64::new(0),
-            finite: AtomicBool::new(true),
-            sleeping: AtomicBool::new(false),
-            exit: AtomicBool::new(false),
-            posts: Default::default(),
-            sums: blocks(),
-            dz1: blocks(),
-            half: Mutex::new(half),
-            #[cfg(test)]
-            leave_odd: AtomicBool::new(false),
-            #[cfg(test)]
-            taken: AtomicU64::new(0),
-        });
-        let theirs = Arc::clone(&shared);
-        let thread = thread::Builder::new()
-            .name("mnist-blas-upper-half".into())
-            .spawn(move || helper_loop(&rows, &theirs))?;
-        Ok(Helper {
-            shared,
-            thread: Some(thread),
-        })
-    }
-
-    /// Panic if the helper thread has stopped (it panicked: its message is
-    /// already on stderr), rather than wait for it forever.
-    fn check_alive(&self) {
-        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
-            panic!("the upper-half helper thread stopped");
-        }
-    }
-
-    /// Post cycle `cycle`: its batch and rule, and the next step's rows.
-    fn post(&self, cycle: u64, batch: &[usize], next: &[usize], rule: &Rule) {
-        {
-            let mut post = lock(&self.shared.posts[cycle as usize % 2]);
-            post.batch.clear();
-            post.batch.extend_from_slice(batch);
-            post.next.clear();
-            post.next.extend_from_slice(next);
-            post.rule = Some(*rule);
-        }
-        self.shared.posted.store(cycle, Ordering::SeqCst);
-        if self.shared.sleeping.load(Ordering::SeqCst) {
-            if let Some(t) = &self.thread {
-                t.thread().unpark();
-            }
-        }
-    }
-
-    /// Wait for cycle `cycle`'s first block of upper sums; or, if the
-    /// helper finished the cycle before and has not taken this one, take it.
-    fn first_sums(&self, cycle: u64) -> Source<'_> {
-        let shared = &*self.shared;
-        loop {
-            if shared.sums_ready.load(Ordering::Acquire) > progress(cycle, 0) {
-                return Source::Helper;
-            }
-            if shared.finished.load(Ordering::Acquire) == cycle - 1
-                && shared
-                    .claimed
-                    .compare_exchange(cycle - 1, cycle, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                return Source::Taken(lock(&shared.half));
-            }
-            self.check_alive();
-            std::hint::spin_loop();
-        }
-    }
-
-    /// Block `b` of cycle `cycle`'s upper sums, once rows up to `end` are
-    /// published.
-    fn sums(&self, cycle: u64, b: usize, end: usize) -> MutexGuard<'_, Vec<Chunk>> {
-        while self.shared.sums_ready.load(Ordering::Acquire) < progress(cycle, end) {
-            self.check_alive();
-            std::hint::spin_loop();
-        }
-        lock(&self.shared.sums[b])
-    }
-
-    /// Publish block `b` of cycle `cycle`'s `dz1`s (rows up to `end`).
-    fn publish_dz1(&self, cycle: u64, b: usize, end: usize, dz1: &[Chunk]) {
-        lock(&self.shared.dz1[b])[..dz1.len()].copy_from_slice(dz1);
-        self.shared
-            .dz1_ready
-            .store(progress(cycle, end), Ordering::Release);
-    }
-
-    /// The upper half, once cycle `cycle` is finished.
-    fn finished(&self, cycle: u64) -> MutexGuard<'_, Half> {
-        while self.shared.finished.load(Ordering::Acquire) < cycle {
-            self.check_alive();
-            std::hint::spin_loop();
-        }
-        lock(&self.shared.half)
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        self.shared.exit.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            // A helper that panicked has already said why on stderr.
-            let _ = t.join();
-        }
-    }
-}
-
-fn helper_loop(rows: &RowSet, shared: &Shared) {
-    let mut batch = Vec::new();
-    let mut next = Vec::new();
-    loop {
-        // The next cycle nobody has taken: wait for its post, spinning
-        // while steps keep coming, then sleeping until unparked.
-        let cycle = shared.claimed.load(Ordering::Acquire) + 1;
-        let started = Instant::now();
-        let mut spins = 0u32;
-        while shared.posted.load(Ordering::Acquire) < cycle {
-            if shared.exit.load(Ordering::Acquire) {
-                return;
-            }
-            spins = spins.wrapping_add(1);
-            // The clock only now and then: reading it is a call.
-            if !spins.is_multiple_of(256) || started.elapsed() < SPIN {
-                std::hint::spin_loop();
-                continue;
-            }
-            shared.sleeping.store(true, Ordering::SeqCst);
-            if shared.posted.load(Ordering::SeqCst) < cycle && !shared.exit.load(Ordering::SeqCst) {
-                thread::park();
-            }
-            shared.sleeping.store(false, Ordering::SeqCst);
-        }
-        let claim =
-            shared
-                .claimed
-                .compare_exchange(cycle - 1, cycle, Ordering::AcqRel, Ordering::Acquire);
-        if claim.is_err() {
-            // This thread's caller took it.
-            continue;
-        }
-        #[cfg(test)]
-        if cycle % 2 == 1 && shared.leave_odd.load(Ordering::Acquire) {
-            // Give the claim back and wait for the caller to take the cycle.
-            shared.claimed.store(cycle - 1, Ordering::Release);
-            while shared.claimed.load(Ordering::Acquire) < cycle {
-                if shared.exit.load(Ordering::Acquire) {
-                    return;
-                }
-                std::hint::spin_loop();
-            }
-            continue;
-        }
-        let mut half = lock(&shared.half);
-        let rule = {
-            let post = lock(&shared.posts[cycle as usize % 2]);
-            batch.clear();
-            batch.extend_from_slice(&post.batch);
-            next.clear();
-            next.extend_from_slice(&post.next);
-            post.rule.expect("a posted cycle has a rule")
-        };
-        if !run_cycle(rows, shared, &mut half, cycle, &batch, &next, &rule) {
-            return;
-        }
-    }
-}
-
-/// The helper's part of cycle `cycle`: the upper sums, published block by
-/// block; the gradient, block by block as the `dz1`s arrive; the update.
-/// `next` are the next step's rows, if known. `false` if told to exit while
-/// waiting.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "a cycle's inputs, each used once"
-)]
-fn run_cycle(
-    rows: &RowSet,
-    shared: &Shared,
-    half: &mut Half,
-    cycle: u64,
-    batch: &[usize],
-    next: &[usize],
-    rule: &Rule,
-) -> bool {
-    for (b, block) in batch.chunks(BLOCK).enumerate() {
-        let start = b * BLOCK;
-        let end = start + block.len();
-        let mut out = lock(&shared.sums[b]);
-        half.sums(rows, batch, start..end, &mut out);
-        drop(out);
-        shared
-            .sums_ready
-            .store(progress(cycle, end), Ordering::Release);
-    }
-    // The next step's rows come from memory while this thread waits for the
-    // first `dz1`s.
-    for &r in next {
-        Side::Upper.prefetch(rows, r);
-    }
-    for (b, block) in batch.chunks(BLOCK).enumerate() {
-        let end = b * BLOCK + block.len();
-        while shared.dz1_ready.load(Ordering::Acquire) < progress(cycle, end) {
-            if shared.exit.load(Ordering::Acquire) {
-                return false;
-            }
-            std::hint::spin_loop();
-        }
-        half.gradient(rows, block, &lock(&shared.dz1[b]));
-    }
-    if !half.update(rule, batch.len()) {
-        shared.finite.store(false, Ordering::Release);
-    }
-    shared.finished.store(cycle, Ordering::Release);
-    true
 }
 
 multiversion! {
@@ -806,7 +523,7 @@ mod tests {
             let mut opt = Optimizer::new(OptimizerKind::Adam, 0.01, 0.9, 10);
             let mut trainer = HalvesTrainer::new(x, y, &start, &opt).unwrap();
             match &trainer.upper {
-                Upper::Helper(h) => h.shared.leave_odd.store(leave_odd, Ordering::Release),
+                Upper::Helper(h) => h.hooks().leave_odd_cycles(leave_odd),
                 Upper::Here(_) => assert_eq!(threads, 1),
             }
             let (mut steps, mut states) = (Vec::new(), Vec::new());
@@ -830,7 +547,7 @@ mod tests {
                 }
             }
             let taken = match &trainer.upper {
-                Upper::Helper(h) => h.shared.taken.load(Ordering::Acquire),
+                Upper::Helper(h) => h.hooks().taken(),
                 Upper::Here(_) => 0,
             };
             (steps, states, taken)

@@ -1,0 +1,410 @@
+//! The padded layouts the sparse engine computes in, and the moves between
+//! them and the model's own layout.
+//!
+//! Hidden units go in chunks of 16 lanes ([`Chunk`]: one AVX-512 register,
+//! aligned to a cache line), the last chunk padded with zeros. `w1` is kept
+//! transposed, one row of chunks per pixel, so a non-zero pixel touches one
+//! contiguous run of weights; the second layer (H -> 10) is kept in 16-lane
+//! form too, the 10 classes padded to 16. [`Weights`] is the model in these
+//! layouts and [`Scratch`] one thread's gradients in them; the 16 x 16
+//! block transposes carry `w1` in and its gradient out. Padding stays zero,
+//! so it never changes a result.
+//!
+//! Here too the two operations on chunks ([`axpy`], [`add`]) that all the
+//! arithmetic is made of: a multiply then an add, never fused, so every
+//! vector width gives the same bits.
+
+use super::gather::NonZeros;
+use crate::data::{CLASSES, FEATURES};
+use crate::model::{Gradients, Mlp};
+use crate::simd::multiversion;
+
+/// Lanes of one chunk of hidden units (one AVX-512 register of f32).
+pub(super) const LANES: usize = 16;
+
+/// One chunk of lanes, aligned to a cache line: a 64-byte load or store of
+/// one then never straddles two lines (a `Vec<[f32; 16]>` is only 4-byte
+/// aligned, and most of its chunks did).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C, align(64))]
+pub(super) struct Chunk(pub(super) [f32; LANES]);
+
+pub(super) const ZERO: Chunk = Chunk([0.0; LANES]);
+
+/// Pixel rows allocated in `w1t` and `g_w1t`: 784 rounded up to a power of
+/// two. The hot loops index them with `pixel & (PIXEL_SLOTS - 1)`, which the
+/// compiler can see is in bounds, so they carry no bounds checks; rows past
+/// 784 stay zero and are never read.
+pub(super) const PIXEL_SLOTS: usize = 1024;
+const _: () = assert!(PIXEL_SLOTS.is_power_of_two() && PIXEL_SLOTS >= FEATURES);
+
+const _: () = assert!(FEATURES.is_multiple_of(LANES));
+
+/// Pixel `i`'s row in `w1t` / `g_w1t` (the identity for every real pixel).
+#[inline(always)]
+pub(super) fn slot(i: u16) -> usize {
+    i as usize & (PIXEL_SLOTS - 1)
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [f32; LANES];
+    #[inline(always)]
+    fn deref(&self) -> &[f32; LANES] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Chunk {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut [f32; LANES] {
+        &mut self.0
+    }
+}
+
+/// `acc += v * w`, lane by lane (a multiply then an add: no fused rounding).
+#[inline(always)]
+pub(super) fn axpy(acc: &mut Chunk, v: f32, w: &Chunk) {
+    // Whole-chunk loads and stores, so the compiler sees one vector operation
+    // rather than sixteen scalar read-modify-writes.
+    let (mut a, w) = (*acc, *w);
+    for l in 0..LANES {
+        a[l] += v * w[l];
+    }
+    *acc = a;
+}
+
+/// `a + b`, lane by lane.
+#[inline(always)]
+pub(super) fn add(a: &Chunk, b: &Chunk) -> Chunk {
+    // Loops rather than `array::from_fn` or `map` throughout the hot code:
+    // their closures may be compiled outside the multiversioned caller,
+    // without its vector features (seen in profiles as calls to
+    // `core::array::try_from_fn`).
+    let mut out = *a;
+    for l in 0..LANES {
+        out[l] += b[l];
+    }
+    out
+}
+
+/// The model in the padded layouts.
+#[derive(Default)]
+pub(super) struct Weights {
+    pub(super) hidden: usize,
+    /// Chunks per hidden vector: `Hp / 16`.
+    pub(super) chunks: usize,
+    /// `w1` transposed: pixel `i`'s weights are chunks `i*chunks..(i+1)*chunks`.
+    pub(super) w1t: Vec<Chunk>,
+    pub(super) b1: Vec<Chunk>,
+    /// `w2` transposed: hidden unit `j`'s weights to the 10 classes, padded.
+    pub(super) w2t: Vec<Chunk>,
+    /// `w2` as is: class `k`'s weights from the hidden units, `chunks` each.
+    /// Derived from `w2t` ([`Weights::mirror_w2`]).
+    pub(super) w2: Vec<Chunk>,
+    pub(super) b2: Chunk,
+}
+
+impl Weights {
+    /// Zeros for a network with `h` hidden units.
+    pub(super) fn zeros(h: usize) -> Weights {
+        let chunks = h.div_ceil(LANES);
+        Weights {
+            hidden: h,
+            chunks,
+            w1t: vec![ZERO; PIXEL_SLOTS * chunks],
+            b1: vec![ZERO; chunks],
+            w2t: vec![ZERO; h],
+            w2: vec![ZERO; CLASSES * chunks],
+            b2: ZERO,
+        }
+    }
+
+    /// Copy `m` (of this shape) into the padded layouts.
+    pub(super) fn load(&mut self, m: &Mlp) {
+        let h = self.hidden;
+        assert_eq!(m.hidden(), h, "model and layout differ in hidden units");
+        transpose_in(m.w1.as_slice().expect("standard layout"), h, &mut self.w1t);
+        for (j, &b) in m.b1.iter().enumerate() {
+            self.b1[j / LANES][j % LANES] = b;
+        }
+        for k in 0..CLASSES {
+            for j in 0..h {
+                self.w2t[j][k] = m.w2[[k, j]];
+            }
+            self.b2[k] = m.b2[k];
+        }
+        self.mirror_w2();
+    }
+
+    /// `m` = these weights, exactly ([`Weights::load`]'s inverse).
+    pub(super) fn store(&self, m: &mut Mlp) {
+        let h = self.hidden;
+        assert_eq!(m.hidden(), h, "model and layout differ in hidden units");
+        let w1 = m.w1.as_slice_mut().expect("standard layout");
+        transpose_out(&self.w1t, h, w1, Combine::Copy);
+        for (j, b) in m.b1.iter_mut().enumerate() {
+            *b = self.b1[j / LANES][j % LANES];
+        }
+        for k in 0..CLASSES {
+            for j in 0..h {
+                m.w2[[k, j]] = self.w2t[j][k];
+            }
+            m.b2[k] = self.b2[k];
+        }
+    }
+
+    /// Rebuild the class-major copy `w2` from `w2t`.
+    pub(super) fn mirror_w2(&mut self) {
+        let chunks = self.chunks;
+        for k in 0..CLASSES {
+            for j in 0..self.hidden {
+                self.w2[k * chunks + j / LANES][j % LANES] = self.w2t[j][k];
+            }
+        }
+    }
+}
+
+/// One thread's gradients in the padded layouts, and one row's scratch.
+#[derive(Default)]
+pub(super) struct Scratch {
+    pub(super) g_w1t: Vec<Chunk>,
+    pub(super) g_b1: Vec<Chunk>,
+    pub(super) g_w2t: Vec<Chunk>,
+    pub(super) g_b2: Chunk,
+    /// The current row's non-zero pixels.
+    pub(super) nz: NonZeros,
+    /// The current row's hidden activations and their gradient.
+    pub(super) a1: Vec<Chunk>,
+    pub(super) dz1: Vec<Chunk>,
+    /// Every row's `dz1`, for the prepared path's per-pixel `dw1`.
+    pub(super) dz1_rows: Vec<Chunk>,
+}
+
+impl Scratch {
+    pub(super) fn new(h: usize) -> Scratch {
+        let chunks = h.div_ceil(LANES);
+        Scratch {
+            g_w1t: vec![ZERO; PIXEL_SLOTS * chunks],
+            g_b1: vec![ZERO; chunks],
+            g_w2t: vec![ZERO; h],
+            g_b2: ZERO,
+            nz: NonZeros::default(),
+            a1: vec![ZERO; chunks],
+            dz1: vec![ZERO; chunks],
+            dz1_rows: Vec::new(),
+        }
+    }
+
+    pub(super) fn clear_gradients(&mut self) {
+        let real = FEATURES * self.g_b1.len();
+        self.g_w1t[..real].fill(ZERO);
+        self.clear_small_gradients();
+    }
+
+    /// All but `g_w1t`, which the prepared path overwrites whole.
+    pub(super) fn clear_small_gradients(&mut self) {
+        self.g_b1.fill(ZERO);
+        self.g_w2t.fill(ZERO);
+        self.g_b2 = ZERO;
+    }
+
+    /// Add the padded gradients into `g` (the model's layout).
+    pub(super) fn add_gradients_to(&self, g: &mut Gradients) {
+        let h = g.hidden();
+        add_transposed(
+            &self.g_w1t,
+            h,
+            g.w1.as_slice_mut().expect("standard layout"),
+        );
+        for (j, b) in g.b1.iter_mut().enumerate() {
+            *b += self.g_b1[j / LANES][j % LANES];
+        }
+        for k in 0..CLASSES {
+            for j in 0..h {
+                g.w2[[k, j]] += self.g_w2t[j][k];
+            }
+            g.b2[k] += self.g_b2[k];
+        }
+    }
+}
+
+multiversion! {
+/// `w1` (`h x 784`, the model's layout) into `w1t` (784 chunk rows of `h`
+/// lanes, padding 0), one 16 x 16 block at a time. Runs once per step (per
+/// shard in full-batch training), where an element-by-element strided copy
+/// was a noticeable part of a small-batch step.
+fn transpose_in(w1: &[f32], h: usize, w1t: &mut [Chunk]) {
+    let chunks = h.div_ceil(LANES);
+    for i0 in (0..FEATURES).step_by(LANES) {
+        for c in 0..chunks {
+            let mut block = [ZERO; LANES];
+            for (l, row) in block.iter_mut().enumerate().take(h - c * LANES) {
+                let j = c * LANES + l;
+                row.0.copy_from_slice(&w1[j * FEATURES + i0..j * FEATURES + i0 + LANES]);
+            }
+            transpose16(&mut block);
+            // By reference: `into_iter` would first copy the whole block.
+            for (p, column) in block.iter().enumerate() {
+                w1t[(i0 + p) * chunks + c] = *column;
+            }
+        }
+    }
+}
+}
+
+/// How [`transpose_out`] combines with what is already there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Combine {
+    Add,
+    Copy,
+}
+
+/// `w1 +=` the transpose of `g_w1t`: the gradients back into the model's layout.
+fn add_transposed(g_w1t: &[Chunk], h: usize, w1: &mut [f32]) {
+    transpose_out(g_w1t, h, w1, Combine::Add);
+}
+
+multiversion! {
+/// [`transpose_in`]'s inverse: `w1t` (padded, `784 x Hp`) into `w1`
+/// (`h x 784`), added or copied.
+fn transpose_out(w1t: &[Chunk], h: usize, w1: &mut [f32], combine: Combine) {
+    let chunks = h.div_ceil(LANES);
+    for i0 in (0..FEATURES).step_by(LANES) {
+        for c in 0..chunks {
+            let mut block = [ZERO; LANES];
+            for (p, row) in block.iter_mut().enumerate() {
+                *row = w1t[(i0 + p) * chunks + c];
+            }
+            transpose16(&mut block);
+            for (l, column) in block.iter().enumerate().take(h - c * LANES) {
+                let j = c * LANES + l;
+                let row = &mut w1[j * FEATURES + i0..j * FEATURES + i0 + LANES];
+                if combine == Combine::Add {
+                    for (w, &g) in row.iter_mut().zip(column.iter()) {
+                        *w += g;
+                    }
+                } else {
+                    row.copy_from_slice(&column.0);
+                }
+            }
+        }
+    }
+}
+}
+
+/// Transposes a 16 x 16 block in place: with AVX-512, in registers (64
+/// shuffles); otherwise element by element. Data movement only, so both give
+/// the same bits.
+#[inline]
+fn transpose16(block: &mut [Chunk; LANES]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::Level::Avx512 {
+        // SAFETY: AVX-512F was detected.
+        unsafe { transpose16_avx512(block) };
+        return;
+    }
+    #[allow(clippy::needless_range_loop, reason = "a swap across the diagonal")]
+    for a in 0..LANES {
+        for b in a + 1..LANES {
+            let t = block[a][b];
+            block[a][b] = block[b][a];
+            block[b][a] = t;
+        }
+    }
+}
+
+/// The classic three-stage AVX-512 transpose: interleave pairs of rows
+/// (32-bit), then pairs of pairs (64-bit), then 128-bit quarters twice.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transpose16_avx512(block: &mut [Chunk; LANES]) {
+    use std::arch::x86_64::*;
+    // SAFETY: every Chunk is 64 bytes and 64-byte aligned, so the aligned
+    // loads and stores stay within `block`.
+    let mut r = [_mm512_setzero_ps(); 16];
+    for (r, row) in r.iter_mut().zip(block.iter()) {
+        // SAFETY: as above.
+        *r = unsafe { _mm512_load_ps(row.0.as_ptr()) };
+    }
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    let pd = _mm512_castps_pd;
+    let ps = _mm512_castpd_ps;
+    let mut u = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let (a, b, c, d) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+        u[4 * g] = ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+        u[4 * g + 1] = ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+        u[4 * g + 2] = ps(_mm512_unpacklo_pd(pd(b), pd(d)));
+        u[4 * g + 3] = ps(_mm512_unpackhi_pd(pd(b), pd(d)));
+    }
+    // u[4g + k] holds element k (+4, +8, +12) of rows 4g..4g+4.
+    let mut v = [_mm512_setzero_ps(); 16];
+    for k in 0..4 {
+        v[k] = _mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]);
+        v[4 + k] = _mm512_shuffle_f32x4::<0xdd>(u[k], u[4 + k]);
+        v[8 + k] = _mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]);
+        v[12 + k] = _mm512_shuffle_f32x4::<0xdd>(u[8 + k], u[12 + k]);
+    }
+    let mut out = [_mm512_setzero_ps(); 16];
+    for k in 0..8 {
+        out[k] = _mm512_shuffle_f32x4::<0x88>(v[k], v[8 + k]);
+        out[8 + k] = _mm512_shuffle_f32x4::<0xdd>(v[k], v[8 + k]);
+    }
+    for (i, o) in out.into_iter().enumerate() {
+        // SAFETY: as for the loads.
+        unsafe { _mm512_store_ps(block[i].0.as_mut_ptr(), o) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX-512 transpose (when this CPU has it) against the definition.
+    #[test]
+    fn transpose16_transposes() {
+        let mut block = [ZERO; LANES];
+        for (i, row) in block.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = (i * 100 + j) as f32;
+            }
+        }
+        transpose16(&mut block);
+        for (i, row) in block.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                assert_eq!(v, (j * 100 + i) as f32, "[{i}][{j}]");
+            }
+        }
+    }
+
+    /// `w1` through the padded layout and back, at one, two and three
+    /// chunks of hidden units.
+    #[test]
+    fn transposes_round_trip() {
+        for h in [10, 16, 20, 40] {
+            let w1: Vec<f32> = (0..h * FEATURES).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let chunks = h.div_ceil(LANES);
+            let mut w1t = vec![ZERO; FEATURES * chunks];
+            transpose_in(&w1, h, &mut w1t);
+            for j in 0..h {
+                for i in [0, 1, 17, 783] {
+                    assert_eq!(w1t[i * chunks + j / LANES][j % LANES], w1[j * FEATURES + i]);
+                }
+            }
+            for i in 0..FEATURES {
+                for l in h..chunks * LANES {
+                    assert_eq!(w1t[i * chunks + l / LANES][l % LANES], 0.0, "padding");
+                }
+            }
+            let mut back = vec![1.0; h * FEATURES];
+            add_transposed(&w1t, h, &mut back);
+            for (b, w) in back.iter().zip(&w1) {
+                assert_eq!(*b, w + 1.0);
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Full-batch training's prepared rows: a shard's rows converted once for
+//! the hundreds of passes over it ([`SparseRows`]), and the pass over them.
+//!
+//! The forward passes read each row's non-zeros; the first layer's weight
+//! gradient reads the same non-zeros grouped by pixel, so each pixel's
+//! column of `dw1` is one running sum kept in a register. Both run over the
+//! rows in order, so a pass gives the bits of the generic path on the raw
+//! rows.
+
+use super::kernels::{backward_head, forward_row, LossSum};
+use super::layout::{axpy, Chunk, ZERO};
+use super::row_set::RowSet;
+use super::workspace::Workspace;
+use crate::data::FEATURES;
+use crate::engine::{pixel_table, BatchStats};
+use crate::simd::multiversion;
+use std::ops::Range;
+
+/// Rows converted once for many passes (full-batch training): each row's
+/// non-zero pixels (for the forward pass), and the same non-zeros grouped
+/// by pixel (for the first layer's weight gradient).
+///
+/// Grouped by pixel, `dw1`'s column for pixel `i` is one running sum over
+/// the rows that have `i` lit, kept in a register and stored once, instead
+/// of a load, add and store per non-zero as on the raw rows. The sum still
+/// runs over the rows in order, so the result is bit-identical to
+/// [`super::SparseEngine`]'s `accumulate` on the raw rows (a test checks it).
+pub struct SparseRows {
+    /// Each row's non-zeros, for the forward passes.
+    by_row: RowSet<f32>,
+    /// The non-zeros grouped by pixel, rows ascending, in groups of four
+    /// pixels `4g..4g + 4`: while all four have entries left, one entry of
+    /// each, side by side (`quad_row[k][j]` is pixel `4g + j`'s k-th row, for
+    /// `k` in `group_start[g]..group_start[g + 1]`), so the per-pixel sums
+    /// read one stream instead of eight; then each pixel's remaining
+    /// entries, `tail_row[tail_start[i]..tail_start[i + 1]]` for pixel `i`.
+    group_start: Vec<u32>,
+    quad_row: Vec<[u16; 4]>,
+    quad_value: Vec<[f32; 4]>,
+    tail_start: Vec<u32>,
+    tail_row: Vec<u16>,
+    tail_value: Vec<f32>,
+}
+
+impl SparseRows {
+    /// `None` if `x` has more rows than a `u16` row number can name (the
+    /// caller then passes the rows raw; shards are far smaller).
+    pub(super) fn new(x: &[u8]) -> Option<SparseRows> {
+        let rows = x.len() / FEATURES;
+        if rows > u16::MAX as usize + 1 {
+            return None;
+        }
+        let by_row = RowSet::gather(x);
+        let columns = Columns::of(&by_row);
+        let mut prepared = SparseRows {
+            by_row,
+            group_start: Vec::with_capacity(FEATURES / 4 + 1),
+            quad_row: Vec::new(),
+            quad_value: Vec::new(),
+            tail_start: Vec::with_capacity(FEATURES + 1),
+            tail_row: Vec::new(),
+            tail_value: Vec::new(),
+        };
+        prepared.interleave(&columns);
+        Some(prepared)
+    }
+
+    /// Fill the groups of four pixels from `columns` (see the fields).
+    fn interleave(&mut self, columns: &Columns) {
+        self.tail_start.push(0u32);
+        for g in 0..FEATURES / 4 {
+            self.group_start.push(self.quad_row.len() as u32);
+            let cols = [
+                columns.span(4 * g),
+                columns.span(4 * g + 1),
+                columns.span(4 * g + 2),
+                columns.span(4 * g + 3),
+            ];
+            let common = cols.iter().map(|c| c.len()).min().unwrap_or(0);
+            for k in 0..common {
+                self.quad_row
+                    .push(std::array::from_fn(|j| columns.row[cols[j].start + k]));
+                self.quad_value
+                    .push(std::array::from_fn(|j| columns.value[cols[j].start + k]));
+            }
+            for c in &cols {
+                self.tail_row
+                    .extend_from_slice(&columns.row[c.start + common..c.end]);
+                self.tail_value
+                    .extend_from_slice(&columns.value[c.start + common..c.end]);
+                self.tail_start.push(self.tail_row.len() as u32);
+            }
+        }
+        self.group_start.push(self.quad_row.len() as u32);
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.by_row.len()
+    }
+}
+
+/// A row set's non-zeros sorted by pixel: pixel `i`'s rows, ascending, are
+/// `row[span(i)]`, and their values `value[span(i)]`.
+struct Columns {
+    start: Vec<u32>,
+    row: Vec<u16>,
+    value: Vec<f32>,
+}
+
+impl Columns {
+    /// A counting sort by pixel; walking the rows in order keeps each
+    /// pixel's rows ascending.
+    fn of(by_row: &RowSet<f32>) -> Columns {
+        let rows = by_row.len();
+        let mut per_pixel = vec![0u32; FEATURES];
+        for r in 0..rows {
+            for &i in by_row.row(r).0 {
+                per_pixel[i as usize] += 1;
+            }
+        }
+        let mut start = Vec::with_capacity(FEATURES + 1);
+        start.push(0u32);
+        for &n in &per_pixel {
+            start.push(start.last().unwrap() + n);
+        }
+        let total = start[FEATURES] as usize;
+        let mut next: Vec<u32> = start[..FEATURES].to_vec();
+        let (mut row, mut value) = (vec![0u16; total], vec![0f32; total]);
+        for r in 0..rows {
+            let (index, values, _) = by_row.row(r);
+            for (&i, &v) in index.iter().zip(values) {
+                let at = &mut next[i as usize];
+                row[*at as usize] = r as u16;
+                value[*at as usize] = v;
+                *at += 1;
+            }
+        }
+        Columns { start, row, value }
+    }
+
+    /// Pixel `i`'s entries.
+    fn span(&self, i: usize) -> Range<usize> {
+        self.start[i] as usize..self.start[i + 1] as usize
+    }
+}
+
+/// `dw1` from the per-pixel groups: for each pixel, the sum over its rows of
+/// `value * dz1[row]`, in row order. Four pixels at a time, so four
+/// independent sums hide the adds' latency; each sum's own order is
+/// unchanged.
+#[inline(always)]
+fn first_layer_gradient(g_w1t: &mut [Chunk], dz1_rows: &[Chunk], s: &SparseRows, chunks: usize) {
+    let g_w1t = &mut g_w1t[..FEATURES * chunks];
+    for g in 0..FEATURES / 4 {
+        let quads = s.group_start[g] as usize..s.group_start[g + 1] as usize;
+        let (rows, values) = (&s.quad_row[quads.clone()], &s.quad_value[quads]);
+        for c in 0..chunks {
+            // Four named sums rather than an array: indexed by a variable,
+            // an array would live on the stack, one store per multiply-add.
+            let (mut a0, mut a1, mut a2, mut a3) = (ZERO, ZERO, ZERO, ZERO);
+            for (r, v) in rows.iter().zip(values) {
+                axpy(&mut a0, v[0], &dz1_rows[r[0] as usize * chunks + c]);
+                axpy(&mut a1, v[1], &dz1_rows[r[1] as usize * chunks + c]);
+                axpy(&mut a2, v[2], &dz1_rows[r[2] as usize * chunks + c]);
+                axpy(&mut a3, v[3], &dz1_rows[r[3] as usize * chunks + c]);
+            }
+            for (j, acc) in [a0, a1, a2, a3].into_iter().enumerate() {
+                let p = 4 * g + j;
+                let tail = s.tail_start[p] as usize..s.tail_start[p + 1] as usize;
+                let sum = column_sum(
+                    acc,
+                    &s.tail_row[tail.clone()],
+                    &s.tail_value[tail],
+                    dz1_rows,
+                    chunks,
+                    c,
+                );
+                // Every entry is written here, so the buffer needs no
+                // clearing first; and a running sum that starts at +0 never
+                // becomes -0, so the sum is exactly `0 + sum`, what the
+                // row-by-row path adds up.
+                g_w1t[p * chunks + c] = sum;
+            }
+        }
+    }
+}
+
+/// `acc + sum of value * dz1[row]` over one column's pairs, in order.
+#[inline(always)]
+fn column_sum(
+    mut acc: Chunk,
+    rows: &[u16],
+    values: &[f32],
+    dz1_rows: &[Chunk],
+    chunks: usize,
+    c: usize,
+) -> Chunk {
+    for (&r, &v) in rows.iter().zip(values) {
+        axpy(&mut acc, v, &dz1_rows[r as usize * chunks + c]);
+    }
+    acc
+}
+
+multiversion! {
+    /// [`super::workspace::accumulate_rows`] over prepared rows: forward
+    /// passes and the per-row part of the backward pass row by row (keeping
+    /// every row's `dz1`), then `dw1` pixel by pixel.
+    pub(super) fn accumulate_prepared_rows(ws: &mut Workspace, rows: &SparseRows, y: &[u8]) -> BatchStats {
+        let mut stats = BatchStats { rows: y.len(), ..Default::default() };
+        let chunks = ws.w.chunks;
+        let mut dz1_rows = std::mem::take(&mut ws.s.dz1_rows);
+        dz1_rows.clear();
+        dz1_rows.resize(rows.rows() * chunks, ZERO);
+        let mut loss = LossSum::new();
+        let table = pixel_table();
+        for (r, &label) in y.iter().enumerate() {
+            let (index, value, _) = rows.by_row.row(r);
+            let Workspace { w, s, .. } = &mut *ws;
+            if chunks == 1 {
+                let probs = forward_row(w, s, 1, index, value, table);
+                backward_head(w, s, 1, probs, label, &mut stats, &mut loss);
+                dz1_rows[r] = s.dz1[0];
+            } else {
+                let probs = forward_row(w, s, chunks, index, value, table);
+                backward_head(w, s, chunks, probs, label, &mut stats, &mut loss);
+                dz1_rows[r * chunks..(r + 1) * chunks].copy_from_slice(&s.dz1[..chunks]);
+            }
+        }
+        if chunks == 1 {
+            first_layer_gradient(&mut ws.s.g_w1t, &dz1_rows, rows, 1);
+        } else {
+            first_layer_gradient(&mut ws.s.g_w1t, &dz1_rows, rows, chunks);
+        }
+        ws.s.dz1_rows = dz1_rows;
+        stats.loss_sum = loss.finish();
+        stats
+    }
+}
