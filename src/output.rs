@@ -668,6 +668,22 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_file_keeps_its_owner_when_root() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: only root may give a file away");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        fs::write(&path, b"old").unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        write_atomic(&path, |w| w.write_all(b"new")).unwrap();
+        let m = fs::metadata(&path).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534));
+    }
+
+    #[test]
     fn successful_write_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.csv");
@@ -748,6 +764,7 @@ mod tests {
 
     #[test]
     fn a_read_only_file_is_refused_unless_root() {
+        // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             eprintln!("skipped: root may write any file");
             return;

@@ -209,6 +209,7 @@ fn a_missing_directory_is_one_line_naming_the_path() {
 fn a_read_only_directory_is_one_line_naming_the_path() {
     let dir = with_model();
     // Root ignores permissions; /proc takes no new files even from root.
+    // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let out = if root {
         "/proc/mnist-blas-sub.csv".to_string()
