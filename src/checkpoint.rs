@@ -19,13 +19,13 @@ use crate::data::Dataset;
 use crate::engine::BatchStats;
 use crate::model::{Mlp, ModelError};
 use crate::optim::{Optimizer, OptimizerKind};
-use crate::output::{write_atomic, WriteError};
+use crate::output::WriteError;
 use crate::rng::{SeededRng, Stream};
 use crate::train::{
     Control, Observer, Position, Record, Schedule, StepView, TrainConfig, TrainState,
 };
 use ndarray::{Array1, Array2, Ix1, Ix2, OwnedRepr};
-use ndarray_npy::{NpzReader, NpzWriter};
+use ndarray_npy::NpzReader;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,7 +120,8 @@ pub struct Checkpoint {
     v: Option<Mlp>,
 }
 
-/// Save `state` of the run (`cfg`, `identity`) to `path`, atomically.
+/// Save `state` of the run (`cfg`, `identity`) to `path`, under
+/// [`crate::output`]'s policy.
 pub fn save(
     path: &Path,
     cfg: &TrainConfig,
@@ -151,26 +152,23 @@ pub fn save(
         OptimizerKind::Momentum => vec![("m", &opt.m)],
         OptimizerKind::Adam => vec![("m", &opt.m), ("v", &opt.v)],
     };
-    write_atomic(path, |w| {
-        // Uncompressed: checkpoints are written often and read rarely.
-        let mut npz = NpzWriter::new(w);
-        let err = std::io::Error::other;
+    // Uncompressed: checkpoints are written often and read rarely.
+    crate::output::write_npz(path, false, |npz| {
         let m = &state.model;
         let h = m.hidden();
         let b1 = m.b1.view().into_shape_with_order((h, 1)).expect("h x 1");
         let b2 = m.b2.view().into_shape_with_order((10, 1)).expect("10 x 1");
-        npz.add_array("w1", &m.w1).map_err(err)?;
-        npz.add_array("b1", &b1).map_err(err)?;
-        npz.add_array("w2", &m.w2).map_err(err)?;
-        npz.add_array("b2", &b2).map_err(err)?;
+        npz.add_array("w1", &m.w1)?;
+        npz.add_array("b1", &b1)?;
+        npz.add_array("w2", &m.w2)?;
+        npz.add_array("b2", &b2)?;
         for (prefix, g) in moments {
-            npz.add_array(format!("{prefix}_w1"), &g.w1).map_err(err)?;
-            npz.add_array(format!("{prefix}_b1"), &g.b1).map_err(err)?;
-            npz.add_array(format!("{prefix}_w2"), &g.w2).map_err(err)?;
-            npz.add_array(format!("{prefix}_b2"), &g.b2).map_err(err)?;
+            npz.add_array(format!("{prefix}_w1"), &g.w1)?;
+            npz.add_array(format!("{prefix}_b1"), &g.b1)?;
+            npz.add_array(format!("{prefix}_w2"), &g.w2)?;
+            npz.add_array(format!("{prefix}_b2"), &g.b2)?;
         }
-        npz.add_array("state", &Array1::from(json)).map_err(err)?;
-        npz.finish().map_err(err)?;
+        npz.add_array("state", &Array1::from(json))?;
         Ok(())
     })
 }

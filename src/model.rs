@@ -5,10 +5,10 @@
 //! notebook's `forward_prop(w1, w2, b1, b2, X)`.
 
 use crate::data::{CLASSES, FEATURES};
-use crate::output::{write_atomic, WriteError};
+use crate::output::WriteError;
 use crate::rng::{SeededRng, Stream};
 use ndarray::{Array1, Array2, Ix2};
-use ndarray_npy::{NpzReader, NpzWriter};
+use ndarray_npy::NpzReader;
 use std::path::{Path, PathBuf};
 
 /// How the weights start.
@@ -133,7 +133,7 @@ impl Mlp {
     }
 
     /// Save as `.npz` (float32 `w1` Hx784, `b1` Hx1, `w2` 10xH, `b2` 10x1:
-    /// the notebook's names and shapes), atomically.
+    /// the notebook's names and shapes), under [`crate::output`]'s policy.
     pub fn save_npz(&self, path: &Path) -> Result<(), WriteError> {
         let h = self.hidden();
         let b1 = self
@@ -146,14 +146,12 @@ impl Mlp {
             .clone()
             .into_shape_with_order((CLASSES, 1))
             .expect("10 elements");
-        write_atomic(path, |w| {
-            let mut npz = NpzWriter::new_compressed(w);
+        crate::output::write_npz(path, true, |npz| {
             let arrays: [(&str, &Array2<f32>); 4] =
                 [("w1", &self.w1), ("b1", &b1), ("w2", &self.w2), ("b2", &b2)];
             for (name, a) in arrays {
-                npz.add_array(name, a).map_err(std::io::Error::other)?;
+                npz.add_array(name, a)?;
             }
-            npz.finish().map_err(std::io::Error::other)?;
             Ok(())
         })
     }
@@ -309,6 +307,8 @@ impl ModelError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::write_atomic;
+    use ndarray_npy::NpzWriter;
 
     #[test]
     fn uniform_init_is_in_range_and_seeded() {

@@ -1,104 +1,907 @@
-//! Writing results without ever leaving half a file behind.
+//! Every file the tool writes goes through one policy, [`write_atomic`]:
 //!
-//! Every output goes to a temporary file in the destination's directory, is
-//! flushed and synced, then renamed over the destination: a reader (or a
-//! crash) sees the old file or the new one, never a mix.
+//! - A regular file, or a path where nothing exists yet, is replaced
+//!   atomically: the content goes to a temporary file `.NAME.XXXXXX.tmp` in
+//!   the same directory, is flushed and synced, renamed over the path, and
+//!   the directory is synced. A reader (or a crash) sees the old file or the
+//!   new one, never a mix. An existing file keeps its permission mode (and
+//!   its owner, when the process may give files away, i.e. as root). A file
+//!   that is not writable (`chmod a-w`) is refused, as a shell's `>` would.
+//! - A hard-linked file is replaced like any other: its other names keep the
+//!   old content. The alternative, writing into the shared inode, would
+//!   update every name but could leave all of them half written; and a hard
+//!   link is most often a cheap snapshot (`ln model.npz best.npz`, `cp -al`)
+//!   that an overwrite must not destroy.
+//! - A symbolic link is followed to its final target, which is replaced as
+//!   above; the link stays a link. A dangling link gets its target created.
+//! - Anything else that exists (a character or block device such as
+//!   `/dev/null`, a FIFO, a socket, a terminal) is opened and written in
+//!   place, never renamed over; its errors (`/dev/full`'s "no space left")
+//!   are reported.
+//! - `/dev/stdout`, `/dev/stderr`, `/dev/fd/N` and `/proc/self/fd/N` mean
+//!   the descriptor the process already has, as in a shell redirection:
+//!   the output goes where the descriptor goes (a pipe, a terminal, a file
+//!   opened for appending) without reopening it.
+//!
+//! A write that was killed leaves its temporary file behind. Each writer
+//! holds an exclusive `flock` on its temporary file until the rename, so the
+//! next write to the same path removes every `.NAME.XXXXXX.tmp` beside it
+//! that nobody holds: the leftovers of dead writers, never a live one's.
+//!
+//! Errors name the user's path, never the temporary file, and say the cause
+//! once in plain words: `model.npz: cannot write: no space left on device`.
+//!
+//! Before any long work starts, [`check_destination`] tries the same steps
+//! without writing (the directory exists and takes a new file, the path is
+//! not a directory or a symlink loop), and [`check_distinct`] refuses an
+//! output that is one of the inputs or another output.
+//!
+//! Unix only (permissions, `flock`, device nodes).
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use ndarray_npy::{NpzWriter, WriteNpzError};
+use std::ffi::OsStr;
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, BufWriter, Cursor, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// An output file that could not be written.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: cannot write: {source}", path.display())]
+/// An output file that could not be written (or, from
+/// [`check_destination`], would not be).
+///
+/// Its `Display` is the whole story on one line: the user's path and the
+/// cause in plain words. The cause is therefore not also returned by
+/// [`std::error::Error::source`], so an error chain printed with `{:#}`
+/// says it once.
+#[derive(Debug)]
 pub struct WriteError {
+    /// The path the user gave (not a symlink's target, not a temp file).
     pub path: PathBuf,
-    #[source]
+    /// What went wrong.
     pub source: io::Error,
 }
 
-/// Write `path` atomically: `fill` writes the content into a buffered temp
-/// file; only if it succeeds is the temp file renamed to `path`.
+impl WriteError {
+    fn new(path: &Path, source: io::Error) -> WriteError {
+        WriteError {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The cause in plain words, without the path: "no space left on
+    /// device", "read-only file system", "directory out does not exist".
+    pub fn reason(&self) -> String {
+        describe(&self.source)
+    }
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: cannot write: {}",
+            self.path.display(),
+            self.reason()
+        )
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// An operating-system error in plain words, without Rust's "(os error N)".
+fn describe(e: &io::Error) -> String {
+    let Some(code) = e.raw_os_error() else {
+        return e.to_string();
+    };
+    let words = match code {
+        libc::ENOSPC => "no space left on device",
+        libc::EDQUOT => "disk quota exceeded",
+        libc::EROFS => "read-only file system",
+        libc::EACCES | libc::EPERM => "permission denied",
+        libc::ENOENT => "no such file or directory",
+        libc::EISDIR => "is a directory",
+        libc::ENOTDIR => "a part of the path is not a directory",
+        libc::ELOOP => "too many levels of symbolic links (a symlink loop)",
+        libc::ENAMETOOLONG => "file name too long",
+        libc::EFBIG => "file too large",
+        libc::EIO => "input/output error",
+        libc::EBADF => "not an open file descriptor",
+        libc::ENXIO => "no such device or address",
+        _ => {
+            let text = e.to_string();
+            let text = match text.rfind(" (os error ") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            };
+            let mut chars = text.chars();
+            return match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => text,
+            };
+        }
+    };
+    words.to_string()
+}
+
+fn os_error(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+/// Write `path` under the module's policy: `fill` writes the content into
+/// a buffered file; a regular file is replaced only if `fill` and every
+/// step after it succeed.
 pub fn write_atomic<F>(path: &Path, fill: F) -> Result<(), WriteError>
 where
     F: FnOnce(&mut BufWriter<&mut File>) -> io::Result<()>,
 {
-    let wrap = |source| WriteError {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut tmp = temp_file_beside(path, ".tmp").map_err(wrap)?;
-    {
-        let mut w = BufWriter::new(tmp.as_file_mut());
-        fill(&mut w).map_err(wrap)?;
-        w.flush().map_err(wrap)?;
+    let wrap = |e| WriteError::new(path, e);
+    match destination(path).map_err(wrap)? {
+        Destination::Descriptor(fd) => write_descriptor(fd, fill),
+        Destination::InPlace => write_in_place(path, fill),
+        Destination::Replace { target, existing } => replace(&target, existing.as_ref(), fill),
     }
-    tmp.as_file().sync_all().map_err(wrap)?;
-    tmp.persist(path).map_err(|e| wrap(e.error))?;
+    .map_err(wrap)
+}
+
+/// Write an `.npz` built in memory (so that writing it can fail only in
+/// [`write_atomic`], with its errors, and never in a zip writer's `Drop`;
+/// and so that a FIFO or `/dev/stdout`, which cannot seek, can take it).
+/// `add` adds the arrays; `compressed` deflates them.
+pub(crate) fn write_npz<F>(path: &Path, compressed: bool, add: F) -> Result<(), WriteError>
+where
+    F: FnOnce(&mut NpzWriter<Cursor<Vec<u8>>>) -> Result<(), WriteNpzError>,
+{
+    let memory = Cursor::new(Vec::new());
+    let mut npz = if compressed {
+        NpzWriter::new_compressed(memory)
+    } else {
+        NpzWriter::new(memory)
+    };
+    let bytes = add(&mut npz)
+        .and_then(|()| npz.finish())
+        .map_err(|e| {
+            WriteError::new(
+                path,
+                io::Error::other(format!("cannot encode the arrays: {e}")),
+            )
+        })?
+        .into_inner();
+    write_atomic(path, |w| w.write_all(&bytes))
+}
+
+/// Check, before any work, that [`write_atomic`] could write `path`: the
+/// path is not a directory or a symlink loop, its directory exists and
+/// takes a new file (one is created and removed), an existing file or
+/// device is writable, a standard descriptor is open for writing.
+pub fn check_destination(path: &Path) -> Result<(), WriteError> {
+    let wrap = |e| WriteError::new(path, e);
+    match destination(path).map_err(wrap)? {
+        Destination::Descriptor(fd) => {
+            // SAFETY: F_GETFL only reads the descriptor's flags.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            if flags == -1 || flags & libc::O_ACCMODE == libc::O_RDONLY {
+                return Err(wrap(os_error(libc::EBADF)));
+            }
+        }
+        Destination::InPlace => check_writable(path).map_err(wrap)?,
+        Destination::Replace { target, existing } => {
+            if existing.is_some() {
+                check_writable(&target).map_err(wrap)?;
+            }
+            let (dir, name) = dir_and_name(&target);
+            drop(locked_temp(&dir, name).map_err(wrap)?);
+        }
+    }
     Ok(())
 }
 
-/// A new temporary file in `path`'s directory (so a rename onto `path`
-/// never crosses file systems), named `.NAME.XXXX{suffix}`, with the mode a
-/// plain `File::create` would give (tempfile's own default is 0600).
-pub fn temp_file_beside(path: &Path, suffix: &str) -> io::Result<tempfile::NamedTempFile> {
+/// Where a write to the user's path goes.
+enum Destination {
+    /// A descriptor the process already has (`/dev/stdout`, `/dev/fd/3`).
+    Descriptor(RawFd),
+    /// An existing device, FIFO or socket: opened and written in place.
+    InPlace,
+    /// A regular file (or nothing yet) at `target`, the user's path with
+    /// symlinks followed: replaced atomically.
+    Replace {
+        target: PathBuf,
+        existing: Option<Metadata>,
+    },
+}
+
+fn destination(path: &Path) -> io::Result<Destination> {
+    if let Some(fd) = standard_descriptor(path) {
+        return Ok(Destination::Descriptor(fd));
+    }
+    if path.as_os_str().as_bytes().ends_with(b"/") {
+        return Err(os_error(libc::EISDIR));
+    }
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(os_error(libc::EISDIR)),
+        Ok(m) if m.is_file() => {
+            let linked = fs::symlink_metadata(path)?.file_type().is_symlink();
+            let target = if linked {
+                fs::canonicalize(path)?
+            } else {
+                path.to_path_buf()
+            };
+            Ok(Destination::Replace {
+                target,
+                existing: Some(m),
+            })
+        }
+        Ok(_) => Ok(Destination::InPlace),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Destination::Replace {
+            target: dangling_target(path)?,
+            existing: None,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The descriptor a name like `/dev/stdout` or `/proc/self/fd/3` means.
+fn standard_descriptor(path: &Path) -> Option<RawFd> {
+    let bytes = path.as_os_str().as_bytes();
+    match bytes {
+        b"/dev/stdin" => return Some(0),
+        b"/dev/stdout" => return Some(1),
+        b"/dev/stderr" => return Some(2),
+        _ => {}
+    }
+    let number = bytes
+        .strip_prefix(b"/dev/fd/")
+        .or_else(|| bytes.strip_prefix(b"/proc/self/fd/"))?;
+    if number.is_empty() || !number.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(number).ok()?.parse().ok()
+}
+
+/// Where a path that does not exist will be created: the path itself, or
+/// the final target of a chain of dangling symlinks.
+fn dangling_target(path: &Path) -> io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    // Linux's own limit on symlinks followed in one lookup.
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let next = fs::read_link(&p)?;
+                p = match p.parent() {
+                    Some(dir) => dir.join(next),
+                    None => next,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(os_error(libc::ELOOP))
+}
+
+/// `path`'s directory (`.` for a bare name) and file name.
+fn dir_and_name(path: &Path) -> (PathBuf, &OsStr) {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = format!(".{name}.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(suffix);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    (dir, path.file_name().unwrap_or_default())
+}
+
+/// `access(W_OK)`: false for a file the user made read-only (root may
+/// write anything).
+fn check_writable(path: &Path) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
-    builder.tempfile_in(dir)
+}
+
+fn write_descriptor<F>(fd: RawFd, fill: F) -> io::Result<()>
+where
+    F: FnOnce(&mut BufWriter<&mut File>) -> io::Result<()>,
+{
+    if fd == 1 {
+        // What the program printed before goes first.
+        io::stdout().flush()?;
+    }
+    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor, owned by `file`
+    // below and closed when it drops; the original stays open.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `dup` is a fresh descriptor nothing else owns.
+    let mut file = unsafe { File::from_raw_fd(dup) };
+    let mut w = BufWriter::new(&mut file);
+    fill(&mut w)?;
+    w.flush()
+}
+
+fn write_in_place<F>(path: &Path, fill: F) -> io::Result<()>
+where
+    F: FnOnce(&mut BufWriter<&mut File>) -> io::Result<()>,
+{
+    // No `create`: the node exists; if it vanished, say so rather than
+    // leave a regular file where a device was. No controlling terminal
+    // is acquired by writing to one.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)?;
+    {
+        let mut w = BufWriter::new(&mut file);
+        fill(&mut w)?;
+        w.flush()?;
+    }
+    // A block device keeps data; pipes, terminals and /dev/null cannot sync.
+    match file.sync_all() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+        other => other,
+    }
+}
+
+fn replace<F>(target: &Path, existing: Option<&Metadata>, fill: F) -> io::Result<()>
+where
+    F: FnOnce(&mut BufWriter<&mut File>) -> io::Result<()>,
+{
+    let (dir, name) = dir_and_name(target);
+    remove_stale_temps(&dir, name);
+    if existing.is_some() {
+        check_writable(target)?;
+    }
+    let mut tmp = locked_temp(&dir, name)?;
+    if let Some(m) = existing {
+        keep_owner_and_mode(tmp.as_file(), m)?;
+    }
+    {
+        let mut w = BufWriter::new(tmp.as_file_mut());
+        fill(&mut w)?;
+        w.flush()?;
+    }
+    tmp.as_file().sync_all()?;
+    // The lock stays held through the rename (the file is only closed
+    // when the returned handle drops).
+    let _file = tmp.persist(target).map_err(|e| e.error)?;
+    // Make the rename itself durable. The file is already in place: a
+    // directory that cannot be synced is not a failure to write it.
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Give the new file the replaced file's owner (when allowed) and mode.
+fn keep_owner_and_mode(file: &File, old: &Metadata) -> io::Result<()> {
+    let new = file.metadata()?;
+    if (new.uid(), new.gid()) != (old.uid(), old.gid()) {
+        // Only root may give a file away; anyone else keeps their own.
+        let _ = std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()));
+    }
+    file.set_permissions(fs::Permissions::from_mode(old.mode() & 0o7777))
+}
+
+/// Characters in the random part of a temp file's name.
+const TEMP_RANDOM: usize = 6;
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// A new temp file `.NAME.XXXXXX.tmp` in `dir` (so a rename onto the
+/// target never crosses file systems), with the mode a plain
+/// `File::create` would give (tempfile's own default is 0600), locked so
+/// that [`remove_stale_temps`] leaves it alone.
+fn locked_temp(dir: &Path, name: &OsStr) -> io::Result<tempfile::NamedTempFile> {
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    for _ in 0..8 {
+        // `make_in` rather than `tempfile_in`: the latter's errors name
+        // the temp file, which the user never asked for.
+        let tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(TEMP_SUFFIX)
+            .rand_bytes(TEMP_RANDOM)
+            .make_in(dir, |p| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o666)
+                    .open(p)
+            })
+            .map_err(|e| explain_create(e, dir))?;
+        match try_lock(tmp.as_file()) {
+            // Locked, or a file system without locks (nothing to protect).
+            Ok(true) | Err(_) => {}
+            // Another writer is removing it as a leftover: take a new name.
+            Ok(false) => continue,
+        }
+        // A cleaner that locked and removed it first leaves us an orphan.
+        if is_same_file(tmp.path(), tmp.as_file()) {
+            return Ok(tmp);
+        }
+    }
+    Err(io::Error::other(format!(
+        "cannot create a temporary file in {}",
+        dir.display()
+    )))
+}
+
+/// Say which directory a failed create was in, when that is the news.
+fn explain_create(e: io::Error, dir: &Path) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) if !dir.exists() => io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("directory {} does not exist", dir.display()),
+        ),
+        Some(libc::ENOENT) => io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("cannot create a file in {}", dir.display()),
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) => io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "permission denied (cannot create a file in {})",
+                dir.display()
+            ),
+        ),
+        _ => e,
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: Ok(false) when someone else holds it.
+fn try_lock(file: &File) -> io::Result<bool> {
+    // SAFETY: flock on an open descriptor has no memory preconditions.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+fn is_same_file(path: &Path, file: &File) -> bool {
+    match (fs::symlink_metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// True for `.NAME.XXXXXX.tmp`, the names [`locked_temp`] gives.
+fn is_temp_name(file: &[u8], name: &[u8]) -> bool {
+    let Some(rest) = file
+        .strip_prefix(b".")
+        .and_then(|r| r.strip_prefix(name))
+        .and_then(|r| r.strip_prefix(b"."))
+        .and_then(|r| r.strip_suffix(TEMP_SUFFIX.as_bytes()))
+    else {
+        return false;
+    };
+    rest.len() == TEMP_RANDOM && rest.iter().all(u8::is_ascii_alphanumeric)
+}
+
+/// Remove the temp files of writes to `dir/name` that were killed: every
+/// `.NAME.XXXXXX.tmp` whose lock nobody holds. Best effort.
+fn remove_stale_temps(dir: &Path, name: &OsStr) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !is_temp_name(entry.file_name().as_bytes(), name.as_bytes()) {
+            continue;
+        }
+        let path = entry.path();
+        let regular = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+        if !regular {
+            continue;
+        }
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if try_lock(&file).unwrap_or(false) && is_same_file(&path, &file) {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+/// An output that is one of the inputs, or two outputs that are one file.
+#[derive(Debug, thiserror::Error)]
+pub enum SameFileError {
+    #[error(
+        "{flag} {}: is the input {}; refusing to overwrite an input",
+        output.display(),
+        input.display()
+    )]
+    Input {
+        flag: String,
+        output: PathBuf,
+        input: PathBuf,
+    },
+    #[error(
+        "{flag} {} and {other_flag} {}: the same file; give each output its own path",
+        output.display(),
+        other.display()
+    )]
+    Outputs {
+        flag: String,
+        output: PathBuf,
+        other_flag: String,
+        other: PathBuf,
+    },
+}
+
+/// Refuse an output (`(flag, path)`) that is one of `inputs` or the same
+/// file as another output. Files are compared by device and inode when
+/// they exist (so a hard link or a symlink to an input is caught) and by
+/// their absolute path with symlinks resolved when they do not (`./d.csv`
+/// and `d.csv`). Devices, FIFOs, sockets and the standard descriptors
+/// (`/dev/null`, `/dev/stdout`) may be named any number of times.
+pub fn check_distinct(inputs: &[&Path], outputs: &[(&str, &Path)]) -> Result<(), SameFileError> {
+    let inputs: Vec<(&Path, Identity)> = inputs.iter().map(|p| (*p, identity(p))).collect();
+    let outputs: Vec<(&str, &Path, Identity)> = outputs
+        .iter()
+        .map(|(flag, p)| (*flag, *p, identity(p)))
+        .collect();
+    for (i, (flag, out, id)) in outputs.iter().enumerate() {
+        if let Some((input, _)) = inputs.iter().find(|(_, other)| id.same(other)) {
+            return Err(SameFileError::Input {
+                flag: flag.to_string(),
+                output: out.to_path_buf(),
+                input: input.to_path_buf(),
+            });
+        }
+        if let Some((other_flag, other, _)) = outputs[..i].iter().find(|(_, _, o)| id.same(o)) {
+            return Err(SameFileError::Outputs {
+                flag: other_flag.to_string(),
+                output: other.to_path_buf(),
+                other_flag: flag.to_string(),
+                other: out.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What a path names, for [`check_distinct`].
+enum Identity {
+    /// A device, FIFO, socket or standard descriptor: may repeat.
+    Special,
+    /// An existing file or directory.
+    Node(u64, u64),
+    /// Nothing yet: the absolute path it would be created at.
+    Absent(PathBuf),
+}
+
+impl Identity {
+    fn same(&self, other: &Identity) -> bool {
+        match (self, other) {
+            (Identity::Node(d, i), Identity::Node(e, j)) => (d, i) == (e, j),
+            (Identity::Absent(a), Identity::Absent(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+fn identity(path: &Path) -> Identity {
+    if standard_descriptor(path).is_some() {
+        return Identity::Special;
+    }
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() || m.is_dir() => Identity::Node(m.dev(), m.ino()),
+        Ok(_) => Identity::Special,
+        Err(_) => {
+            let target = dangling_target(path).unwrap_or_else(|_| path.to_path_buf());
+            let (dir, name) = dir_and_name(&target);
+            let dir = fs::canonicalize(&dir)
+                .or_else(|_| std::path::absolute(&dir))
+                .unwrap_or(dir);
+            Identity::Absent(dir.join(name))
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
     #[test]
     fn failed_write_keeps_the_old_file_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.npz");
-        std::fs::write(&path, b"old").unwrap();
+        fs::write(&path, b"old").unwrap();
         let err = write_atomic(&path, |w| {
             w.write_all(b"half of the new")?;
             Err(io::Error::other("disk on fire"))
         })
         .unwrap_err();
-        assert!(err.to_string().contains("model.npz"), "{err}");
-        assert_eq!(std::fs::read(&path).unwrap(), b"old");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(
+            err.to_string(),
+            format!("{}: cannot write: disk on fire", path.display())
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(names(dir.path()), ["model.npz"]);
     }
 
-    #[cfg(unix)]
     #[test]
-    fn outputs_get_ordinary_permissions_not_0600() {
-        use std::os::unix::fs::PermissionsExt;
+    fn new_outputs_get_ordinary_permissions_not_0600() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.npz");
         write_atomic(&path, |w| w.write_all(b"x")).unwrap();
         let plain = dir.path().join("plain");
-        std::fs::write(&plain, b"x").unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        fs::write(&plain, b"x").unwrap();
         assert_eq!(mode(&path), mode(&plain));
+    }
+
+    #[test]
+    fn a_replaced_file_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        for m in [0o600, 0o640, 0o755] {
+            let path = dir.path().join("out.csv");
+            fs::write(&path, b"old").unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(m)).unwrap();
+            write_atomic(&path, |w| w.write_all(b"new")).unwrap();
+            assert_eq!(fs::read(&path).unwrap(), b"new");
+            assert_eq!(mode(&path), m, "{m:o}");
+        }
+    }
+
+    #[test]
+    fn a_replaced_file_keeps_its_owner_when_root() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: only root may give a file away");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        fs::write(&path, b"old").unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        write_atomic(&path, |w| w.write_all(b"new")).unwrap();
+        let m = fs::metadata(&path).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534));
     }
 
     #[test]
     fn successful_write_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.csv");
-        std::fs::write(&path, b"old").unwrap();
+        fs::write(&path, b"old").unwrap();
         write_atomic(&path, |w| w.write_all(b"new")).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(names(dir.path()), ["out.csv"]);
+    }
+
+    #[test]
+    fn a_hard_link_is_split_and_keeps_the_old_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.npz");
+        let snapshot = dir.path().join("best.npz");
+        fs::write(&path, b"old").unwrap();
+        fs::hard_link(&path, &snapshot).unwrap();
+        write_atomic(&path, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::read(&snapshot).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_dangling_symlink_gets_its_target_created_and_stays_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("out.csv");
+        std::os::unix::fs::symlink("real.csv", &link).unwrap();
+        write_atomic(&link, |w| w.write_all(b"new")).unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(dir.path().join("real.csv")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_directory_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("out");
+        fs::create_dir(&sub).unwrap();
+        let want = format!("{}: cannot write: is a directory", sub.display());
+        let err = write_atomic(&sub, |w| w.write_all(b"x")).unwrap_err();
+        assert_eq!(err.to_string(), want);
+        assert_eq!(check_destination(&sub).unwrap_err().to_string(), want);
+        assert!(sub.is_dir());
+    }
+
+    #[test]
+    fn a_symlink_loop_is_called_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.csv");
+        let b = dir.path().join("b.csv");
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        let want = format!(
+            "{}: cannot write: too many levels of symbolic links (a symlink loop)",
+            a.display()
+        );
+        assert_eq!(check_destination(&a).unwrap_err().to_string(), want);
+        let err = write_atomic(&a, |w| w.write_all(b"x")).unwrap_err();
+        assert_eq!(err.to_string(), want);
+        assert_eq!(names(dir.path()), ["a.csv", "b.csv"]);
+    }
+
+    #[test]
+    fn a_missing_directory_is_named_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no/such/model.npz");
+        let want = format!(
+            "{}: cannot write: directory {} does not exist",
+            path.display(),
+            dir.path().join("no/such").display()
+        );
+        assert_eq!(check_destination(&path).unwrap_err().to_string(), want);
+        let err = write_atomic(&path, |w| w.write_all(b"x")).unwrap_err();
+        assert_eq!(err.to_string(), want);
+        assert!(std::error::Error::source(&err).is_none());
+    }
+
+    #[test]
+    fn a_read_only_file_is_refused_unless_root() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            eprintln!("skipped: root may write any file");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keep.csv");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
+        let want = format!("{}: cannot write: permission denied", path.display());
+        assert_eq!(check_destination(&path).unwrap_err().to_string(), want);
+        let err = write_atomic(&path, |w| w.write_all(b"x")).unwrap_err();
+        assert_eq!(err.to_string(), want);
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+    }
+
+    #[test]
+    fn check_destination_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        check_destination(&dir.path().join("new.csv")).unwrap();
+        let old = dir.path().join("old.csv");
+        fs::write(&old, b"old").unwrap();
+        check_destination(&old).unwrap();
+        assert_eq!(names(dir.path()), ["old.csv"]);
+        assert_eq!(fs::read(&old).unwrap(), b"old");
+    }
+
+    #[test]
+    fn standard_descriptors_are_recognised_by_name() {
+        assert_eq!(standard_descriptor(Path::new("/dev/stdout")), Some(1));
+        assert_eq!(standard_descriptor(Path::new("/dev/stderr")), Some(2));
+        assert_eq!(standard_descriptor(Path::new("/dev/fd/7")), Some(7));
+        assert_eq!(standard_descriptor(Path::new("/proc/self/fd/12")), Some(12));
+        assert_eq!(standard_descriptor(Path::new("/dev/fd/")), None);
+        assert_eq!(standard_descriptor(Path::new("/dev/fd/1x")), None);
+        assert_eq!(standard_descriptor(Path::new("dev/stdout")), None);
+    }
+
+    #[test]
+    fn temp_names_match_exactly_our_pattern() {
+        assert!(is_temp_name(b".model.npz.a1B2c3.tmp", b"model.npz"));
+        assert!(!is_temp_name(b".model.npz.a1B2c.tmp", b"model.npz"));
+        assert!(!is_temp_name(b".model.npz.a1B2c3.png", b"model.npz"));
+        assert!(!is_temp_name(b".model.npz.a1-2c3.tmp", b"model.npz"));
+        assert!(!is_temp_name(b".other.npz.a1B2c3.tmp", b"model.npz"));
+        assert!(!is_temp_name(b"model.npz", b"model.npz"));
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_write_are_removed_but_a_live_writers_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.npz");
+        let dead = dir.path().join(".model.npz.Ab12Cd.tmp");
+        fs::write(&dead, b"half").unwrap();
+        // A writer in progress holds the lock on its temp file.
+        let live = locked_temp(dir.path(), OsStr::new("model.npz")).unwrap();
+        let other = dir.path().join(".other.npz.Ab12Cd.tmp");
+        fs::write(&other, b"not ours").unwrap();
+        write_atomic(&path, |w| w.write_all(b"new")).unwrap();
+        assert!(!dead.exists());
+        assert!(live.path().exists());
+        assert!(other.exists());
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn plain_words_for_os_errors() {
+        let e = |c| describe(&os_error(c));
+        assert_eq!(e(libc::ENOSPC), "no space left on device");
+        assert_eq!(e(libc::EROFS), "read-only file system");
+        assert_eq!(e(libc::EACCES), "permission denied");
+        // Anything else: the system's words, without "(os error N)".
+        assert_eq!(e(libc::EXDEV), "invalid cross-device link");
+    }
+
+    fn distinct(inputs: &[&Path], outputs: &[(&str, &Path)]) -> Result<(), String> {
+        check_distinct(inputs, outputs).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_output_that_is_an_input_is_refused_however_it_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("d.csv");
+        fs::write(&data, b"1,2").unwrap();
+        let dotted = dir.path().join(".").join("d.csv");
+        let hard = dir.path().join("hard.csv");
+        fs::hard_link(&data, &hard).unwrap();
+        let soft = dir.path().join("soft.csv");
+        std::os::unix::fs::symlink("d.csv", &soft).unwrap();
+        for out in [&data, &dotted, &hard, &soft] {
+            let err = distinct(&[&data], &[("--out", out)]).unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "--out {}: is the input {}; refusing to overwrite an input",
+                    out.display(),
+                    data.display()
+                )
+            );
+        }
+        let fresh = dir.path().join("sub.csv");
+        assert_eq!(distinct(&[&data], &[("--out", &fresh)]), Ok(()));
+    }
+
+    #[test]
+    fn two_outputs_to_one_file_are_refused_even_before_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("m.csv");
+        let b = dir.path().join("sub/../m.csv");
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        let err = distinct(&[], &[("--metrics", &a), ("--out", &b)]).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "--metrics {} and --out {}: the same file; give each output its own path",
+                a.display(),
+                b.display()
+            )
+        );
+        let c = dir.path().join("n.csv");
+        assert_eq!(distinct(&[], &[("--metrics", &a), ("--out", &c)]), Ok(()));
+    }
+
+    #[test]
+    fn devices_and_standard_descriptors_may_repeat() {
+        let null = Path::new("/dev/null");
+        let out = Path::new("/dev/stdout");
+        assert_eq!(
+            distinct(
+                &[null],
+                &[
+                    ("--out", null),
+                    ("--model", null),
+                    ("--metrics", out),
+                    ("--plot", out)
+                ]
+            ),
+            Ok(())
+        );
     }
 }

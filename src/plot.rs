@@ -6,16 +6,20 @@
 //! Text is drawn through plotters' `ab_glyph` backend with an embedded
 //! DejaVu Sans subset (`assets/DejaVuSans-ascii.ttf`, printable ASCII and
 //! `±`; licence beside it), so no system font or fontconfig is needed. The
-//! sweep plots (`sweep::plot`) draw through [`render`] too. Every PNG is rendered to a temporary file in the destination's
-//! directory and renamed over the destination: never half a picture.
+//! sweep plots (`sweep::plot`) draw through [`render`] too. Every PNG is
+//! drawn and encoded in memory, then written through [`crate::output`]'s
+//! policy (atomically for a file): never half a picture.
 
 use crate::data::{CLASSES, FEATURES};
 use crate::model::Mlp;
 use crate::train::Record;
+use image::codecs::png::PngEncoder;
+use image::{ColorType, ImageEncoder};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
@@ -48,19 +52,18 @@ pub type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 /// What a drawing callback returns.
 pub type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-/// Refuse a destination whose directory does not exist, before any work is
-/// done (a typo in `--plot` should not cost a training run).
+/// Refuse a destination that [`crate::output`] could not write (a missing
+/// or read-only directory, a directory given as the file), before any work
+/// is done (a typo in `--plot` should not cost a training run).
 pub fn check_destination(path: &Path) -> Result<(), PlotError> {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => Err(PlotError {
-            path: path.to_path_buf(),
-            message: format!("directory {} does not exist", d.display()),
-        }),
-        _ => Ok(()),
-    }
+    crate::output::check_destination(path).map_err(|e| PlotError {
+        path: path.to_path_buf(),
+        message: e.reason(),
+    })
 }
 
-/// Draw into a temporary PNG beside `path`, then rename it to `path`.
+/// Draw into memory, encode as PNG, and write `path` through
+/// [`crate::output::write_atomic`].
 pub fn render(
     path: &Path,
     size: (u32, u32),
@@ -71,18 +74,19 @@ pub fn render(
         path: path.to_path_buf(),
         message,
     };
-    // The `.png` suffix tells the encoder the format, whatever `path` ends with.
-    let tmp = crate::output::temp_file_beside(path, ".png")
-        .map_err(|e| fail(e.to_string()))?
-        .into_temp_path();
+    let (w, h) = size;
+    let mut pixels = vec![0u8; w as usize * h as usize * 3];
     {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
         draw(&root).map_err(|e| fail(e.to_string()))?;
         root.present().map_err(|e| fail(e.to_string()))?;
     }
-    tmp.persist(path).map_err(|e| fail(e.error.to_string()))?;
-    Ok(())
+    let mut png = Vec::new();
+    PngEncoder::new(&mut png)
+        .write_image(&pixels, w, h, ColorType::Rgb8)
+        .map_err(|e| fail(e.to_string()))?;
+    crate::output::write_atomic(path, |f| f.write_all(&png)).map_err(|e| fail(e.reason()))
 }
 
 fn text_style(size: u32, color: RGBColor, h: HPos, v: VPos) -> TextStyle<'static> {

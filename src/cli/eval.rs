@@ -1,7 +1,7 @@
 //! `mnist-blas eval`: accuracy, per-class precision/recall/F1, confusion matrix.
 
 use super::progress::{Display, Loading};
-use super::{check_exists, thread_pool};
+use super::{check_exists, check_outputs, thread_pool};
 use crate::data::{self, Dataset, Expect, CLASSES, FEATURES};
 use crate::engine::{Engine, EngineKind};
 use crate::metrics::{evaluate, ClassReport, Evaluation};
@@ -75,12 +75,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let started = Instant::now();
     check_exists(&args.model, "--model")?;
     check_exists(&args.data, "--data")?;
-    for path in [&args.plot, &args.errors_png, &args.weights_png]
-        .into_iter()
-        .flatten()
-    {
-        plot::check_destination(path)?;
-    }
+    let outputs: Vec<(&str, &std::path::Path)> = [
+        ("--plot", &args.plot),
+        ("--errors-png", &args.errors_png),
+        ("--weights-png", &args.weights_png),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
+    .collect();
+    check_outputs(&[&args.model, &args.data], &outputs)?;
     let model = Mlp::load_npz(&args.model)?;
     let pool = thread_pool(args.threads)?;
     pool.install(|| {

@@ -2,8 +2,8 @@
 //! weight sizes and the digits it votes for and against, and draws its 784
 //! input weights as a 28x28 image (the classic picture of a small MLP).
 
-use super::check_exists;
 use super::progress::{Display, Loading};
+use super::{check_exists, check_outputs};
 use crate::data::{self, Expect};
 use crate::model::Mlp;
 use crate::plot::{hidden_weights, ink_fraction, MAX_UNITS_DRAWN};
@@ -39,7 +39,9 @@ pub struct InspectArgs {
 
 pub fn run(args: InspectArgs) -> Result<()> {
     check_exists(&args.model, "--model")?;
-    crate::plot::check_destination(&args.out)?;
+    let mut inputs = vec![args.model.as_path()];
+    inputs.extend(args.data.as_deref());
+    check_outputs(&inputs, &[("--out", args.out.as_path())])?;
     let model = Mlp::load_npz(&args.model)?;
     let h = model.hidden();
     let ink = match &args.data {

@@ -80,6 +80,16 @@ pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
     crate::threads::pool(threads).context("cannot start the thread pool")
 }
 
+/// Before any work starts: no output is an input or another output, and
+/// every output can be written (its directory exists and takes files).
+pub(crate) fn check_outputs(inputs: &[&Path], outputs: &[(&str, &Path)]) -> Result<()> {
+    crate::output::check_distinct(inputs, outputs)?;
+    for (_, path) in outputs {
+        crate::output::check_destination(path)?;
+    }
+    Ok(())
+}
+
 /// Shown when a path given by the user does not exist.
 pub(crate) fn check_exists(path: &Path, what: &str) -> Result<()> {
     if !path.exists() {

@@ -1,6 +1,6 @@
 //! `mnist-blas predict`: label every row of a file, write a Kaggle submission.
 
-use super::{check_exists, thread_pool};
+use super::{check_exists, check_outputs, thread_pool};
 use crate::data::{self, Expect};
 use crate::engine::EngineKind;
 use crate::metrics::evaluate;
@@ -41,6 +41,7 @@ pub struct PredictArgs {
 pub fn run(args: PredictArgs) -> Result<()> {
     check_exists(&args.model, "--model")?;
     check_exists(&args.data, "--data")?;
+    check_outputs(&[&args.model, &args.data], &[("--out", args.out.as_path())])?;
     let model = Mlp::load_npz(&args.model)?;
     let pool = thread_pool(args.threads)?;
     pool.install(|| {

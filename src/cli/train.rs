@@ -4,7 +4,7 @@
 
 use super::progress::{Display, Loading, TrainProgress};
 use super::report::summary_screen;
-use super::{signals, thread_pool};
+use super::{check_outputs, signals, thread_pool};
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{self, DataSource};
 use crate::engine::{BatchStats, EngineKind};
@@ -48,9 +48,7 @@ struct TrainJson<'a> {
 pub fn run(args: TrainArgs) -> Result<()> {
     let started = Instant::now();
     let plan = args.resolve()?;
-    if let Some(path) = &args.plot {
-        plot::check_destination(path)?;
-    }
+    check_train_outputs(&args, &plan)?;
     let resume = match &args.resume {
         Some(path) => Some(Checkpoint::load(path)?),
         None => None,
@@ -127,6 +125,28 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Every file `train` writes, checked before the data is even read; the
+/// checkpoint may be the file resumed from (that is its default).
+fn check_train_outputs(args: &TrainArgs, plan: &Plan) -> Result<()> {
+    let data: Vec<&Path> = match &plan.source {
+        DataSource::File(p) => vec![p.as_path()],
+        DataSource::BuiltinSample => vec![],
+    };
+    let checkpoint = checkpoint_path(args);
+    let mut outputs = vec![
+        ("--model", args.model.as_path()),
+        ("--metrics", args.metrics.as_path()),
+    ];
+    if let Some(p) = &args.plot {
+        outputs.push(("--plot", p.as_path()));
+    }
+    if let Some(resume) = &args.resume {
+        check_outputs(&[resume.as_path()], &outputs)?;
+    }
+    outputs.push(("--checkpoint", checkpoint.as_path()));
+    check_outputs(&data, &outputs)
 }
 
 /// Where checkpoints go: `--checkpoint`, else the file being resumed, else

@@ -26,5 +26,7 @@ mod engines;
 mod experience;
 mod fuzz_regressions;
 mod numpy_fixture;
+mod output;
+mod outputs_checked;
 mod sparse;
 mod sweep;
