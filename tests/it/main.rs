@@ -28,3 +28,4 @@ mod fuzz_regressions;
 mod numpy_fixture;
 mod sparse;
 mod sweep;
+mod sweep_safety;
