@@ -3,13 +3,18 @@
 //! runs as `mnist-blas train` command lines for other machines, and
 //! `--collect` to merge what they wrote.
 
+use super::signals;
+use crate::data::Dataset;
 use crate::sweep::grid::{expand_grid, sample_random, Axis, Flags};
+use crate::sweep::lock::ResultsLock;
+use crate::sweep::repair::repair;
 use crate::sweep::results::{read_curves, read_results, ResultPaths, RunResult, FAILED, OK};
-use crate::sweep::{self, plot, run, summary, RunSpec};
+use crate::sweep::run::{self, Outcome};
+use crate::sweep::{self, plot, summary, DataFingerprint, RunSpec, SweepError};
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -20,7 +25,11 @@ use std::time::Instant;
     mnist-blas sweep --data /abs/train.csv.gz --lr 0.1,0.2 --emit-commands --out-dir runs > jobs.txt\n  \
     parallel < jobs.txt && mnist-blas sweep --collect runs\n\n\
     Every run is the `mnist-blas train` run with the same flags: same split, init, shuffles and \
-    final evaluation, bit for bit. Re-running a sweep skips the runs already in --results.")]
+    final evaluation, bit for bit. Re-running a sweep skips the runs already in --results (a run's \
+    key covers the data's content: data replaced in place runs again). One sweep at a time writes \
+    a --results file. SIGINT or SIGTERM stops the sweep after the current step of the runs in \
+    progress, which are not recorded; the summary is printed and the exit code is 130 or 143; \
+    running the same command again runs the rest.")]
 pub struct SweepArgs {
     /// Training data, as for `train`; read once for all runs.
     #[arg(long, value_name = "PATH")]
@@ -107,7 +116,8 @@ pub struct SweepArgs {
     /// Also write each run's model as DIR/run-KEY.npz.
     #[arg(long, value_name = "DIR")]
     pub save_models: Option<PathBuf>,
-    /// List the configurations (key and `train` flags) and stop.
+    /// List the configurations (key and `train` flags) and stop. Reads
+    /// the data: the keys cover its content.
     #[arg(long)]
     pub dry_run: bool,
 
@@ -213,151 +223,283 @@ impl SweepArgs {
         add("log-every", self.log_every.clone());
         f
     }
+
+    /// Checks of the flags themselves, before any configuration is parsed.
+    fn check(&self) -> Result<()> {
+        for e in &self.extra {
+            let name = e.split('=').next().unwrap_or("");
+            if MANAGED.contains(&name) {
+                bail!("`{e}` after --: the sweep sets {name} itself (use --data, --save-models, --results)");
+            }
+        }
+        if self.threads_per_run == 0 {
+            bail!("--threads-per-run must be at least 1");
+        }
+        if self.samples == Some(0) {
+            bail!("--samples must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Every configuration, parsed and resolved by the `train` parser.
+    fn configs(&self) -> Result<Configs> {
+        let axes = self.axes()?;
+        let swept: Vec<String> = axes
+            .iter()
+            .filter(|a| !matches!(&a.values, sweep::grid::Values::List(v) if v.len() == 1))
+            .map(|a| a.flag.clone())
+            .collect();
+        let configs = match self.samples {
+            Some(n) => sample_random(&axes, n, self.sweep_seed),
+            None => expand_grid(&axes)?,
+        };
+        let proposed = configs.len();
+        let configs = sweep::resolve(&self.fixed(), configs, &self.extra)?;
+        Ok(Configs {
+            configs,
+            proposed,
+            swept,
+        })
+    }
+
+    fn jobs(&self) -> usize {
+        if self.jobs == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.jobs
+        }
+    }
+
+    fn say(&self, line: String) {
+        if !self.quiet {
+            outln!("{line}");
+        }
+    }
 }
 
+/// The configurations of a sweep, before the data gives them their keys.
+struct Configs {
+    configs: Vec<sweep::Config>,
+    /// How many the grid or the random search proposed (repeats included).
+    proposed: usize,
+    /// The flags that take more than one value.
+    swept: Vec<String>,
+}
+
+/// The data, loaded once for every run and for the run keys.
+struct Loaded {
+    all: Dataset,
+    seconds: f64,
+    fingerprint: DataFingerprint,
+}
+
+impl Loaded {
+    fn load(configs: &[sweep::Config]) -> Result<Loaded> {
+        let source = sweep::data_source(configs).context("no configuration to run")?;
+        let started = Instant::now();
+        let all = super::thread_pool(0)?.install(|| source.load())?;
+        Ok(Loaded {
+            fingerprint: DataFingerprint::of(&all),
+            seconds: started.elapsed().as_secs_f64(),
+            all,
+        })
+    }
+}
+
+/// `mnist-blas sweep`: plan, then list (`--dry-run`), emit
+/// (`--emit-commands`), collect (`--collect`) or run.
+///
+/// Running holds the results' lock for the whole sweep, and stops on
+/// SIGINT or SIGTERM: no new run starts, the runs in progress stop after
+/// their step and are not recorded, the summary of what is recorded is
+/// printed, and the exit code is 130 or 143. A write error (a full disk)
+/// stops the sweep the same way, with the error and exit code 1.
 pub fn run(args: SweepArgs) -> Result<()> {
     let (paths, plot_path) = args.paths();
     if let Some(dir) = &args.collect {
+        let _lock = ResultsLock::acquire(&paths.results)?;
         return collect(&args, dir, &paths, &plot_path);
     }
-    for e in &args.extra {
-        let name = e.split('=').next().unwrap_or("");
-        if MANAGED.contains(&name) {
-            bail!("`{e}` after --: the sweep sets {name} itself (use --data, --save-models, --results)");
+    args.check()?;
+    let configs = args.configs()?;
+    // The keys cover the data's content: even listing loads the data.
+    if args.dry_run || args.emit_commands {
+        let data = Loaded::load(&configs.configs)?;
+        let specs = sweep::plan(configs.configs, &data.fingerprint);
+        if args.emit_commands {
+            return emit(&args, &specs);
         }
-    }
-    if args.threads_per_run == 0 {
-        bail!("--threads-per-run must be at least 1");
-    }
-    let axes = args.axes()?;
-    let swept: Vec<String> = axes
-        .iter()
-        .filter(|a| !matches!(&a.values, sweep::grid::Values::List(v) if v.len() == 1))
-        .map(|a| a.flag.clone())
-        .collect();
-    let configs = match args.samples {
-        Some(0) => bail!("--samples must be at least 1"),
-        Some(n) => sample_random(&axes, n, args.sweep_seed),
-        None => expand_grid(&axes)?,
-    };
-    let proposed = configs.len();
-    let specs = sweep::plan(&args.fixed(), configs, &args.extra)?;
-    let say = |s: String| {
-        if !args.quiet {
-            outln!("{s}");
-        }
-    };
-
-    if args.dry_run {
         for s in &specs {
             outln!("{}  {}", s.key, s.train_args().join(" "));
         }
         return Ok(());
     }
-    if args.emit_commands {
-        return emit(&args, &specs);
-    }
-
-    // Resume: every key already in the results file (ok or failed: a
-    // failure is deterministic too) is not run again.
-    let existing = read_results(&paths.results)?;
-    let done: HashSet<String> = existing
-        .iter()
-        .filter(|r| r.status() == OK || r.status() == FAILED)
-        .map(RunResult::key)
-        .collect();
-    let header = RunResult::new(&specs[0], "sweep", OK, "", None).header();
-    paths.check_header(&header)?;
-    let todo: Vec<&RunSpec> = specs.iter().filter(|s| !done.contains(&s.key)).collect();
-    let jobs = if args.jobs == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        args.jobs
+    let stop = signals::install();
+    let _lock = ResultsLock::acquire(&paths.results)?;
+    let data = Loaded::load(&configs.configs)?;
+    let sweep = Sweep {
+        specs: sweep::plan(configs.configs, &data.fingerprint),
+        args: &args,
+        paths,
+        plot_path,
+        proposed: configs.proposed,
+        swept: configs.swept,
     };
-    let source = sweep::data_source(&specs).context("no configuration to run")?;
-    say(format!(
-        "sweep: {} configurations{}; {} already in {} (skipped), {} to run on {} worker(s) x {} thread(s)",
-        specs.len(),
-        if proposed != specs.len() {
-            format!(" ({} repeated dropped)", proposed - specs.len())
-        } else {
-            String::new()
-        },
-        specs.len() - todo.len(),
-        paths.results.display(),
-        todo.len(),
-        jobs.min(todo.len().max(1)),
-        args.threads_per_run
-    ));
-    if let Some(dir) = &args.save_models {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create", dir.display()))?;
-    }
-
-    let started = Instant::now();
-    if !todo.is_empty() {
-        let all = super::thread_pool(0)?.install(|| source.load())?;
-        let load_seconds = started.elapsed().as_secs_f64();
-        say(format!(
-            "data: {} ({} labeled rows, loaded once in {load_seconds:.2} s)",
-            source.describe(),
-            all.len()
-        ));
-        let finished = AtomicUsize::new(0);
-        let total = todo.len();
-        let on_done = |mut f: run::Finished| -> Result<(), sweep::SweepError> {
-            let spec = todo[f.index];
-            if let (Some(dir), Some(model)) = (&args.save_models, &f.model) {
-                let path = sweep::run_file(dir, &spec.key, "npz");
-                model
-                    .save_npz(&path)
-                    .map_err(|e| sweep::SweepError::file(&path, e.source))?;
-                f.result.set("model", path.display().to_string().into());
-            }
-            paths.append(&f.result, &f.curve)?;
-            let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
-            let r = &f.result;
-            let what = if r.is_ok() {
-                format!(
-                    "held-out {:.4} (train {:.4}), best epoch {}",
-                    r.num("heldout_accuracy").unwrap_or(f64::NAN),
-                    r.num("train_accuracy").unwrap_or(f64::NAN),
-                    r.text("best_epoch"),
-                )
-            } else {
-                format!("FAILED: {}", r.text("error"))
-            };
-            say(format!(
-                "[{n}/{total}] {} {}: {what}  [{:.1} s]",
-                spec.key,
-                spec.label(&swept),
-                r.num("seconds").unwrap_or(0.0)
-            ));
-            Ok(())
-        };
-        run::run_all(
-            &todo,
-            &all,
-            load_seconds,
-            jobs,
-            args.threads_per_run,
-            &on_done,
-        )?;
-    }
-    let wall = started.elapsed().as_secs_f64();
-    let keys: Vec<String> = specs.iter().map(|s| s.key.clone()).collect();
-    report(&args, &paths, &plot_path, &keys)?;
-    outln!(
-        "sweep wall time: {wall:.1} s for {} run(s) (data loaded once)",
-        todo.len()
-    );
-    Ok(())
+    sweep.execute(&data, stop)
 }
 
-/// Summary table, seed statistics and plot over the rows of `keys`.
-fn report(args: &SweepArgs, paths: &ResultPaths, plot_path: &Path, keys: &[String]) -> Result<()> {
+/// A sweep about to run, with its keys.
+struct Sweep<'a> {
+    args: &'a SweepArgs,
+    paths: ResultPaths,
+    plot_path: PathBuf,
+    specs: Vec<RunSpec>,
+    proposed: usize,
+    swept: Vec<String>,
+}
+
+impl Sweep<'_> {
+    /// Repair the results, skip the runs they hold, run the others, report.
+    fn execute(&self, data: &Loaded, stop: &AtomicBool) -> Result<()> {
+        for note in repair(&self.paths)? {
+            eprintln!("warning: {note}");
+        }
+        let header = RunResult::new(&self.specs[0], "sweep", OK, "", None).header();
+        self.paths.check_header(&header)?;
+        let todo = self.todo()?;
+        self.announce(&todo, data);
+        if let Some(dir) = &self.args.save_models {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create", dir.display()))?;
+        }
+        let started = Instant::now();
+        let outcome = if todo.is_empty() {
+            Ok(Outcome::default())
+        } else {
+            let shape = (self.args.jobs(), self.args.threads_per_run);
+            let finished = AtomicUsize::new(0);
+            let on_done = |f: run::Finished| self.record(f, &todo, &finished);
+            run::run_all(&todo, &data.all, data.seconds, shape, stop, &on_done)
+        };
+        self.finish(outcome, todo.len(), started.elapsed().as_secs_f64())
+    }
+
+    /// The runs not in the results yet. Every key already there (ok or
+    /// failed: a failure is deterministic too) is not run again.
+    fn todo(&self) -> Result<Vec<&RunSpec>> {
+        let done: HashSet<String> = read_results(&self.paths.results)?
+            .iter()
+            .filter(|r| r.status() == OK || r.status() == FAILED)
+            .map(RunResult::key)
+            .collect();
+        Ok(self
+            .specs
+            .iter()
+            .filter(|s| !done.contains(&s.key))
+            .collect())
+    }
+
+    fn announce(&self, todo: &[&RunSpec], data: &Loaded) {
+        let total = self.specs.len();
+        let repeated = match self.proposed - total {
+            0 => String::new(),
+            n => format!(" ({n} repeated dropped)"),
+        };
+        self.args.say(format!(
+            "sweep: {total} configurations{repeated}; {} already in {} (skipped), {} to run on {} worker(s) x {} thread(s)",
+            total - todo.len(),
+            self.paths.results.display(),
+            todo.len(),
+            self.args.jobs().min(todo.len().max(1)),
+            self.args.threads_per_run
+        ));
+        let source = &self.specs[0].plan.source;
+        self.args.say(format!(
+            "data: {} ({} labeled rows, loaded once in {:.2} s)",
+            source.describe(),
+            data.all.len(),
+            data.seconds
+        ));
+    }
+
+    /// Write one finished run (its model, then its lines) and say so.
+    fn record(
+        &self,
+        mut f: run::Finished,
+        todo: &[&RunSpec],
+        finished: &AtomicUsize,
+    ) -> Result<(), SweepError> {
+        let spec = todo[f.index];
+        if let (Some(dir), Some(model)) = (&self.args.save_models, &f.model) {
+            let path = sweep::run_file(dir, &spec.key, "npz");
+            model
+                .save_npz(&path)
+                .map_err(|e| SweepError::file(&path, e.source))?;
+            f.result.set("model", path.display().to_string().into());
+        }
+        self.paths.append(&f.result, &f.curve)?;
+        let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
+        let r = &f.result;
+        let what = if r.is_ok() {
+            format!(
+                "held-out {:.4} (train {:.4}), best epoch {}",
+                r.num("heldout_accuracy").unwrap_or(f64::NAN),
+                r.num("train_accuracy").unwrap_or(f64::NAN),
+                r.text("best_epoch"),
+            )
+        } else {
+            format!("FAILED: {}", r.text("error"))
+        };
+        self.args.say(format!(
+            "[{n}/{}] {} {}: {what}  [{:.1} s]",
+            todo.len(),
+            spec.key,
+            spec.label(&self.swept),
+            r.num("seconds").unwrap_or(0.0)
+        ));
+        Ok(())
+    }
+
+    /// The summary, then success, the signal's exit or the write error.
+    fn finish(&self, outcome: Result<Outcome, SweepError>, todo: usize, wall: f64) -> Result<()> {
+        let keys: Vec<String> = self.specs.iter().map(|s| s.key.clone()).collect();
+        let report = |plot: bool| report(self.args, &self.paths, &self.plot_path, &keys, plot);
+        match outcome {
+            Err(e) => {
+                // One error line: the summary is best effort, without the
+                // plot (the disk may be full).
+                let _ = report(false);
+                bail!("{e}; the sweep stopped: run the same command again to run the rest")
+            }
+            Ok(o) if o.stopped => {
+                report(true)?;
+                Err(signals::Interrupted(format!(
+                    "interrupted: {} of {todo} run(s) finished and recorded, {} stopped unfinished (not recorded); \
+                     run the same command again to run the rest",
+                    o.finished, o.unrecorded
+                ))
+                .into())
+            }
+            Ok(_) => {
+                report(true)?;
+                outln!("sweep wall time: {wall:.1} s for {todo} run(s) (data loaded once)");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Summary table, seed statistics and (if `plot` and not `--no-plot`) the
+/// plot over the rows of `keys`.
+fn report(
+    args: &SweepArgs,
+    paths: &ResultPaths,
+    plot_path: &Path,
+    keys: &[String],
+    plot: bool,
+) -> Result<()> {
     let wanted: HashSet<&String> = keys.iter().collect();
     // The last row of each key (a key appears once unless files were merged by hand).
     let mut by_key: HashMap<String, RunResult> = HashMap::new();
@@ -377,19 +519,25 @@ fn report(args: &SweepArgs, paths: &ResultPaths, plot_path: &Path, keys: &[Strin
         paths.json_lines.display(),
         paths.curves.display()
     );
+    if rows.len() < keys.len() {
+        outln!(
+            "{} run(s) of this sweep not recorded yet",
+            keys.len() - rows.len()
+        );
+    }
     for r in rows.iter().filter(|r| !r.is_ok()) {
         outln!("  failed {}: {}", r.key(), r.text("error"));
     }
     if ok > 0 {
         outln!("\nbest {} by held-out accuracy:", args.top.min(ok));
-        print!("{}", summary::top_table(&rows, &swept, args.top));
+        outln!("{}", summary::top_table(&rows, &swept, args.top).trim_end());
         let groups = summary::seed_groups(&rows, &swept);
         if groups.iter().any(|g| g.runs > 1) {
             outln!("\nheld-out accuracy over seeds, per configuration:");
-            print!("{}", summary::seed_table(&groups));
+            outln!("{}", summary::seed_table(&groups).trim_end());
         }
     }
-    if !args.no_plot && !rows.is_empty() {
+    if plot && !args.no_plot && !rows.is_empty() {
         let curves = read_curves(&paths.curves)?;
         plot::plot_sweep(plot_path, &rows, &swept, &curves, "mnist-blas sweep")?;
         outln!("plot: {}", plot_path.display());
@@ -400,7 +548,7 @@ fn report(args: &SweepArgs, paths: &ResultPaths, plot_path: &Path, keys: &[Strin
 fn emit(args: &SweepArgs, specs: &[RunSpec]) -> Result<()> {
     let dir = &args.out_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    sweep::results::write_plan(dir, specs)?;
+    sweep::collect::write_plan(dir, specs)?;
     for s in specs {
         outln!(
             "{}",
@@ -417,13 +565,16 @@ fn emit(args: &SweepArgs, specs: &[RunSpec]) -> Result<()> {
 }
 
 fn collect(args: &SweepArgs, dir: &Path, paths: &ResultPaths, plot_path: &Path) -> Result<()> {
-    let found = sweep::results::collect(dir)?;
+    let found = sweep::collect::collect(dir)?;
     let Some((first, _)) = found.first() else {
         bail!(
             "{}: the plan lists no runs",
-            dir.join(sweep::results::PLAN_FILE).display()
+            dir.join(sweep::collect::PLAN_FILE).display()
         );
     };
+    for note in repair(paths)? {
+        eprintln!("warning: {note}");
+    }
     let mut header = first.header();
     // Rows carry the sweep's column set; a collected row says command=train.
     header.dedup();
@@ -452,5 +603,5 @@ fn collect(args: &SweepArgs, dir: &Path, paths: &ResultPaths, plot_path: &Path) 
         );
     }
     let keys: Vec<String> = found.iter().map(|(p, _)| p.key()).collect();
-    report(args, paths, plot_path, &keys)
+    report(args, paths, plot_path, &keys, true)
 }

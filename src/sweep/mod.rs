@@ -1,22 +1,31 @@
 //! Hyperparameter sweeps: many `train` runs over one loaded data set.
 //!
 //! - [`grid`]: which configurations (full grid or random search);
-//! - [`plan`] (here): each configuration's flags parsed by the `train`
+//! - [`resolve`] (here): each configuration's flags parsed by the `train`
 //!   parser and resolved, so a sweep run *is* the `train` run with those
-//!   flags; its resume key; the `mnist-blas train` command line for it;
-//! - [`run`]: configurations in parallel, one single-threaded run per core;
-//! - [`results`]: the results CSV, JSON lines and curves CSV (append one
-//!   whole line at a time; resumable by key), and `--collect`;
+//!   flags; [`plan`]: its resume key, once the data is loaded (the key
+//!   covers the data's content); the `mnist-blas train` command line for it;
+//! - [`run`]: configurations in parallel, one single-threaded run per core,
+//!   stopped between steps by a signal;
+//! - [`results`]: the results CSV, JSON lines and curves CSV (one run's
+//!   lines appended together, the CSV row last; resumable by key);
+//! - `repair`: before a sweep appends, partial last lines and lines of
+//!   runs cut short are dropped, missing JSON lines rebuilt;
+//! - `lock`: one sweep at a time on a results file;
+//! - [`collect`]: the results of `--emit-commands` runs, for `--collect`;
 //! - [`summary`]: the top table and the mean ± std over seeds;
 //! - [`plot`]: the PNG (accuracy against each swept flag, learning curves).
 
+pub mod collect;
 pub mod grid;
+pub(crate) mod lock;
 pub mod plot;
+pub(crate) mod repair;
 pub mod results;
 pub mod run;
 pub mod summary;
 
-use crate::data::DataSource;
+use crate::data::{DataSource, Dataset};
 use crate::train::{Plan, TrainArgs};
 use clap::Parser;
 use grid::Flags;
@@ -38,6 +47,12 @@ pub enum SweepError {
     MixedData(String, String),
     #[error("cannot start {0}")]
     Threads(String),
+    #[error(
+        "another sweep{} is writing {}; wait for it or use other --results",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        results.display()
+    )]
+    Locked { results: PathBuf, pid: Option<u32> },
 }
 
 impl SweepError {
@@ -57,10 +72,19 @@ struct TrainOnly {
     args: TrainArgs,
 }
 
+/// One configuration, parsed and resolved; [`plan`] gives it its key.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub flags: Flags,
+    pub extra: Vec<String>,
+    pub plan: Plan,
+    pub params: Vec<(String, Value)>,
+}
+
 /// One configuration, ready to run or to print as a command.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
-    /// Stable id of the run: a hash of what decides its result.
+    /// Stable id of the run: a hash of what decides its result (see [`run_key`]).
     pub key: String,
     /// The `train` flags of this run (without dashes), in the order given.
     pub flags: Flags,
@@ -104,14 +128,15 @@ fn flags_to_args(flags: &Flags, extra: &[String]) -> Vec<String> {
 
 /// Parse and resolve every configuration (`fixed` flags, then the swept
 /// ones, then `extra`) with the `train` parser; drop repeated configurations
-/// (same key). Fails on the first configuration `train` would refuse.
-pub fn plan(
+/// (same hyperparameters). Fails on the first configuration `train` would
+/// refuse, or on configurations that read different data.
+pub fn resolve(
     fixed: &Flags,
     configs: Vec<Flags>,
     extra: &[String],
-) -> Result<Vec<RunSpec>, SweepError> {
+) -> Result<Vec<Config>, SweepError> {
     let mut seen = HashSet::new();
-    let mut specs = Vec::new();
+    let mut out = Vec::new();
     let mut data: Option<String> = None;
     for swept in configs {
         let flags: Flags = fixed.iter().cloned().chain(swept).collect();
@@ -128,10 +153,8 @@ pub fn plan(
             _ => data = Some(d),
         }
         let params = config_params(&resolved);
-        let key = run_key(&resolved, &params);
-        if seen.insert(key.clone()) {
-            specs.push(RunSpec {
-                key,
+        if seen.insert(params_text(&params)) {
+            out.push(Config {
                 flags,
                 extra: extra.to_vec(),
                 plan: resolved,
@@ -139,7 +162,40 @@ pub fn plan(
             });
         }
     }
-    Ok(specs)
+    Ok(out)
+}
+
+/// What a run key records of the data besides its path: the rows as
+/// loaded, so that a file replaced in place gives new keys (and new runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataFingerprint {
+    pub rows: usize,
+    pub pixels_crc32: u32,
+    pub labels_crc32: u32,
+}
+
+impl DataFingerprint {
+    pub fn of(all: &Dataset) -> DataFingerprint {
+        DataFingerprint {
+            rows: all.len(),
+            pixels_crc32: crc32fast::hash(&all.pixels),
+            labels_crc32: crc32fast::hash(all.labels.as_deref().unwrap_or(&[])),
+        }
+    }
+}
+
+/// The runs of `configs` on the data `data` fingerprints, each with its key.
+pub fn plan(configs: Vec<Config>, data: &DataFingerprint) -> Vec<RunSpec> {
+    configs
+        .into_iter()
+        .map(|c| RunSpec {
+            key: run_key(&c.plan, data, &c.params),
+            flags: c.flags,
+            extra: c.extra,
+            plan: c.plan,
+            params: c.params,
+        })
+        .collect()
 }
 
 /// clap's error without usage and help hints, on one line.
@@ -181,13 +237,27 @@ pub fn config_params(r: &Plan) -> Vec<(String, Value)> {
     out
 }
 
-/// 16 hex digits of FNV-1a over the data and the hyperparameters: equal keys
-/// mean equal runs (the preset and thread count only fill in or speed up).
-pub fn run_key(r: &Plan, params: &[(String, Value)]) -> String {
-    let mut text = format!("data={};", r.source.describe());
-    for (name, value) in params {
-        text.push_str(&format!("{name}={value};"));
-    }
+fn params_text(params: &[(String, Value)]) -> String {
+    params
+        .iter()
+        .map(|(name, value)| format!("{name}={value};"))
+        .collect()
+}
+
+/// 16 hex digits of FNV-1a over the data (its path and the fingerprint of
+/// its rows) and the hyperparameters: equal keys mean equal runs (the
+/// preset and thread count only fill in or speed up). Results written
+/// before keys covered the data's content simply match no key: their runs
+/// run again.
+pub fn run_key(r: &Plan, data: &DataFingerprint, params: &[(String, Value)]) -> String {
+    let text = format!(
+        "data={};rows={};pixels_crc32={:08x};labels_crc32={:08x};{}",
+        r.source.describe(),
+        data.rows,
+        data.pixels_crc32,
+        data.labels_crc32,
+        params_text(params)
+    );
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= b as u64;
@@ -196,9 +266,9 @@ pub fn run_key(r: &Plan, params: &[(String, Value)]) -> String {
     format!("{h:016x}")
 }
 
-/// The data every spec reads (they all read the same, see [`plan`]).
-pub fn data_source(specs: &[RunSpec]) -> Option<&DataSource> {
-    specs.first().map(|s| &s.plan.source)
+/// The data every configuration reads (they all read the same, see [`resolve`]).
+pub fn data_source(configs: &[Config]) -> Option<&DataSource> {
+    configs.first().map(|c| &c.plan.source)
 }
 
 /// Quote for a POSIX shell when needed.

@@ -84,36 +84,39 @@ fn accuracy_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     ((lo - pad).max(0.0), (hi + pad).min(1.0))
 }
 
-fn param_panel(area: &Area, param: &str, ok: &[&RunResult]) -> DrawResult {
-    let texts: Vec<String> = ok.iter().map(|r| r.text(param)).collect();
-    let numbers: Option<Vec<f64>> = texts.iter().map(|t| t.parse::<f64>().ok()).collect();
-    // Few distinct values (a grid): evenly spaced, each labelled exactly.
-    // Many (random search): a number line, logarithmic for learning rates.
-    let mut names = texts.clone();
-    match &numbers {
-        Some(_) => names.sort_by(|a, b| {
-            let (x, y) = (
-                a.parse::<f64>().unwrap_or(0.0),
-                b.parse::<f64>().unwrap_or(0.0),
-            );
-            x.total_cmp(&y)
-        }),
-        None => names.sort(),
-    }
-    names.dedup();
-    let axis = match &numbers {
-        Some(v) if names.len() > 10 => {
-            let (lo, hi) = v
-                .iter()
-                .fold((f64::INFINITY, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
-            XAxis::Numeric {
-                log: lo > 0.0 && (param == "lr" || hi / lo >= 20.0),
-            }
+impl XAxis {
+    /// Few distinct values (a grid): evenly spaced, each labelled exactly.
+    /// Many (random search): a number line, logarithmic for learning rates.
+    fn for_values(param: &str, texts: &[String]) -> XAxis {
+        let numbers: Option<Vec<f64>> = texts.iter().map(|t| t.parse::<f64>().ok()).collect();
+        let mut names = texts.to_vec();
+        match &numbers {
+            Some(_) => names.sort_by(|a, b| {
+                let (x, y) = (
+                    a.parse::<f64>().unwrap_or(0.0),
+                    b.parse::<f64>().unwrap_or(0.0),
+                );
+                x.total_cmp(&y)
+            }),
+            None => names.sort(),
         }
-        _ => XAxis::Categorical(names),
-    };
-    let x_of = |text: &str| -> f64 {
-        match &axis {
+        names.dedup();
+        match &numbers {
+            Some(v) if names.len() > 10 => {
+                let (lo, hi) = v
+                    .iter()
+                    .fold((f64::INFINITY, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+                XAxis::Numeric {
+                    log: lo > 0.0 && (param == "lr" || hi / lo >= 20.0),
+                }
+            }
+            _ => XAxis::Categorical(names),
+        }
+    }
+
+    /// Where a value sits along x.
+    fn x_of(&self, text: &str) -> f64 {
+        match self {
             XAxis::Numeric { log } => {
                 let v: f64 = text.parse().unwrap_or(f64::NAN);
                 if *log {
@@ -124,27 +127,64 @@ fn param_panel(area: &Area, param: &str, ok: &[&RunResult]) -> DrawResult {
             }
             XAxis::Categorical(names) => names.iter().position(|n| n == text).unwrap_or(0) as f64,
         }
-    };
+    }
+
+    /// The x range shown, around the `distinct` x values (sorted).
+    fn range(&self, distinct: &[f64]) -> (f64, f64) {
+        if let XAxis::Categorical(names) = self {
+            return (-0.5, names.len() as f64 - 0.5);
+        }
+        match (distinct.first(), distinct.last()) {
+            (Some(&a), Some(&b)) if b > a => {
+                let pad = (b - a) * 0.08;
+                (a - pad, b + pad)
+            }
+            (Some(&a), _) => (a - 0.5, a + 0.5),
+            _ => (0.0, 1.0),
+        }
+    }
+
+    fn tick_label(&self, v: f64) -> String {
+        match self {
+            XAxis::Numeric { log: true } => short(10f64.powf(v)),
+            XAxis::Numeric { log: false } => short(v),
+            // Ticks between categories stay unlabelled.
+            XAxis::Categorical(names) if (v - v.round()).abs() < 1e-6 && v > -0.5 => {
+                names.get(v.round() as usize).cloned().unwrap_or_default()
+            }
+            XAxis::Categorical(_) => String::new(),
+        }
+    }
+
+    fn ticks(&self) -> usize {
+        match self {
+            XAxis::Categorical(names) => names.len() + 1,
+            _ => 8,
+        }
+    }
+
+    fn description(&self, param: &str) -> String {
+        match self {
+            XAxis::Numeric { log: true } => format!("{param} (log scale)"),
+            _ => param.to_string(),
+        }
+    }
+}
+
+/// Held-out accuracy against one hyperparameter: a dot per run, and with
+/// few distinct values, a line through the mean of each.
+fn param_panel(area: &Area, param: &str, ok: &[&RunResult]) -> DrawResult {
+    let texts: Vec<String> = ok.iter().map(|r| r.text(param)).collect();
+    let axis = XAxis::for_values(param, &texts);
     let points: Vec<(f64, f64)> = ok
         .iter()
         .zip(&texts)
-        .filter_map(|(r, t)| Some((x_of(t), r.num("heldout_accuracy")?)))
+        .filter_map(|(r, t)| Some((axis.x_of(t), r.num("heldout_accuracy")?)))
         .collect();
     let mut distinct: Vec<f64> = points.iter().map(|p| p.0).collect();
     distinct.sort_by(f64::total_cmp);
     distinct.dedup();
-    let (x_lo, x_hi) = match (distinct.first(), distinct.last()) {
-        (Some(&a), Some(&b)) if b > a => {
-            let pad = (b - a) * 0.08;
-            (a - pad, b + pad)
-        }
-        (Some(&a), _) => (a - 0.5, a + 0.5),
-        _ => (0.0, 1.0),
-    };
-    let (x_lo, x_hi) = match &axis {
-        XAxis::Categorical(names) => (-0.5, names.len() as f64 - 0.5),
-        _ => (x_lo, x_hi),
-    };
+    let (x_lo, x_hi) = axis.range(&distinct);
     let (y_lo, y_hi) = accuracy_range(points.iter().map(|p| p.1));
     let mut chart = ChartBuilder::on(area)
         .margin(12)
@@ -155,28 +195,12 @@ fn param_panel(area: &Area, param: &str, ok: &[&RunResult]) -> DrawResult {
         .x_label_area_size(36)
         .y_label_area_size(56)
         .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)?;
-    let label = |v: &f64| match &axis {
-        XAxis::Numeric { log: true } => short(10f64.powf(*v)),
-        XAxis::Numeric { log: false } => short(*v),
-        // Ticks between categories stay unlabelled.
-        XAxis::Categorical(names) if (v - v.round()).abs() < 1e-6 && *v > -0.5 => {
-            names.get(v.round() as usize).cloned().unwrap_or_default()
-        }
-        XAxis::Categorical(_) => String::new(),
-    };
-    let x_ticks = match &axis {
-        XAxis::Categorical(names) => names.len() + 1,
-        _ => 8,
-    };
     chart
         .configure_mesh()
-        .x_labels(x_ticks)
-        .x_label_formatter(&label)
+        .x_labels(axis.ticks())
+        .x_label_formatter(&|v| axis.tick_label(*v))
         .y_label_formatter(&|v| format!("{v:.3}"))
-        .x_desc(match &axis {
-            XAxis::Numeric { log: true } => format!("{param} (log scale)"),
-            _ => param.to_string(),
-        })
+        .x_desc(axis.description(param))
         .label_style((crate::plot::FONT_NAME, 13))
         .draw()?;
     chart.draw_series(
@@ -184,14 +208,14 @@ fn param_panel(area: &Area, param: &str, ok: &[&RunResult]) -> DrawResult {
             .iter()
             .map(|&(x, y)| Circle::new((x, y), 4, BLUE.mix(0.6).filled())),
     )?;
-    let means: Vec<(f64, f64)> = distinct
-        .iter()
-        .map(|&x| {
-            let ys: Vec<f64> = points.iter().filter(|p| p.0 == x).map(|p| p.1).collect();
-            (x, ys.iter().sum::<f64>() / ys.len() as f64)
-        })
-        .collect();
     if distinct.len() <= 10 {
+        let means: Vec<(f64, f64)> = distinct
+            .iter()
+            .map(|&x| {
+                let ys: Vec<f64> = points.iter().filter(|p| p.0 == x).map(|p| p.1).collect();
+                (x, ys.iter().sum::<f64>() / ys.len() as f64)
+            })
+            .collect();
         chart.draw_series(LineSeries::new(means, RED.stroke_width(2)))?;
     }
     Ok(())
@@ -203,18 +227,7 @@ fn curves_panel(
     swept: &[String],
     curves: &HashMap<String, Vec<CurvePoint>>,
 ) -> DrawResult {
-    let best: Vec<(&RunResult, Vec<(f64, f64)>)> = ok
-        .iter()
-        .filter_map(|r| {
-            let pts: Vec<(f64, f64)> = curves
-                .get(&r.key())?
-                .iter()
-                .filter_map(|p| Some((p.step as f64, p.heldout_accuracy?)))
-                .collect();
-            (!pts.is_empty()).then_some((*r, pts))
-        })
-        .take(CURVES)
-        .collect();
+    let best = best_curves(ok, curves);
     let x_hi = best
         .iter()
         .flat_map(|(_, p)| p.iter().map(|q| q.0))
@@ -248,21 +261,9 @@ fn curves_panel(
         .draw()?;
     for (i, (r, pts)) in best.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let mut label = format!("#{} ", i + 1);
-        label.push_str(
-            &swept
-                .iter()
-                .map(|p| format!("{p}={}", r.text(p)))
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
-        if label.len() > 48 {
-            label.truncate(45);
-            label.push_str("...");
-        }
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-            .label(label)
+            .label(legend_label(i, r, swept))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
             });
@@ -277,4 +278,39 @@ fn curves_panel(
             .draw()?;
     }
     Ok(())
+}
+
+/// The held-out curves of the best runs that have one, best first.
+fn best_curves<'a>(
+    ok: &[&'a RunResult],
+    curves: &HashMap<String, Vec<CurvePoint>>,
+) -> Vec<(&'a RunResult, Vec<(f64, f64)>)> {
+    ok.iter()
+        .filter_map(|r| {
+            let pts: Vec<(f64, f64)> = curves
+                .get(&r.key())?
+                .iter()
+                .filter_map(|p| Some((p.step as f64, p.heldout_accuracy?)))
+                .collect();
+            (!pts.is_empty()).then_some((*r, pts))
+        })
+        .take(CURVES)
+        .collect()
+}
+
+/// `#1 lr=0.1 seed=2`, cut to fit the legend.
+fn legend_label(i: usize, r: &RunResult, swept: &[String]) -> String {
+    let mut label = format!("#{} ", i + 1);
+    label.push_str(
+        &swept
+            .iter()
+            .map(|p| format!("{p}={}", r.text(p)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    if label.len() > 48 {
+        label.truncate(45);
+        label.push_str("...");
+    }
+    label
 }

@@ -1,13 +1,17 @@
 //! Result files: one CSV row and one JSON line per run, and per-epoch curves
-//! in a second CSV. Each run's lines are appended with a single write on a
-//! file opened for appending, so a crash or Ctrl-C leaves only whole lines,
-//! and re-running a sweep skips every key already in the results CSV.
+//! in a second CSV. A run's lines go to each file in one write on a file
+//! opened for appending: the JSON line first, then the curve rows, and the
+//! CSV row last, which marks the run done (a re-run skips every key in the
+//! results CSV). If a write fails (a full disk), the files already written
+//! for that run are cut back to their length before it, so no file keeps a
+//! partial line or a line of an unrecorded run; what a crash between the
+//! writes leaves, `sweep::repair` drops before the next sweep appends.
 
-use super::{run_file, RunSpec, SweepError};
+use super::{RunSpec, SweepError};
 use crate::train::{Record, RunReport};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -168,10 +172,14 @@ pub fn value_text(v: &Value) -> String {
 
 /// Back from CSV text: numbers where the column holds numbers.
 fn text_value(column: &str, text: &str) -> Value {
+    // The lead columns are always strings (`error` is empty for ok runs).
+    if LEAD_COLUMNS.contains(&column) {
+        return Value::String(text.to_string());
+    }
     if text.is_empty() {
         return Value::Null;
     }
-    if LEAD_COLUMNS.contains(&column) || ["model", "metrics", "plot"].contains(&column) {
+    if ["model", "metrics", "plot"].contains(&column) {
         return Value::String(text.to_string());
     }
     serde_json::from_str::<serde_json::Number>(text)
@@ -185,8 +193,15 @@ pub type CurveRow = Record;
 
 /// Rows of a results CSV (empty if the file does not exist).
 pub fn read_results(path: &Path) -> Result<Vec<RunResult>, SweepError> {
-    if !path.exists() {
-        return Ok(Vec::new());
+    match std::fs::metadata(path) {
+        Err(_) => return Ok(Vec::new()),
+        Ok(m) if !m.is_file() => {
+            return Err(SweepError::file(
+                path,
+                "not a regular file (a sweep reads its results back to resume)",
+            ))
+        }
+        Ok(_) => {}
     }
     let mut reader = csv::Reader::from_path(path).map_err(|e| SweepError::file(path, e))?;
     let header: Vec<String> = reader
@@ -223,10 +238,11 @@ pub struct CurvePoint {
     pub heldout_accuracy: Option<f64>,
 }
 
-/// The curves CSV, by key (empty if the file does not exist).
+/// The curves CSV, by key (empty if the file does not exist or is not a
+/// regular file: `/dev/null` keeps no curves).
 pub fn read_curves(path: &Path) -> Result<HashMap<String, Vec<CurvePoint>>, SweepError> {
     let mut out: HashMap<String, Vec<CurvePoint>> = HashMap::new();
-    if !path.exists() {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
         return Ok(out);
     }
     let mut reader = csv::Reader::from_path(path).map_err(|e| SweepError::file(path, e))?;
@@ -295,41 +311,64 @@ impl ResultPaths {
         Ok(())
     }
 
-    /// Append one run: its CSV row, its JSON line and its curve rows.
+    /// Append one run: its JSON line, its curve rows, then its CSV row. On
+    /// an error, the files written so far are cut back (regular files only).
     pub fn append(&self, row: &RunResult, records: &[CurveRow]) -> Result<(), SweepError> {
-        append_rows(&self.results, &row.header(), &[row_texts(row)])?;
-        append_text(&self.json_lines, &format!("{}\n", row.json_line()))?;
-        if !records.is_empty() {
-            let key = row.key();
-            let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
-            let rows: Vec<Vec<String>> = records
-                .iter()
-                .map(|r| {
-                    vec![
-                        key.clone(),
-                        r.step.to_string(),
-                        r.train_loss.to_string(),
-                        r.train_accuracy.to_string(),
-                        opt(r.heldout_loss),
-                        opt(r.heldout_accuracy),
-                        format!("{:.6}", r.seconds),
-                    ]
-                })
-                .collect();
-            let header: Vec<String> = CURVE_COLUMNS.iter().map(|s| s.to_string()).collect();
-            append_rows(&self.curves, &header, &rows)?;
+        let mut appended = Appended::default();
+        let result = self.append_all(&mut appended, row, records);
+        if result.is_err() {
+            appended.roll_back();
         }
-        Ok(())
+        result
+    }
+
+    fn append_all(
+        &self,
+        appended: &mut Appended,
+        row: &RunResult,
+        records: &[CurveRow],
+    ) -> Result<(), SweepError> {
+        appended.append(
+            &self.json_lines,
+            format!("{}\n", row.json_line()).as_bytes(),
+        )?;
+        if !records.is_empty() {
+            let header: Vec<String> = CURVE_COLUMNS.iter().map(|s| s.to_string()).collect();
+            let rows = curve_texts(&row.key(), records);
+            appended.append(&self.curves, &csv_bytes(&self.curves, &header, &rows)?)?;
+        }
+        let rows = [row_texts(row)];
+        appended.append(
+            &self.results,
+            &csv_bytes(&self.results, &row.header(), &rows)?,
+        )
     }
 }
 
-fn row_texts(row: &RunResult) -> Vec<String> {
+fn curve_texts(key: &str, records: &[CurveRow]) -> Vec<Vec<String>> {
+    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    records
+        .iter()
+        .map(|r| {
+            vec![
+                key.to_string(),
+                r.step.to_string(),
+                r.train_loss.to_string(),
+                r.train_accuracy.to_string(),
+                opt(r.heldout_loss),
+                opt(r.heldout_accuracy),
+                format!("{:.6}", r.seconds),
+            ]
+        })
+        .collect()
+}
+
+pub(crate) fn row_texts(row: &RunResult) -> Vec<String> {
     row.columns.iter().map(|(_, v)| value_text(v)).collect()
 }
 
-/// Write `rows` (and the header first if the file is new or empty) with one
-/// append: whole lines only, even if another process appends too.
-fn append_rows(path: &Path, header: &[String], rows: &[Vec<String>]) -> Result<(), SweepError> {
+/// `rows` as CSV text, the header first if the file is new or empty.
+fn csv_bytes(path: &Path, header: &[String], rows: &[Vec<String>]) -> Result<Vec<u8>, SweepError> {
     let empty = std::fs::metadata(path)
         .map(|m| m.len() == 0)
         .unwrap_or(true);
@@ -343,150 +382,51 @@ fn append_rows(path: &Path, header: &[String], rows: &[Vec<String>]) -> Result<(
     for r in rows {
         w.write_record(r).map_err(io)?;
     }
-    let bytes = w.into_inner().map_err(|e| SweepError::file(path, e))?;
-    append_bytes(path, &bytes)
+    w.into_inner().map_err(|e| SweepError::file(path, e))
 }
 
-fn append_text(path: &Path, text: &str) -> Result<(), SweepError> {
-    append_bytes(path, text.as_bytes())
+/// The files one run was appended to, and their lengths before, to undo a
+/// run that could not be written whole.
+#[derive(Default)]
+struct Appended {
+    files: Vec<(File, u64)>,
 }
 
-fn append_bytes(path: &Path, bytes: &[u8]) -> Result<(), SweepError> {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| SweepError::file(path, format!("cannot open for appending: {e}")))?;
-    f.write_all(bytes)
-        .and_then(|_| f.flush())
-        .map_err(|e| SweepError::file(path, format!("cannot append: {e}")))
-}
-
-/// The plan file `--emit-commands` leaves in its directory: one `planned`
-/// row per configuration, for `--collect` to know every run, even those
-/// that failed before writing anything.
-pub const PLAN_FILE: &str = "sweep-plan.csv";
-
-pub fn write_plan(dir: &Path, specs: &[RunSpec]) -> Result<(), SweepError> {
-    let path = dir.join(PLAN_FILE);
-    let rows: Vec<RunResult> = specs
-        .iter()
-        .map(|s| RunResult::new(s, "train", PLANNED, "", None))
-        .collect();
-    crate::output::write_atomic(&path, |w| {
-        let mut c = csv::Writer::from_writer(w);
-        if let Some(first) = rows.first() {
-            c.write_record(first.header())?;
-        }
-        for r in &rows {
-            c.write_record(row_texts(r))?;
-        }
-        c.flush()
-    })
-    .map_err(|e| SweepError::file(&path, e.source))
-}
-
-/// One emitted run read back from its files.
-pub struct Collected {
-    pub row: RunResult,
-    pub records: Vec<CurveRow>,
-}
-
-/// Read what the emitted commands of `dir` left: for each planned run, its
-/// JSON line (ok), its error file (failed), or nothing yet (`None`).
-pub fn collect(dir: &Path) -> Result<Vec<(RunResult, Option<Collected>)>, SweepError> {
-    let plan_path = dir.join(PLAN_FILE);
-    if !plan_path.exists() {
-        return Err(SweepError::file(
-            &plan_path,
-            "no such file: --collect needs the directory given to --emit-commands --out-dir",
-        ));
-    }
-    let plan = read_results(&plan_path)?;
-    let mut out = Vec::new();
-    for planned in plan {
-        let key = planned.key();
-        let json_path = run_file(dir, &key, "json");
-        let err_path = run_file(dir, &key, "err");
-        let json_text = std::fs::read_to_string(&json_path).unwrap_or_default();
-        let err_text = std::fs::read_to_string(&err_path).unwrap_or_default();
-        let last = json_text
-            .lines()
-            .rev()
-            .find(|l| l.trim_start().starts_with('{'));
-        let collected = if let Some(line) = last {
-            let bad_line = |e: serde_json::Error| {
-                SweepError::file(&json_path, format!("not a JSON result line: {e}"))
-            };
-            let summary: serde_json::Map<String, Value> =
-                serde_json::from_str(line).map_err(bad_line)?;
-            let report: RunReport = serde_json::from_str(line).map_err(bad_line)?;
-            // The run must be the planned one: every hyperparameter it reports agrees.
-            for (name, want) in planned.params() {
-                if let Some(got) = summary.get(name) {
-                    if got != want && !(got.is_null() && want.is_null()) {
-                        return Err(SweepError::file(
-                            &json_path,
-                            format!("{name} is {got}, but the plan says {want} for run {key}"),
-                        ));
-                    }
-                }
+impl Appended {
+    /// One write of whole lines at the end of `path`. A failed write is cut
+    /// back at once; earlier files of the run by [`Appended::roll_back`].
+    fn append(&mut self, path: &Path, bytes: &[u8]) -> Result<(), SweepError> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| SweepError::file(path, format!("cannot open for appending: {e}")))?;
+        let before = regular_len(&f);
+        if let Err(e) = f.write_all(bytes).and_then(|_| f.flush()) {
+            if let Some(len) = before {
+                let _ = f.set_len(len);
             }
-            let records = read_metrics_file(&run_file(dir, &key, "metrics.csv"))?;
-            let mut row = planned.clone();
-            set(&mut row, "status", Value::String(OK.into()));
-            row.fill(&report);
-            for name in ["model", "metrics", "plot"] {
-                if let Some(v) = summary.get(name) {
-                    set(&mut row, name, v.clone());
-                }
-            }
-            Some(Collected { row, records })
-        } else if !err_text.trim().is_empty() {
-            let mut row = planned.clone();
-            set(&mut row, "status", Value::String(FAILED.into()));
-            let reason = err_text
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or("")
-                .trim_start_matches("error: ");
-            set(&mut row, "error", Value::String(reason.to_string()));
-            Some(Collected {
-                row,
-                records: Vec::new(),
-            })
-        } else {
-            None
-        };
-        out.push((planned, collected));
+            return Err(SweepError::file(path, format!("cannot append: {e}")));
+        }
+        if let Some(len) = before {
+            self.files.push((f, len));
+        }
+        Ok(())
     }
-    Ok(out)
+
+    fn roll_back(self) {
+        for (f, len) in self.files {
+            let _ = f.set_len(len);
+        }
+    }
 }
 
-fn set(row: &mut RunResult, name: &str, v: Value) {
-    row.set(name, v)
+/// The length of `f` if it is a regular file (devices and pipes are never cut).
+fn regular_len(f: &File) -> Option<u64> {
+    f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len())
 }
 
-/// A `train --metrics` file back into records.
-fn read_metrics_file(path: &Path) -> Result<Vec<CurveRow>, SweepError> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let mut reader = csv::Reader::from_path(path).map_err(|e| SweepError::file(path, e))?;
-    let mut out = Vec::new();
-    for (i, rec) in reader.records().enumerate() {
-        let bad = || SweepError::file(path, format!("line {}: not a metrics row", i + 2));
-        let rec = rec.map_err(|_| bad())?;
-        let num = |j: usize| rec.get(j).and_then(|t| t.parse::<f64>().ok());
-        out.push(CurveRow {
-            step: rec.get(0).and_then(|t| t.parse().ok()).ok_or_else(bad)?,
-            train_loss: num(1).ok_or_else(bad)?,
-            train_accuracy: num(2).ok_or_else(bad)?,
-            heldout_loss: num(3),
-            heldout_accuracy: num(4),
-            seconds: num(5).unwrap_or(0.0),
-        });
-    }
-    Ok(out)
+/// Append `text` (whole lines) to `path` in one write.
+pub(crate) fn append_text(path: &Path, text: &str) -> Result<(), SweepError> {
+    Appended::default().append(path, text.as_bytes())
 }

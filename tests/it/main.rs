@@ -30,3 +30,4 @@ mod output;
 mod outputs_checked;
 mod sparse;
 mod sweep;
+mod sweep_safety;

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn ok(o: &Output) -> String {
+pub(crate) fn ok(o: &Output) -> String {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         o.status.success(),
@@ -22,7 +22,7 @@ fn ok(o: &Output) -> String {
 }
 
 /// The JSON lines of a `.jsonl` file, by key.
-fn json_lines(path: &Path) -> HashMap<String, Value> {
+pub(crate) fn json_lines(path: &Path) -> HashMap<String, Value> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -33,7 +33,7 @@ fn json_lines(path: &Path) -> HashMap<String, Value> {
         .collect()
 }
 
-fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
+pub(crate) fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
     let mut r = csv::Reader::from_path(path).unwrap();
     let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
     r.records()
