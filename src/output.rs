@@ -91,7 +91,7 @@ impl std::fmt::Display for WriteError {
 impl std::error::Error for WriteError {}
 
 /// An operating-system error in plain words, without Rust's "(os error N)".
-fn describe(e: &io::Error) -> String {
+pub fn describe(e: &io::Error) -> String {
     let Some(code) = e.raw_os_error() else {
         return e.to_string();
     };

@@ -436,7 +436,7 @@ impl Sweep<'_> {
             let path = sweep::run_file(dir, &spec.key, "npz");
             model
                 .save_npz(&path)
-                .map_err(|e| SweepError::file(&path, e.source))?;
+                .map_err(|e| SweepError::file(&path, e.reason()))?;
             f.result.set("model", path.display().to_string().into());
         }
         self.paths.append(&f.result, &f.curve)?;

@@ -48,11 +48,11 @@ struct TrainJson<'a> {
 pub fn run(args: TrainArgs) -> Result<()> {
     let started = Instant::now();
     let plan = args.resolve()?;
-    check_train_outputs(&args, &plan)?;
     let resume = match &args.resume {
         Some(path) => Some(Checkpoint::load(path)?),
         None => None,
     };
+    check_train_outputs(&args, &plan)?;
     let pool = thread_pool(plan.threads)?;
     pool.install(|| {
         let display = Display::detect(args.quiet);

@@ -29,7 +29,7 @@ pub fn write_plan(dir: &Path, specs: &[RunSpec]) -> Result<(), SweepError> {
         }
         c.flush()
     })
-    .map_err(|e| SweepError::file(&path, e.source))
+    .map_err(|e| SweepError::file(&path, e.reason()))
 }
 
 /// One emitted run read back from its files.

@@ -406,7 +406,10 @@ impl Appended {
             if let Some(len) = before {
                 let _ = f.set_len(len);
             }
-            return Err(SweepError::file(path, format!("cannot append: {e}")));
+            return Err(SweepError::file(
+                path,
+                format!("cannot append: {}", crate::output::describe(&e)),
+            ));
         }
         if let Some(len) = before {
             self.files.push((f, len));

@@ -240,6 +240,6 @@ fn a_picture_goes_to_stdout_and_a_bad_picture_path_is_refused_first() {
     let o = run_in(dir.path(), &[&args[..], &["no/such/w.png"]].concat());
     assert_eq!(
         one_line(&o),
-        "error: no/such/w.png: cannot write the picture: directory no/such does not exist"
+        "error: no/such/w.png: cannot write: directory no/such does not exist"
     );
 }

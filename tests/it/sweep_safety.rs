@@ -162,7 +162,7 @@ fn a_full_disk_stops_the_sweep_with_one_error_line_and_no_row() {
         assert_eq!(e.lines().count(), 1, "{flag}: one line: {e}");
         assert!(
             e.starts_with(
-                "error: /dev/full: cannot append: No space left on device (os error 28); the sweep stopped"
+                "error: /dev/full: cannot append: no space left on device; the sweep stopped"
             ),
             "{flag}: {e}"
         );
