@@ -20,9 +20,9 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod output;
-pub mod plot;
+pub(crate) mod plot;
 pub mod rng;
-pub mod simd;
+pub(crate) mod simd;
 pub mod sweep;
 /// Test data shared by unit tests, integration tests and benches (which
 /// include this file by path).

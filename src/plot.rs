@@ -52,16 +52,6 @@ pub type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 /// What a drawing callback returns.
 pub type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-/// Refuse a destination that [`crate::output`] could not write (a missing
-/// or read-only directory, a directory given as the file), before any work
-/// is done (a typo in `--plot` should not cost a training run).
-pub fn check_destination(path: &Path) -> Result<(), PlotError> {
-    crate::output::check_destination(path).map_err(|e| PlotError {
-        path: path.to_path_buf(),
-        message: e.reason(),
-    })
-}
-
 /// Draw into memory, encode as PNG, and write `path` through
 /// [`crate::output::write_atomic`].
 pub fn render(
