@@ -15,6 +15,7 @@ use crate::train::{
     RunStart, Schedule, StepView, TrainArgs,
 };
 use anyhow::{Context, Result};
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -94,7 +95,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             progress: &mut progress,
             say: &say,
         };
-        let done = match train::run(&plan, &all, load_seconds, options, &mut console) {
+        let source_rows = all.len();
+        let done = match train::run(&plan, Cow::Owned(all), load_seconds, options, &mut console) {
             Err(RunError::Interrupted { at, path }) => {
                 return Err(signals::Interrupted(format!(
                     "interrupted {at}; wrote {}; resume with: {}",
@@ -112,7 +114,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         let mut report = done.report.clone();
         report.seconds = started.elapsed().as_secs_f64();
-        say(summary_screen(&report, all.len(), &written));
+        say(summary_screen(&report, source_rows, &written));
         if args.json {
             let line = TrainJson {
                 command: "train",

@@ -17,6 +17,7 @@ use super::{RunSpec, SweepError};
 use crate::data::Dataset;
 use crate::model::Mlp;
 use crate::train::{self, Control, Observer, RunOptions, Schedule, StepView};
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -83,7 +84,7 @@ pub fn run_one(
     };
     let outcome = train::run(
         &spec.plan,
-        all,
+        Cow::Borrowed(all),
         load_seconds,
         RunOptions::default(),
         &mut observer,

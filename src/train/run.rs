@@ -18,6 +18,7 @@ use crate::model::Mlp;
 use crate::optim::OptimizerKind;
 use crate::output::WriteError;
 use crate::train::{Control, LrSchedule};
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -149,20 +150,24 @@ impl Observer for Counting<'_> {
 }
 
 /// Run `plan` on `all` (loaded in `load_seconds`) in the current rayon pool.
+/// Given the rows owned, the run frees them once they are split (a lone
+/// `train`); borrowed, it leaves them for the next run (a sweep).
 pub fn run(
     plan: &Plan,
-    all: &Dataset,
+    all: Cow<'_, Dataset>,
     load_seconds: f64,
     options: RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<Run, RunError> {
     let started = Instant::now();
     let cfg = &plan.config;
-    let (train_set, heldout) = super::split(all, plan.split, cfg.seed);
+    let (train_set, heldout) = super::split(&all, plan.split, cfg.seed);
+    let rows = all.len();
+    drop(all);
     if train_set.is_empty() {
         return Err(RunError::NoTrainingRows {
             split: plan.split,
-            rows: all.len(),
+            rows,
         });
     }
     if cfg.engine == EngineKind::Blas {
