@@ -47,10 +47,10 @@ pub(crate) const DEFLATE_MAX_RATIO: u64 = 1032;
 const CHUNK_BYTES: usize = 64 * 1024;
 
 /// Longest text taken from the file (a name, a descriptor) shown in a message.
-const SHOWN_CHARS: usize = 40;
+const SHOWN_CHARS: usize = 24;
 
 /// Names listed when an array is missing.
-const SHOWN_NAMES: usize = 12;
+const SHOWN_NAMES: usize = 8;
 
 /// Why an `.npz` (or one array in it) cannot be read. The path is added by
 /// the caller (a model or a checkpoint error).
@@ -136,10 +136,10 @@ fn numpy_name(descr: &str) -> String {
         .filter(|&n| (1..=64).contains(&n))
         .map(|n| n * 8);
     let name = match (kind, bits) {
-        (Some('f'), Some(b)) => format!("float{b}"),
-        (Some('i'), Some(b)) => format!("int{b}"),
-        (Some('u'), Some(b)) => format!("uint{b}"),
-        (Some('c'), Some(b)) => format!("complex{b}"),
+        (Some('f'), Some(b @ (16 | 32 | 64 | 96 | 128))) => format!("float{b}"),
+        (Some('i'), Some(b @ (8 | 16 | 32 | 64))) => format!("int{b}"),
+        (Some('u'), Some(b @ (8 | 16 | 32 | 64))) => format!("uint{b}"),
+        (Some('c'), Some(b @ (64 | 128 | 192 | 256))) => format!("complex{b}"),
         (Some('b'), Some(8)) => "bool".into(),
         (Some('U'), _) => "str".into(),
         (Some('S'), _) => "bytes".into(),
@@ -239,7 +239,7 @@ impl<R: Read + Seek> Npz<R> {
             .seek(SeekFrom::End(0))
             .and_then(|n| reader.rewind().map(|()| n))
             .map_err(|e| NpzError::Open(e.to_string()))?;
-        let zip = ZipArchive::new(reader).map_err(|e| NpzError::NotZip(cut(&e.to_string())))?;
+        let zip = ZipArchive::new(reader).map_err(|e| NpzError::NotZip(zip_problem(e)))?;
         Ok(Npz { zip, file_len })
     }
 
@@ -287,12 +287,10 @@ impl<R: Read + Seek> Npz<R> {
         // The raw entry gives the metadata without starting a decompressor,
         // so a method this build cannot decompress is still named.
         let (method, size, compressed, encrypted, data_start) = {
-            let raw = self.zip.by_index_raw(index).map_err(|e| {
-                error(format!(
-                    "cannot read its zip entry: {}",
-                    cut(&e.to_string())
-                ))
-            })?;
+            let raw = self
+                .zip
+                .by_index_raw(index)
+                .map_err(|e| error(format!("cannot read its zip entry: {}", zip_problem(e))))?;
             (
                 raw.compression(),
                 raw.size(),
@@ -329,12 +327,10 @@ impl<R: Read + Seek> Npz<R> {
                  can hold"
             )));
         }
-        let mut entry = self.zip.by_index(index).map_err(|e| {
-            error(format!(
-                "cannot read its zip entry: {}",
-                cut(&e.to_string())
-            ))
-        })?;
+        let mut entry = self
+            .zip
+            .by_index(index)
+            .map_err(|e| error(format!("cannot read its zip entry: {}", zip_problem(e))))?;
         let (data_offset, header) = read_header(&mut entry, size).map_err(error)?;
         let mut info = ArrayInfo {
             name: name.to_string(),
@@ -419,19 +415,15 @@ impl<R: Read + Seek> Npz<R> {
                 info.len
             )));
         }
-        let mut entry = self.zip.by_index(info.index).map_err(|e| {
-            info.error(format!(
-                "cannot read its zip entry: {}",
-                cut(&e.to_string())
-            ))
-        })?;
+        let mut entry = self
+            .zip
+            .by_index(info.index)
+            .map_err(|e| info.error(format!("cannot read its zip entry: {}", zip_problem(e))))?;
         let io_error = |e: io::Error| {
             info.error(if e.kind() == io::ErrorKind::UnexpectedEof {
                 "its zip entry ends before its declared size".into()
-            } else if e.to_string() == "Invalid checksum" {
-                "its data does not match its CRC-32 (the file is corrupt)".into()
             } else {
-                format!("cannot decompress: {}", cut(&e.to_string()))
+                read_problem(e)
             })
         };
         // Past the header (read once already by `info`).
@@ -491,6 +483,27 @@ fn read_values<T, const W: usize>(
     Ok(out)
 }
 
+/// Why a zip entry's bytes could not be read, in one line.
+fn read_problem(e: io::Error) -> String {
+    // The zip reader's CRC-32 check, made where the entry's stream ends.
+    if e.kind() == io::ErrorKind::InvalidData && e.to_string() == "Invalid checksum" {
+        return "its data does not match its CRC-32 (the file is corrupt)".into();
+    }
+    format!("cannot decompress: {}", cut(&e.to_string()))
+}
+
+/// A zip reader error in one line (its own text for an I/O error is only
+/// "i/o error").
+fn zip_problem(e: zip::result::ZipError) -> String {
+    match e {
+        zip::result::ZipError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            "the file ends inside a zip record".into()
+        }
+        zip::result::ZipError::Io(e) => format!("i/o error: {}", cut(&e.to_string())),
+        e => cut(&e.to_string()),
+    }
+}
+
 /// A zip compression method by name.
 fn method_name(m: CompressionMethod) -> String {
     let known = [
@@ -536,7 +549,7 @@ fn read_header(r: &mut impl Read, entry_size: u64) -> Result<(u64, Header), Stri
         if e.kind() == io::ErrorKind::UnexpectedEof {
             "its zip entry ends inside the npy header".to_string()
         } else {
-            format!("cannot decompress: {}", cut(&e.to_string()))
+            read_problem(e)
         }
     };
     let mut r = r.take(entry_size);
@@ -812,15 +825,18 @@ impl Parser<'_> {
 }
 
 /// `s` escaped (no control characters reach a message) and cut to
-/// [`SHOWN_CHARS`] characters.
+/// [`SHOWN_CHARS`] characters, escapes included.
 pub(crate) fn show(s: &str) -> String {
     let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == SHOWN_CHARS {
+    let mut shown = 0;
+    for c in s.chars() {
+        let escaped = c.escape_debug();
+        if shown + escaped.len() > SHOWN_CHARS {
             out.push_str("...");
             break;
         }
-        out.extend(c.escape_debug());
+        shown += escaped.len();
+        out.extend(escaped);
     }
     out
 }

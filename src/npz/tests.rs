@@ -436,10 +436,15 @@ fn a_missing_array_lists_the_names_escaped_and_cut() {
     assert_eq!(
         msg,
         format!(
-            "array 'w1' is missing (found: b1, evil\\nname{}..., a0, a1, a2, a3, a4, a5, a6, \
-             a7, a8, a9 and 10 more)",
-            "x".repeat(31)
+            "array 'w1' is missing (found: b1, evil\\nname{}..., a0, a1, a2, a3, a4, a5 \
+             and 14 more)",
+            "x".repeat(14)
         )
+    );
+    // Escapes count towards the cut.
+    assert_eq!(
+        show(&"\u{7f}".repeat(10)),
+        format!("{}...", "\\u{7f}".repeat(4))
     );
 }
 
