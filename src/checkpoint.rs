@@ -18,15 +18,16 @@
 use crate::data::Dataset;
 use crate::engine::BatchStats;
 use crate::model::{Mlp, ModelError};
+use crate::npz::{show_shape, ArrayInfo, Dtype, Npz, NpzError};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::output::WriteError;
 use crate::rng::{SeededRng, Stream};
 use crate::train::{
     Control, Observer, Position, Record, Schedule, StepView, TrainConfig, TrainState,
 };
-use ndarray::{Array1, Array2, Ix1, Ix2, OwnedRepr};
-use ndarray_npy::NpzReader;
+use ndarray::{Array1, Array2, Ix1, Ix2};
 use serde::{Deserialize, Serialize};
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -176,24 +177,47 @@ pub fn save(
 impl Checkpoint {
     /// Read a checkpoint written by [`save`].
     pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| CheckpointError::new(path, format!("cannot open: {e}")))?;
-        let mut npz = NpzReader::new(file).map_err(|e| {
-            CheckpointError::new(path, format!("not a valid checkpoint (.npz) file: {e}"))
-        })?;
-        let names = npz.names().unwrap_or_default();
-        if !names.iter().any(|n| n == "state") {
+        let npz = Npz::open(path).map_err(|e| npz_error(path, e))?;
+        Checkpoint::from_npz(npz, path)
+    }
+
+    /// [`Checkpoint::load`] from any reader; `path` names it in messages.
+    pub(crate) fn read<R: Read + Seek>(
+        reader: R,
+        path: &Path,
+    ) -> Result<Checkpoint, CheckpointError> {
+        let npz = Npz::new(reader).map_err(|e| npz_error(path, e))?;
+        Checkpoint::from_npz(npz, path)
+    }
+
+    fn from_npz<R: Read + Seek>(
+        mut npz: Npz<R>,
+        path: &Path,
+    ) -> Result<Checkpoint, CheckpointError> {
+        if !npz.contains("state") {
             return Err(CheckpointError::new(
                 path,
                 "not a checkpoint: no 'state' array (a model file? checkpoints are written by \
                  `train --checkpoint-every N` or Ctrl-C)",
             ));
         }
-        let json: Array1<u8> = npz
-            .by_name::<OwnedRepr<u8>, Ix1>("state")
-            .map_err(|e| CheckpointError::new(path, format!("array 'state': {e}")))?;
-        let meta: Meta = serde_json::from_slice(json.as_slice().unwrap_or_default())
-            .map_err(|e| CheckpointError::new(path, format!("array 'state': bad JSON: {e}")))?;
+        let info = npz.info("state").map_err(|e| npz_error(path, e))?;
+        if info.dtype != Dtype::U8 || info.shape.len() != 1 {
+            return Err(CheckpointError::new(
+                path,
+                format!(
+                    "array 'state': expected a 1-D uint8 array, found {}",
+                    info.describe()
+                ),
+            ));
+        }
+        let json = npz
+            .read_u8(&info, MAX_STATE_BYTES)
+            .map_err(|e| npz_error(path, e))?;
+        let meta: Meta =
+            serde_json::from_slice(json.as_slice().unwrap_or_default()).map_err(|e| {
+                CheckpointError::new(path, format!("array 'state': bad JSON: {}", cut(&e)))
+            })?;
         if meta.format != FORMAT {
             return Err(CheckpointError::new(
                 path,
@@ -381,49 +405,87 @@ impl Checkpoint {
     }
 }
 
-fn read2(
-    npz: &mut NpzReader<std::fs::File>,
+/// Longest `state` array read: its JSON holds the run's settings and one
+/// record per epoch (a few hundred bytes each).
+const MAX_STATE_BYTES: usize = 64 << 20;
+
+/// An `.npz` error as a checkpoint error.
+fn npz_error(path: &Path, e: NpzError) -> CheckpointError {
+    match e {
+        NpzError::NotZip(why) => {
+            CheckpointError::new(path, format!("not a valid checkpoint (.npz) file: {why}"))
+        }
+        e => CheckpointError::new(path, e.to_string()),
+    }
+}
+
+/// A JSON error cut to one short line (it may quote the file).
+fn cut(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
+    }
+}
+
+/// A float32 optimizer moment of exactly `shape`.
+fn read2<R: Read + Seek>(
+    npz: &mut Npz<R>,
     path: &Path,
     name: &str,
     shape: (usize, usize),
 ) -> Result<Array2<f32>, CheckpointError> {
-    let a: Array2<f32> = npz.by_name::<OwnedRepr<f32>, Ix2>(name).map_err(|e| {
-        CheckpointError::new(
-            path,
-            format!("array '{name}': expected float32 {shape:?}: {e}"),
-        )
-    })?;
-    if a.dim() != shape {
-        return Err(CheckpointError::new(
-            path,
-            format!(
-                "array '{name}': expected shape {shape:?}, found {:?}",
-                a.dim()
-            ),
-        ));
-    }
-    Ok(a.as_standard_layout().into_owned())
+    let info = moment_info(npz, path, name, &[shape.0, shape.1])?;
+    let a = npz
+        .read_f32(&info, shape.0 * shape.1)
+        .map_err(|e| npz_error(path, e))?;
+    Ok(a.into_dimensionality::<Ix2>().expect("2-D, checked"))
 }
 
-fn read1(
-    npz: &mut NpzReader<std::fs::File>,
+/// A float32 optimizer moment of `len` values.
+fn read1<R: Read + Seek>(
+    npz: &mut Npz<R>,
     path: &Path,
     name: &str,
     len: usize,
 ) -> Result<Array1<f32>, CheckpointError> {
-    let a: Array1<f32> = npz.by_name::<OwnedRepr<f32>, Ix1>(name).map_err(|e| {
-        CheckpointError::new(
-            path,
-            format!("array '{name}': expected float32 ({len},): {e}"),
-        )
-    })?;
-    if a.len() != len {
+    let info = moment_info(npz, path, name, &[len])?;
+    let a = npz.read_f32(&info, len).map_err(|e| npz_error(path, e))?;
+    Ok(a.into_dimensionality::<Ix1>().expect("1-D, checked"))
+}
+
+/// The header of a moment array, checked: float32 (what [`save`] writes)
+/// of exactly `shape`.
+fn moment_info<R: Read + Seek>(
+    npz: &mut Npz<R>,
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+) -> Result<ArrayInfo, CheckpointError> {
+    let info = npz.info(name).map_err(|e| npz_error(path, e))?;
+    let expected = match shape {
+        [n] => format!("({n},)"),
+        _ => format!("{shape:?}").replace('[', "(").replace(']', ")"),
+    };
+    if !matches!(info.dtype, Dtype::F32 { .. }) || info.shape.len() != shape.len() {
         return Err(CheckpointError::new(
             path,
-            format!("array '{name}': expected {len} values, found {}", a.len()),
+            format!(
+                "array '{name}': expected float32 {expected}, found {}",
+                info.describe()
+            ),
         ));
     }
-    Ok(a)
+    if info.shape != shape {
+        return Err(CheckpointError::new(
+            path,
+            format!(
+                "array '{name}': expected shape {expected}, found {}",
+                show_shape(&info.shape)
+            ),
+        ));
+    }
+    Ok(info)
 }
 
 /// The first setting that differs between two serialised configs, as

@@ -4,6 +4,7 @@
 //! Where things are:
 //! - [`data`]: reading Kaggle CSV and MNIST IDX files into a [`data::Dataset`];
 //! - [`model`]: the network [`model::Mlp`], its init and its `.npz` file;
+//!   [`npz`]: reading `.npz` files with every size bounded by the file;
 //! - [`engine`]: forward/backward arithmetic, `blas` (fast) and `naive` (oracle);
 //! - [`train`]: the training loop, optimizers, and batch sharding;
 //! - [`metrics`]: accuracy, loss, confusion matrix;
@@ -18,6 +19,7 @@ pub mod data;
 pub mod engine;
 pub mod metrics;
 pub mod model;
+pub mod npz;
 pub mod optim;
 pub mod output;
 pub(crate) mod plot;

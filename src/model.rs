@@ -5,10 +5,11 @@
 //! notebook's `forward_prop(w1, w2, b1, b2, X)`.
 
 use crate::data::{CLASSES, FEATURES};
+use crate::npz::{ArrayInfo, Dtype, Npz};
 use crate::output::WriteError;
 use crate::rng::{SeededRng, Stream};
 use ndarray::{Array1, Array2, Ix2};
-use ndarray_npy::NpzReader;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 /// How the weights start.
@@ -157,54 +158,67 @@ impl Mlp {
     }
 
     /// Load a model written by [`Mlp::save_npz`] (or by numpy with the same
-    /// names and shapes, float32 or float64). Shapes are checked against each
-    /// other; the hidden width is read from `w1`.
+    /// names and shapes, float32 or float64, C or Fortran order). Shapes are
+    /// checked against each other before any data is read; the hidden width
+    /// is read from `w1` and may be at most [`MAX_HIDDEN`].
     pub fn load_npz(path: &Path) -> Result<Mlp, ModelError> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| ModelError::new(path, format!("cannot open: {e}")))?;
-        let mut npz = NpzReader::new(file)
-            .map_err(|e| ModelError::new(path, format!("not a valid .npz file: {e}")))?;
+        let mut npz = Npz::open(path).map_err(|e| ModelError::new(path, e.to_string()))?;
+        Mlp::from_npz(&mut npz, path)
+    }
+
+    /// [`Mlp::load_npz`] from any reader; `path` names it in messages.
+    pub(crate) fn read_npz<R: Read + Seek>(reader: R, path: &Path) -> Result<Mlp, ModelError> {
+        let mut npz = Npz::new(reader).map_err(|e| ModelError::new(path, e.to_string()))?;
         Mlp::from_npz(&mut npz, path)
     }
 
     /// The model arrays of an open `.npz` (a model file or a checkpoint);
     /// `path` names it in messages.
-    pub(crate) fn from_npz(
-        npz: &mut NpzReader<std::fs::File>,
+    pub(crate) fn from_npz<R: Read + Seek>(
+        npz: &mut Npz<R>,
         path: &Path,
     ) -> Result<Mlp, ModelError> {
-        let w1 = read_matrix(npz, path, "w1")?;
-        let h = w1.nrows();
-        if h == 0 || w1.ncols() != FEATURES {
+        let w1 = matrix_info(npz, path, "w1")?;
+        let (h, cols) = (w1.shape[0], w1.shape[1]);
+        if h == 0 || cols != FEATURES {
             return Err(ModelError::shape(
                 path,
                 "w1",
                 format!("(H, {FEATURES})"),
-                w1.dim(),
+                (h, cols),
             ));
         }
-        let b1 = read_matrix(npz, path, "b1")?;
-        let w2 = read_matrix(npz, path, "w2")?;
-        let b2 = read_matrix(npz, path, "b2")?;
-        if b1.dim() != (h, 1) {
-            return Err(ModelError::shape(path, "b1", format!("({h}, 1)"), b1.dim()));
-        }
-        if w2.dim() != (CLASSES, h) {
-            return Err(ModelError::shape(
+        if h > MAX_HIDDEN {
+            return Err(ModelError::new(
                 path,
-                "w2",
-                format!("({CLASSES}, {h})"),
-                w2.dim(),
+                format!(
+                    "array 'w1': {h} hidden units, more than the {MAX_HIDDEN} this program \
+                     accepts (the limit of --hidden)"
+                ),
             ));
         }
-        if b2.dim() != (CLASSES, 1) {
-            return Err(ModelError::shape(
-                path,
-                "b2",
-                format!("({CLASSES}, 1)"),
-                b2.dim(),
-            ));
+        let b1 = matrix_info(npz, path, "b1")?;
+        let w2 = matrix_info(npz, path, "w2")?;
+        let b2 = matrix_info(npz, path, "b2")?;
+        for (info, expected) in [(&b1, (h, 1)), (&w2, (CLASSES, h)), (&b2, (CLASSES, 1))] {
+            let found = (info.shape[0], info.shape[1]);
+            if found != expected {
+                return Err(ModelError::shape(
+                    path,
+                    &info.name,
+                    format!("{expected:?}"),
+                    found,
+                ));
+            }
         }
+        let mut read = |info: &ArrayInfo| -> Result<Array2<f32>, ModelError> {
+            let (rows, cols) = (info.shape[0], info.shape[1]);
+            let a = npz
+                .read_f32(info, rows * cols)
+                .map_err(|e| ModelError::new(path, e.to_string()))?;
+            Ok(a.into_dimensionality::<Ix2>().expect("2-D, checked"))
+        };
+        let (w1, b1, w2, b2) = (read(&w1)?, read(&b1)?, read(&w2)?, read(&b2)?);
         let m = Mlp {
             w1,
             b1: b1.into_shape_with_order(h).expect("h x 1"),
@@ -221,63 +235,31 @@ impl Mlp {
     }
 }
 
-/// Read one 2-D array as f32, accepting float32 or float64 storage (numpy's
-/// default is float64), in standard layout.
-fn read_matrix(
-    npz: &mut NpzReader<std::fs::File>,
+/// Most hidden units a model file may have: the same limit as `--hidden`'s
+/// (a `w1` of 100,000 x 784 float32 is 314 MB).
+pub const MAX_HIDDEN: usize = 100_000;
+
+/// The header of one model array, which must be a 2-D float32 or float64
+/// array (numpy's default is float64).
+fn matrix_info<R: Read + Seek>(
+    npz: &mut Npz<R>,
     path: &Path,
     name: &str,
-) -> Result<Array2<f32>, ModelError> {
-    let names = npz.names().unwrap_or_default();
-    if !names.iter().any(|n| n == name) {
+) -> Result<ArrayInfo, ModelError> {
+    let info = npz
+        .info(name)
+        .map_err(|e| ModelError::new(path, e.to_string()))?;
+    let float = matches!(info.dtype, Dtype::F32 { .. } | Dtype::F64 { .. });
+    if !float || info.shape.len() != 2 {
         return Err(ModelError::new(
             path,
-            format!("array '{name}' is missing (found: {})", names.join(", ")),
+            format!(
+                "array '{name}': expected a 2-D float32 or float64 array, found {}",
+                info.describe()
+            ),
         ));
     }
-    let as_f32 = npz.by_name::<ndarray::OwnedRepr<f32>, Ix2>(name);
-    let a = match as_f32 {
-        Ok(a) => a,
-        Err(e32) => {
-            match npz.by_name::<ndarray::OwnedRepr<f64>, Ix2>(name) {
-                Ok(a) => a.mapv(|v| v as f32),
-                Err(_) => {
-                    let found = describe_array(npz, name).unwrap_or_else(|| format!("({e32})"));
-                    return Err(ModelError::new(
-                    path,
-                    format!("array '{name}': expected a 2-D float32 or float64 array, found {found}"),
-                ));
-                }
-            }
-        }
-    };
-    Ok(a.as_standard_layout().into_owned())
-}
-
-/// What array `name` is, e.g. `int64 of shape (4, 784) (2-D)`, by trying
-/// each numpy element type in turn (only on the error path).
-fn describe_array(npz: &mut NpzReader<std::fs::File>, name: &str) -> Option<String> {
-    fn try_read<T: ndarray_npy::ReadableElement>(
-        npz: &mut NpzReader<std::fs::File>,
-        name: &str,
-        dtype: &str,
-    ) -> Option<String> {
-        let a = npz
-            .by_name::<ndarray::OwnedRepr<T>, ndarray::IxDyn>(name)
-            .ok()?;
-        Some(format!("{dtype} of shape {:?} ({}-D)", a.shape(), a.ndim()))
-    }
-    try_read::<f32>(npz, name, "float32")
-        .or_else(|| try_read::<f64>(npz, name, "float64"))
-        .or_else(|| try_read::<i64>(npz, name, "int64"))
-        .or_else(|| try_read::<i32>(npz, name, "int32"))
-        .or_else(|| try_read::<i16>(npz, name, "int16"))
-        .or_else(|| try_read::<i8>(npz, name, "int8"))
-        .or_else(|| try_read::<u64>(npz, name, "uint64"))
-        .or_else(|| try_read::<u32>(npz, name, "uint32"))
-        .or_else(|| try_read::<u16>(npz, name, "uint16"))
-        .or_else(|| try_read::<u8>(npz, name, "uint8"))
-        .or_else(|| try_read::<bool>(npz, name, "bool"))
+    Ok(info)
 }
 
 /// A model file that cannot be used.

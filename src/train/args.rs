@@ -22,10 +22,14 @@ macro_rules! refuse {
     };
 }
 
-/// Refuses a path given by the user that does not exist.
+/// Refuses a path given by the user that does not exist. Any other reason
+/// it cannot be read (a symlink loop, no permission) is left to the reader,
+/// which names it.
 fn check_exists(path: &Path, flag: &str) -> Result<(), PlanError> {
-    if !path.exists() {
-        refuse!("{}: no such file ({flag})", path.display());
+    if let Err(e) = std::fs::metadata(path) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            refuse!("{}: no such file ({flag})", path.display());
+        }
     }
     Ok(())
 }
@@ -96,7 +100,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Preset::Default)]
     pub preset: Preset,
     /// Hidden units H of the 784-H-10 network [default: 10].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=crate::model::MAX_HIDDEN as u64))]
     pub hidden: Option<u64>,
     /// Weight initialisation [default: he; notebook: uniform].
     #[arg(long, value_enum)]

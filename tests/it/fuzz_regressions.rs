@@ -1,7 +1,8 @@
 //! Replays every input kept under `tests/fuzz_regressions/` (seeds, a
 //! sample of the fuzzers' corpus, and any input that ever failed) through
 //! the same checks the fuzz targets run: no panic, one-line errors naming
-//! the file, well-formed datasets, serial and parallel CSV parses agreeing.
+//! the file, well-formed datasets, serial and parallel CSV parses agreeing,
+//! models read from `.npz` as ndarray-npy reads them.
 
 use mnist_blas::data::fuzz::{
     check_csv_chunkings_agree, check_file_bytes, check_idx_bytes, csv_around,
@@ -55,6 +56,11 @@ fn csv_body_inputs() {
 #[test]
 fn idx_inputs() {
     replay("idx", check_idx_bytes);
+}
+
+#[test]
+fn npz_inputs() {
+    replay("npz", mnist_blas::npz::fuzz::check_npz_bytes);
 }
 
 /// The split-at-commas oracle the CSV checks use is not vacuous: on the

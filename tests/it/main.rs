@@ -25,6 +25,7 @@ mod determinism;
 mod engines;
 mod experience;
 mod fuzz_regressions;
+mod npz_hostile;
 mod numpy_fixture;
 mod output;
 mod outputs_checked;
