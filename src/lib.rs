@@ -1,19 +1,30 @@
 //! mnist-blas: train small dense networks (784 -> H -> 10) on MNIST-style
 //! data, fast (OpenBLAS, rayon) and checked against a plain reference.
 //!
-//! Where things are:
+//! The layers, each naming only those below it:
+//!
+//! ```text
+//! cli                     the command line: flags, printing, progress
+//!  |-> sweep              many runs: plans, parallel workers, result files
+//!  |-> train              a Plan from flags, the one `run`, the loops, checkpoints
+//!       |-> engine        forward/backward: blas (fast), naive (oracle), sparse
+//!       |-> optim         SGD, momentum, Adam: the update rules
+//!       |-> model         the network Mlp, its init and its .npz file
+//!       |-> metrics       accuracy, loss, confusion matrix
+//!            |-> data     Kaggle CSV and MNIST IDX into a Dataset
+//! leaves: rng, output (safe writes), npz (bounded reads), threads, simd, plot
+//! ```
+//!
 //! - [`data`]: reading Kaggle CSV and MNIST IDX files into a [`data::Dataset`];
 //! - [`model`]: the network [`model::Mlp`], its init and its `.npz` file;
 //!   [`npz`]: reading `.npz` files with every size bounded by the file;
-//! - [`engine`]: forward/backward arithmetic, `blas` (fast) and `naive` (oracle);
-//! - [`train`]: the training loop, optimizers, and batch sharding;
-//! - [`metrics`]: accuracy, loss, confusion matrix;
+//! - [`engine`]: forward/backward arithmetic behind one trait;
+//!   [`optim`]: the update rules engines and trainer share;
+//! - [`train`]: [`train::run`] and what it is made of, [`train::checkpoint`];
 //! - [`sweep`]: hyperparameter sweeps (grid, random search, results, plot);
-//! - [`plot`]: PNG pictures (learning curves, confusion, errors, weights);
-//! - [`output`]: atomic file writes; [`checkpoint`]: save and resume a run;
-//!   [`cli`]: the command line.
+//! - [`output`]: every file written safely; [`threads`]: the rayon pool and
+//!   OpenBLAS's threads; [`cli`]: the command line (the binary's only caller).
 
-pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod engine;

@@ -5,11 +5,11 @@
 use super::progress::{Display, Loading, TrainProgress};
 use super::report::summary_screen;
 use super::{check_outputs, signals, thread_pool};
-use crate::checkpoint::{self, Checkpoint};
 use crate::data::{self, DataSource};
 use crate::engine::{BatchStats, EngineKind};
 use crate::output::write_atomic;
 use crate::plot;
+use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::{
     self, Checkpointing, Control, Observer, Plan, Preset, Record, RunError, RunOptions, RunReport,
     RunStart, Schedule, StepView, TrainArgs,

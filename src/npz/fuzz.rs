@@ -11,9 +11,9 @@
 //! Bounded memory is checked by the fuzzer's own limits (`-rss_limit_mb`,
 //! `-malloc_limit_mb`).
 
-use crate::checkpoint::Checkpoint;
 use crate::data::{CLASSES, FEATURES};
 use crate::model::{Mlp, MAX_HIDDEN};
+use crate::train::checkpoint::Checkpoint;
 use ndarray::{Array2, Ix2, OwnedRepr};
 use ndarray_npy::NpzReader;
 use std::io::Cursor;

@@ -3,13 +3,14 @@
 //!
 //! - [`args`]: the flags, presets and their resolution into a [`Plan`];
 //! - [`run`]: split, train (fresh or resumed, with checkpoints), score, report;
-//! - [`full_batch`] and [`minibatch`]: the two loops; [`step`]: one optimizer
+//! - `full_batch` and `minibatch`: the two loops; `step`: one optimizer
 //!   step and the divergence checks; [`shard`]: a batch's gradients sharded
 //!   over threads and reduced in a fixed order;
-//! - [`schedule`]: steps and learning rates; [`state`]: position, records,
+//! - [`schedule`]: steps and learning rates; `state`: position, records,
 //!   observers.
 
 pub mod args;
+pub mod checkpoint;
 mod full_batch;
 mod minibatch;
 pub mod run;

@@ -9,7 +9,6 @@ use super::args::{HeldoutEval, Plan, Preset};
 use super::{
     Observer, Record, Schedule, StepView, TrainConfig, TrainError, TrainOutcome, TrainState,
 };
-use crate::checkpoint::{Checkpoint, CheckpointError, Checkpointer, RunIdentity};
 use crate::data::Dataset;
 use crate::engine::{BatchStats, EngineKind};
 use crate::metrics::evaluate;
@@ -17,6 +16,7 @@ use crate::model::Init;
 use crate::model::Mlp;
 use crate::optim::OptimizerKind;
 use crate::output::WriteError;
+use crate::train::checkpoint::{Checkpoint, CheckpointError, Checkpointer, RunIdentity};
 use crate::train::{Control, LrSchedule};
 use std::borrow::Cow;
 use std::path::PathBuf;

@@ -4,11 +4,11 @@
 
 use crate::common::bin;
 use crate::testutil::random_dataset;
-use mnist_blas::checkpoint::{self, Checkpoint, RunIdentity};
 use mnist_blas::data::Dataset;
 use mnist_blas::engine::EngineKind;
 use mnist_blas::model::{Init, Mlp};
 use mnist_blas::optim::OptimizerKind;
+use mnist_blas::train::checkpoint::{self, Checkpoint, RunIdentity};
 use mnist_blas::train::{
     self, Control, LrSchedule, Observer, Schedule, StepView, TrainConfig, TrainState,
 };
