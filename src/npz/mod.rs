@@ -864,3 +864,5 @@ pub(crate) fn show_shape(shape: &[usize]) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod zip_builder;

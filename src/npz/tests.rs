@@ -1,30 +1,18 @@
+use super::zip_builder::{zip, Entry, DEFLATED, STORED};
 use super::*;
 use ndarray::{Array1, Array2};
 use ndarray_npy::NpzWriter;
 use std::io::{Cursor, Write};
 
-/// One zip entry as written by [`zip`]: `data` as it lies in the file,
-/// `size` the uncompressed size declared for it.
-struct Entry<'a> {
-    name: &'a str,
-    method: u16,
-    data: Vec<u8>,
-    size: u32,
-    crc: u32,
-}
-
-const STORED: u16 = 0;
-const DEFLATED: u16 = 8;
-
 /// An entry holding `content` as it is (stored) or deflated, with honest
 /// size and CRC.
-fn entry<'a>(name: &'a str, method: u16, content: &[u8]) -> Entry<'a> {
+fn entry(name: &str, method: u16, content: &[u8]) -> Entry {
     let data = match method {
         DEFLATED => deflate(content),
         _ => content.to_vec(),
     };
     Entry {
-        name,
+        name: name.to_string(),
         method,
         data,
         size: content.len() as u32,
@@ -36,47 +24,6 @@ fn deflate(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(bytes).unwrap();
     e.finish().unwrap()
-}
-
-/// A zip archive (no zip64, no data descriptors) holding `entries`.
-fn zip(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    for e in entries {
-        let offset = out.len() as u32;
-        let common = |v: &mut Vec<u8>| {
-            v.extend(20u16.to_le_bytes()); // version needed
-            v.extend(0u16.to_le_bytes()); // flags
-            v.extend(e.method.to_le_bytes());
-            v.extend(0u32.to_le_bytes()); // time, date
-            v.extend(e.crc.to_le_bytes());
-            v.extend((e.data.len() as u32).to_le_bytes());
-            v.extend(e.size.to_le_bytes());
-            v.extend((e.name.len() as u16).to_le_bytes());
-            v.extend(0u16.to_le_bytes()); // extra field length
-        };
-        out.extend(0x0403_4b50u32.to_le_bytes());
-        common(&mut out);
-        out.extend(e.name.as_bytes());
-        out.extend(&e.data);
-        central.extend(0x0201_4b50u32.to_le_bytes());
-        central.extend(20u16.to_le_bytes()); // version made by
-        common(&mut central);
-        central.extend([0u8; 6]); // comment length, disk, internal attributes
-        central.extend(0u32.to_le_bytes()); // external attributes
-        central.extend(offset.to_le_bytes());
-        central.extend(e.name.as_bytes());
-    }
-    let cd_offset = out.len() as u32;
-    out.extend(&central);
-    out.extend(0x0605_4b50u32.to_le_bytes());
-    out.extend([0u8; 4]); // disk numbers
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((central.len() as u32).to_le_bytes());
-    out.extend(cd_offset.to_le_bytes());
-    out.extend(0u16.to_le_bytes()); // comment length
-    out
 }
 
 /// An npy 1.0 file with header `dict` (padded as numpy pads it) and `data`.

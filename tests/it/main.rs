@@ -12,6 +12,8 @@ use mnist_blas::{data, rng};
 
 #[path = "../../src/testutil.rs"]
 mod testutil;
+#[path = "../../src/npz/zip_builder.rs"]
+mod zip_builder;
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! The bombs are real: deflate streams of up to 3 GB of zeros, which a
 //! reader that trusted them would decompress (the 2 GiB ones are 2 MB).
 
+use crate::zip_builder::{zip, Entry, DEFLATED, STORED};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -249,19 +250,6 @@ fn crc_with_zeros(prefix: &[u8], zeros: u64) -> u32 {
     h.finalize()
 }
 
-/// One zip entry: `data` as it lies in the file, `size` and `crc` as
-/// declared.
-struct Entry {
-    name: String,
-    method: u16,
-    data: Vec<u8>,
-    size: u32,
-    crc: u32,
-}
-
-const STORED: u16 = 0;
-const DEFLATED: u16 = 8;
-
 fn stored(name: &str, content: &[u8]) -> Entry {
     Entry {
         name: name.into(),
@@ -282,47 +270,6 @@ fn deflated(name: &str, prefix: &[u8], zeros: u64) -> Entry {
         size: u32::try_from(size).expect("under 4 GiB: no zip64 needed"),
         crc: crc_with_zeros(prefix, zeros),
     }
-}
-
-/// A zip archive (no zip64, no data descriptors) holding `entries`.
-fn zip(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    for e in entries {
-        let offset = out.len() as u32;
-        let common = |v: &mut Vec<u8>| {
-            v.extend(20u16.to_le_bytes()); // version needed
-            v.extend(0u16.to_le_bytes()); // flags
-            v.extend(e.method.to_le_bytes());
-            v.extend(0u32.to_le_bytes()); // time, date
-            v.extend(e.crc.to_le_bytes());
-            v.extend((e.data.len() as u32).to_le_bytes());
-            v.extend(e.size.to_le_bytes());
-            v.extend((e.name.len() as u16).to_le_bytes());
-            v.extend(0u16.to_le_bytes()); // extra field length
-        };
-        out.extend(0x0403_4b50u32.to_le_bytes());
-        common(&mut out);
-        out.extend(e.name.as_bytes());
-        out.extend(&e.data);
-        central.extend(0x0201_4b50u32.to_le_bytes());
-        central.extend(20u16.to_le_bytes()); // version made by
-        common(&mut central);
-        central.extend([0u8; 6]); // comment length, disk, internal attributes
-        central.extend(0u32.to_le_bytes()); // external attributes
-        central.extend(offset.to_le_bytes());
-        central.extend(e.name.as_bytes());
-    }
-    let cd_offset = out.len() as u32;
-    out.extend(&central);
-    out.extend(0x0605_4b50u32.to_le_bytes());
-    out.extend([0u8; 4]); // disk numbers
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((central.len() as u32).to_le_bytes());
-    out.extend(cd_offset.to_le_bytes());
-    out.extend(0u16.to_le_bytes()); // comment length
-    out
 }
 
 /// An npy 1.0 preamble and header (padded as numpy pads it), no data.
