@@ -1,3 +1,4 @@
+use super::header::{parse_header, Header, MAGIC};
 use super::zip_builder::{zip, Entry, DEFLATED, STORED};
 use super::*;
 use ndarray::{Array1, Array2};
