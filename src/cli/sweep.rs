@@ -73,7 +73,7 @@ pub struct SweepArgs {
     /// Full-batch gradient steps for every run, as for `train`.
     #[arg(long, value_name = "N")]
     pub iterations: Option<String>,
-    /// Arithmetic engine for every run (blas, naive).
+    /// Arithmetic engine for every run (blas, sparse, naive).
     #[arg(long, value_name = "ENGINE")]
     pub engine: Option<String>,
     /// Full-batch: record metrics every N iterations, as for `train`.
@@ -556,8 +556,9 @@ fn emit(args: &SweepArgs, specs: &[RunSpec]) -> Result<()> {
         );
     }
     eprintln!(
-        "{} commands; each writes {}/run-KEY.json; then: mnist-blas sweep --collect {}",
+        "{} command{}; each writes {}/run-KEY.json; then: mnist-blas sweep --collect {}",
         specs.len(),
+        if specs.len() == 1 { "" } else { "s" },
         dir.display(),
         dir.display()
     );
