@@ -90,14 +90,4 @@ pub(crate) fn check_outputs(inputs: &[&Path], outputs: &[(&str, &Path)]) -> Resu
     Ok(())
 }
 
-/// Shown when a path given by the user does not exist. Any other reason it
-/// cannot be read (a symlink loop, no permission) is left to the reader,
-/// which names it.
-pub(crate) fn check_exists(path: &Path, what: &str) -> Result<()> {
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            anyhow::bail!("{}: no such file ({what})", path.display())
-        }
-        _ => Ok(()),
-    }
-}
+pub(crate) use crate::train::args::check_exists;

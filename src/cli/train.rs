@@ -85,10 +85,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             }),
         };
         let full_batch = matches!(plan.config.schedule, Schedule::FullBatch { .. });
-        let units = match plan.config.schedule {
-            Schedule::FullBatch { iterations } => iterations,
-            Schedule::MiniBatch { epochs, .. } => epochs,
-        };
+        let units = plan.config.schedule.units();
         let mut progress = TrainProgress::new(display, full_batch, units);
         let mut console = Console {
             plan: &plan,
@@ -112,8 +109,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if plan.preset == Preset::Notebook || full_batch {
             notebook_lines(&done, &say);
         }
-        let mut report = done.report.clone();
-        report.seconds = started.elapsed().as_secs_f64();
+        let report = RunReport {
+            seconds: started.elapsed().as_secs_f64(),
+            ..done.report
+        };
         say(summary_screen(&report, source_rows, &written));
         if args.json {
             let line = TrainJson {
@@ -175,10 +174,7 @@ fn write_outputs<'a>(args: &'a TrainArgs, plan: &Plan, done: &train::Run) -> Res
             plan.source.describe(),
             done.report.heldout_accuracy
         );
-        let unit = match c.schedule {
-            Schedule::FullBatch { .. } => "iteration",
-            Schedule::MiniBatch { .. } => "epoch",
-        };
+        let unit = c.schedule.unit();
         plot::learning_curves(path, &done.records, unit, &title)?;
         written.push(path.as_path());
     }
@@ -237,13 +233,10 @@ impl Observer for Console<'_> {
             rayon::current_num_threads(),
         ));
         if let Some((path, completed, steps)) = &start.resumed {
-            let unit = match c.schedule {
-                Schedule::FullBatch { .. } => "iterations",
-                Schedule::MiniBatch { .. } => "epochs",
-            };
             (self.say)(format!(
-                "resuming from {}: {completed} {unit} done, step {steps}",
-                path.display()
+                "resuming from {}: {completed} {}s done, step {steps}",
+                path.display(),
+                c.schedule.unit()
             ));
         }
     }

@@ -16,7 +16,7 @@ use super::results::{CurveRow, RunResult, FAILED, OK};
 use super::{RunSpec, SweepError};
 use crate::data::Dataset;
 use crate::model::Mlp;
-use crate::train::{self, Control, Observer, RunOptions, Schedule, StepView};
+use crate::train::{self, Control, Observer, RunOptions, StepView};
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -73,10 +73,7 @@ pub fn run_one(
     load_seconds: f64,
     stop: [&AtomicBool; 2],
 ) -> Option<Finished> {
-    let units = match spec.plan.config.schedule {
-        Schedule::FullBatch { iterations } => iterations,
-        Schedule::MiniBatch { epochs, .. } => epochs,
-    };
+    let units = spec.plan.config.schedule.units();
     let mut observer = StopWhen {
         flags: stop,
         units,

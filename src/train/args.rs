@@ -25,7 +25,7 @@ macro_rules! refuse {
 /// Refuses a path given by the user that does not exist. Any other reason
 /// it cannot be read (a symlink loop, no permission) is left to the reader,
 /// which names it.
-fn check_exists(path: &Path, flag: &str) -> Result<(), PlanError> {
+pub(crate) fn check_exists(path: &Path, flag: &str) -> Result<(), PlanError> {
     if let Err(e) = std::fs::metadata(path) {
         if e.kind() == std::io::ErrorKind::NotFound {
             refuse!("{}: no such file ({flag})", path.display());

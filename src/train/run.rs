@@ -173,11 +173,14 @@ pub fn run(
     if cfg.engine == EngineKind::Blas {
         crate::threads::check_blas_memory(rayon::current_num_threads())?;
     }
-    let identity = RunIdentity::of(plan.split, &train_set);
+    // A fingerprint of the training rows, only for a run that checkpoints
+    // or resumes (a sweep run does neither: it need not hash its rows).
+    let identity = (options.resume.is_some() || options.checkpoints.is_some())
+        .then(|| RunIdentity::of(plan.split, &train_set));
     let (state, resumed) = match options.resume {
         None => (TrainState::new(cfg), None),
         Some(ckpt) => {
-            ckpt.check_matches(cfg, &identity)?;
+            ckpt.check_matches(cfg, identity.as_ref().expect("computed when resuming"))?;
             let resumed = (ckpt.path.clone(), ckpt.completed(), ckpt.steps());
             (ckpt.into_state(cfg)?, Some(resumed))
         }
@@ -200,7 +203,7 @@ pub fn run(
                 c.path.clone(),
                 c.every,
                 cfg,
-                identity,
+                identity.expect("computed when checkpointing"),
                 c.stop,
             );
             let outcome = super::train_from(cfg, state, &train_set, scored, &mut writer)?;

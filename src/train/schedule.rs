@@ -11,6 +11,24 @@ pub enum Schedule {
     MiniBatch { epochs: usize, batch_size: usize },
 }
 
+impl Schedule {
+    /// What a run counts: iterations (full batch) or epochs.
+    pub fn units(self) -> usize {
+        match self {
+            Schedule::FullBatch { iterations } => iterations,
+            Schedule::MiniBatch { epochs, .. } => epochs,
+        }
+    }
+
+    /// The name of one unit: "iteration" or "epoch".
+    pub fn unit(self) -> &'static str {
+        match self {
+            Schedule::FullBatch { .. } => "iteration",
+            Schedule::MiniBatch { .. } => "epoch",
+        }
+    }
+}
+
 /// Learning-rate schedule over the whole run.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,

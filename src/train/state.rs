@@ -123,10 +123,7 @@ impl TrainState {
 
     /// Whether every step of `cfg` is done.
     pub fn is_finished(&self, cfg: &TrainConfig) -> bool {
-        let units = match cfg.schedule {
-            Schedule::FullBatch { iterations } => iterations,
-            Schedule::MiniBatch { epochs, .. } => epochs,
-        };
+        let units = cfg.schedule.units();
         self.position.completed >= units
     }
 
