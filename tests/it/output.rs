@@ -88,7 +88,11 @@ fn names(dir: &Path) -> Vec<String> {
 #[test]
 fn predict_out_dev_stdout_prints_the_submission() {
     let dir = with_model();
-    let o = predict(dir.path(), "/dev/stdout");
+    // Through a link in the test's own folder, so that a regression that
+    // renamed over its destination would replace the link, never the
+    // machine's /dev/stdout.
+    std::os::unix::fs::symlink("/dev/stdout", dir.path().join("stdout")).unwrap();
+    let o = predict(dir.path(), "stdout");
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_submission(&text(&o.stdout));
 }
@@ -233,9 +237,14 @@ fn the_next_write_removes_a_killed_writes_temp_file() {
 fn a_picture_goes_to_stdout_and_a_bad_picture_path_is_refused_first() {
     let dir = with_model();
     let args = ["inspect", "--model", "m.npz", "--quiet", "--out"];
-    let o = run_in(dir.path(), &[&args[..], &["/dev/stdout"]].concat());
+    std::os::unix::fs::symlink("/dev/stdout", dir.path().join("stdout")).unwrap();
+    let o = run_in(dir.path(), &[&args[..], &["stdout"]].concat());
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(o.stdout.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(
+        dir.path().join("stdout").is_symlink(),
+        "the link stays a link"
+    );
 
     let o = run_in(dir.path(), &[&args[..], &["no/such/w.png"]].concat());
     assert_eq!(
