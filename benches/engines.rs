@@ -21,7 +21,7 @@ mod common;
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use mnist_blas::engine::{Engine, EngineKind};
-use mnist_blas::model::{Init, Mlp};
+use mnist_blas::model::{Init, Layers, Mlp};
 use mnist_blas::optim::{Optimizer, OptimizerKind};
 use mnist_blas::train::shard::{self, ShardBuffers};
 use std::hint::black_box;
@@ -50,7 +50,7 @@ fn engines(c: &mut Criterion) {
         "engines bench: {what}; 784-{HIDDEN}-10; {}",
         mnist_blas::engine::backend_description()
     );
-    let model = Mlp::init(HIDDEN, Init::Uniform, 0);
+    let model = Mlp::init(&Layers::one(HIDDEN), Init::Uniform, 0).unwrap();
 
     let mut g = configure(c, "forward");
     for &rows in &LADDER {
@@ -71,7 +71,7 @@ fn engines(c: &mut Criterion) {
         g.throughput(Throughput::Elements(rows as u64));
         for kind in ENGINES {
             let engine = kind.build();
-            let mut grads = Mlp::zeros(HIDDEN);
+            let mut grads = Mlp::zeros(&Layers::one(HIDDEN));
             g.bench_with_input(BenchmarkId::new(kind.name(), rows), &(x, y), |b, (x, y)| {
                 b.iter(|| black_box(engine.accumulate(&model, x, y, &mut grads)))
             });
@@ -86,9 +86,9 @@ fn engines(c: &mut Criterion) {
         for kind in ENGINES {
             let engine: Box<dyn Engine> = kind.build();
             let mut m = model.clone();
-            let mut opt = Optimizer::new(OptimizerKind::Sgd, 0.1, 0.0, HIDDEN);
+            let mut opt = Optimizer::new(OptimizerKind::Sgd, 0.1, 0.0, &Layers::one(HIDDEN));
             let mut shards = ShardBuffers::default();
-            let mut grads = Mlp::zeros(HIDDEN);
+            let mut grads = Mlp::zeros(&Layers::one(HIDDEN));
             g.bench_with_input(BenchmarkId::new(kind.name(), rows), &(x, y), |b, (x, y)| {
                 b.iter(|| {
                     let stats = shards.mean_gradients(engine.as_ref(), &m, x, y, None, &mut grads);
@@ -98,11 +98,12 @@ fn engines(c: &mut Criterion) {
             });
         }
         let engine = EngineKind::Sparse.build();
-        let prepared = shard::prepare(engine.as_ref(), x).expect("the sparse engine prepares rows");
+        let prepared = shard::prepare(engine.as_ref(), x, &Layers::one(HIDDEN))
+            .expect("the sparse engine prepares rows");
         let mut m = model.clone();
-        let mut opt = Optimizer::new(OptimizerKind::Sgd, 0.1, 0.0, HIDDEN);
+        let mut opt = Optimizer::new(OptimizerKind::Sgd, 0.1, 0.0, &Layers::one(HIDDEN));
         let mut shards = ShardBuffers::default();
-        let mut grads = Mlp::zeros(HIDDEN);
+        let mut grads = Mlp::zeros(&Layers::one(HIDDEN));
         g.bench_with_input(BenchmarkId::new(PREPARED, rows), &(x, y), |b, (x, y)| {
             b.iter(|| {
                 let stats =

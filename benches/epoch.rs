@@ -10,7 +10,7 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mnist_blas::engine::EngineKind;
-use mnist_blas::model::Init;
+use mnist_blas::model::{Init, Layers};
 use mnist_blas::optim::OptimizerKind;
 use mnist_blas::train::{self, LrSchedule, Schedule, Silent, TrainConfig};
 use std::hint::black_box;
@@ -27,7 +27,8 @@ fn config(
     lr: f32,
 ) -> TrainConfig {
     TrainConfig {
-        hidden: 10,
+        layers: Layers::one(10),
+        weight_decay: 0.0,
         init: Init::He,
         optimizer,
         lr,

@@ -31,7 +31,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use mnist_blas::data::FEATURES;
 use mnist_blas::engine::EngineKind;
 use mnist_blas::engine::SHARD_ROWS;
-use mnist_blas::model::Init;
+use mnist_blas::model::{Init, Layers};
 use mnist_blas::optim::OptimizerKind;
 use mnist_blas::threads::set_openblas_threads;
 use mnist_blas::train::{self, LrSchedule, Schedule, Silent, TrainConfig};
@@ -151,7 +151,8 @@ fn sgemm(c: &mut Criterion) {
     eprintln!("dense_fit: {what}");
     assert_eq!(data.pixels.len(), NOTEBOOK_ROWS * FEATURES);
     let cfg = TrainConfig {
-        hidden: 10,
+        layers: Layers::one(10),
+        weight_decay: 0.0,
         init: Init::Uniform,
         optimizer: OptimizerKind::Sgd,
         lr: 0.1,

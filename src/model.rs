@@ -1,8 +1,11 @@
-//! The network: `784 -> H -> 10`, ReLU then softmax, and its file format.
+//! The network: dense layers `784 -> h1 -> ... -> hk -> 10`, ReLU between
+//! them and softmax at the end, and its file format.
 //!
-//! Weights are stored in the notebook's orientation (`w1` is `H x 784`,
-//! outputs by inputs) so the `.npz` we write loads straight into the
-//! notebook's `forward_prop(w1, w2, b1, b2, X)`.
+//! Weights are stored in the notebook's orientation (`wi` is outputs by
+//! inputs, `bi` outputs x 1) under the names `w1, b1, ..., wL, bL`, so a
+//! two-layer file loads straight into the notebook's
+//! `forward_prop(w1, w2, b1, b2, X)` and a deeper one into the five-line
+//! numpy loop in the README.
 
 use crate::data::{CLASSES, FEATURES};
 use crate::npz::{ArrayInfo, Dtype, Npz};
@@ -23,19 +26,187 @@ pub enum Init {
     /// He et al. (2015): weights normal with std sqrt(2 / fan_in), biases 0.
     /// The right scale for ReLU; trains faster and more reliably.
     He,
+    /// Saxe et al. (2014): each weight matrix a random orthogonal one (QR of
+    /// a Gaussian matrix, through LAPACK), scaled by sqrt(2) for ReLU;
+    /// biases 0. Needs the `blas` build.
+    Orthogonal,
 }
 
-/// A 784-H-10 multilayer perceptron with f32 parameters.
+impl Init {
+    pub fn name(self) -> &'static str {
+        match self {
+            Init::Uniform => "uniform",
+            Init::He => "he",
+            Init::Orthogonal => "orthogonal",
+        }
+    }
+}
+
+/// The hidden widths of a network: `[10]` is the notebook's 784-10-10.
+///
+/// Spelt on the command line as the widths joined by `-` (`256-128`), so it
+/// cannot clash with a sweep's comma lists and `lo:hi` ranges; shown in
+/// full, inputs and classes included, as `784-256-128-10`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Layers {
+    hidden: Vec<usize>,
+}
+
+/// Most hidden units a layer may have (a `w1` of 100,000 x 784 float32 is
+/// 314 MB).
+pub const MAX_HIDDEN: usize = 100_000;
+/// Most hidden layers a network may have.
+pub const MAX_HIDDEN_LAYERS: usize = 16;
+/// Most parameters a network may have (400 MB of float32): a model file or
+/// a `--layers` flag asking for more is refused before anything is
+/// allocated.
+pub const MAX_PARAMS: usize = 100_000_000;
+
+impl Layers {
+    /// One hidden layer of `h` units.
+    pub fn one(h: usize) -> Layers {
+        Layers { hidden: vec![h] }
+    }
+
+    /// Hidden widths, checked against the limits above.
+    pub fn new(hidden: Vec<usize>) -> Result<Layers, String> {
+        if hidden.is_empty() {
+            return Err("no hidden layer (give at least one width, e.g. 128)".into());
+        }
+        if hidden.len() > MAX_HIDDEN_LAYERS {
+            return Err(format!(
+                "{} hidden layers, more than the {MAX_HIDDEN_LAYERS} this program accepts",
+                hidden.len()
+            ));
+        }
+        if let Some(&h) = hidden.iter().find(|&&h| h == 0 || h > MAX_HIDDEN) {
+            return Err(format!(
+                "a layer of {h} units: each width must be 1 to {MAX_HIDDEN}"
+            ));
+        }
+        let layers = Layers { hidden };
+        if layers.params() > MAX_PARAMS {
+            return Err(format!(
+                "{} has {} parameters, more than the {MAX_PARAMS} this program accepts",
+                layers,
+                layers.params()
+            ));
+        }
+        Ok(layers)
+    }
+
+    /// `256-128` (or `128`): hidden widths joined by `-`.
+    pub fn parse(s: &str) -> Result<Layers, String> {
+        let s = s.trim();
+        let s = s
+            .strip_prefix("784-")
+            .and_then(|rest| rest.strip_suffix("-10"))
+            .filter(|rest| !rest.is_empty())
+            .unwrap_or(s);
+        let hidden = s
+            .split('-')
+            .map(|w| {
+                w.trim().parse::<usize>().map_err(|_| {
+                    format!(
+                        "'{s}': expected hidden widths joined by '-', e.g. 256-128 \
+                         (784 inputs and 10 classes are implied)"
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Layers::new(hidden)
+    }
+
+    pub fn hidden(&self) -> &[usize] {
+        &self.hidden
+    }
+
+    /// Every width, inputs and classes included: `[784, h1, ..., 10]`.
+    pub fn widths(&self) -> Vec<usize> {
+        let mut w = Vec::with_capacity(self.hidden.len() + 2);
+        w.push(FEATURES);
+        w.extend_from_slice(&self.hidden);
+        w.push(CLASSES);
+        w
+    }
+
+    /// Dense layers (weight matrices): hidden layers + 1.
+    pub fn depth(&self) -> usize {
+        self.hidden.len() + 1
+    }
+
+    /// Weights and biases in all.
+    pub fn params(&self) -> usize {
+        self.widths().windows(2).map(|p| p[1] * (p[0] + 1)).sum()
+    }
+
+    /// The hidden widths as the flag spells them: `256-128`.
+    pub fn flag(&self) -> String {
+        let w: Vec<String> = self.hidden.iter().map(|h| h.to_string()).collect();
+        w.join("-")
+    }
+}
+
+/// `784-256-128-10`.
+impl std::fmt::Display for Layers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{FEATURES}-{}-{CLASSES}", self.flag())
+    }
+}
+
+impl std::str::FromStr for Layers {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Layers, String> {
+        Layers::parse(s)
+    }
+}
+
+impl TryFrom<String> for Layers {
+    type Error = String;
+    fn try_from(s: String) -> Result<Layers, String> {
+        Layers::parse(&s)
+    }
+}
+
+impl From<Layers> for String {
+    fn from(l: Layers) -> String {
+        l.flag()
+    }
+}
+
+/// One dense layer: `z = w a + b`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    /// `outputs x inputs`
+    pub w: Array2<f32>,
+    /// `outputs`
+    pub b: Array1<f32>,
+}
+
+impl Dense {
+    pub fn zeros(inputs: usize, outputs: usize) -> Dense {
+        Dense {
+            w: Array2::zeros((outputs, inputs)),
+            b: Array1::zeros(outputs),
+        }
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.w.ncols()
+    }
+
+    pub fn outputs(&self) -> usize {
+        self.w.nrows()
+    }
+}
+
+/// A multilayer perceptron with f32 parameters: [`Dense`] layers, ReLU after
+/// each but the last, softmax after the last.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mlp {
-    /// `H x 784`
-    pub w1: Array2<f32>,
-    /// `H`
-    pub b1: Array1<f32>,
-    /// `10 x H`
-    pub w2: Array2<f32>,
-    /// `10`
-    pub b2: Array1<f32>,
+    /// First (784 inputs) to last (10 outputs).
+    pub layers: Vec<Dense>,
 }
 
 /// Gradients (or any per-parameter quantity: optimizer moments) shaped like
@@ -43,19 +214,30 @@ pub struct Mlp {
 pub type Gradients = Mlp;
 
 impl Mlp {
-    pub fn zeros(hidden: usize) -> Mlp {
+    pub fn zeros(layers: &Layers) -> Mlp {
+        let widths = layers.widths();
         Mlp {
-            w1: Array2::zeros((hidden, FEATURES)),
-            b1: Array1::zeros(hidden),
-            w2: Array2::zeros((CLASSES, hidden)),
-            b2: Array1::zeros(CLASSES),
+            layers: widths
+                .windows(2)
+                .map(|p| Dense::zeros(p[0], p[1]))
+                .collect(),
         }
     }
 
+    /// A model with no parameters: the moments of an optimizer that keeps
+    /// none.
+    pub fn empty() -> Mlp {
+        Mlp { layers: Vec::new() }
+    }
+
     /// Fresh weights drawn from `seed`'s init stream.
-    pub fn init(hidden: usize, init: Init, seed: u64) -> Mlp {
+    pub fn init(
+        layers: &Layers,
+        init: Init,
+        seed: u64,
+    ) -> Result<Mlp, crate::linalg::LinalgUnavailable> {
         let mut rng = SeededRng::new(seed, Stream::Init);
-        let mut m = Mlp::zeros(hidden);
+        let mut m = Mlp::zeros(layers);
         match init {
             Init::Uniform => {
                 for p in m.params_mut() {
@@ -63,18 +245,65 @@ impl Mlp {
                 }
             }
             Init::He => {
-                for (w, fan_in) in [(&mut m.w1, FEATURES), (&mut m.w2, hidden)] {
-                    let std = (2.0 / fan_in as f64).sqrt();
-                    w.iter_mut()
+                for layer in &mut m.layers {
+                    let std = (2.0 / layer.inputs() as f64).sqrt();
+                    layer
+                        .w
+                        .iter_mut()
                         .for_each(|v| *v = (rng.normal_f64() * std) as f32);
                 }
             }
+            Init::Orthogonal => {
+                for layer in &mut m.layers {
+                    let (rows, cols) = layer.w.dim();
+                    layer.w =
+                        crate::linalg::orthogonal(rows, cols, 2f64.sqrt(), || rng.normal_f64())?;
+                }
+            }
         }
-        m
+        Ok(m)
     }
 
+    /// The hidden widths.
+    pub fn shape(&self) -> Layers {
+        Layers {
+            hidden: self.layers[..self.layers.len() - 1]
+                .iter()
+                .map(Dense::outputs)
+                .collect(),
+        }
+    }
+
+    /// Whether `other` has the same layers, of the same sizes.
+    pub fn same_shape(&self, other: &Mlp) -> bool {
+        self.layers.len() == other.layers.len()
+            && self
+                .layers
+                .iter()
+                .zip(&other.layers)
+                .all(|(a, b)| a.w.dim() == b.w.dim())
+    }
+
+    /// The first layer (784 inputs).
+    pub fn first(&self) -> &Dense {
+        &self.layers[0]
+    }
+
+    /// How each first-layer unit reaches the 10 classes: `wL ... w2`
+    /// (`10 x h1`), the later layers' product with their ReLUs left out.
+    /// For one hidden layer that is `w2` itself; deeper, a linear view of
+    /// which digits a unit pushes towards.
+    pub fn class_votes(&self) -> Array2<f32> {
+        let mut votes = self.layers[1].w.clone();
+        for layer in &self.layers[2..] {
+            votes = layer.w.dot(&votes);
+        }
+        votes
+    }
+
+    /// Width of the first hidden layer.
     pub fn hidden(&self) -> usize {
-        self.b1.len()
+        self.layers[0].outputs()
     }
 
     /// Number of parameters.
@@ -86,23 +315,29 @@ impl Mlp {
         self.len() == 0
     }
 
-    /// The four parameter blocks as flat slices, in the order w1, b1, w2, b2.
-    pub fn params(&self) -> [&[f32]; 4] {
-        [
-            self.w1.as_slice().expect("standard layout"),
-            self.b1.as_slice().expect("standard layout"),
-            self.w2.as_slice().expect("standard layout"),
-            self.b2.as_slice().expect("standard layout"),
-        ]
+    /// The parameter blocks as flat slices, in the order w1, b1, w2, b2, ...
+    pub fn params(&self) -> Vec<&[f32]> {
+        self.layers
+            .iter()
+            .flat_map(|l| {
+                [
+                    l.w.as_slice().expect("standard layout"),
+                    l.b.as_slice().expect("standard layout"),
+                ]
+            })
+            .collect()
     }
 
-    pub fn params_mut(&mut self) -> [&mut [f32]; 4] {
-        [
-            self.w1.as_slice_mut().expect("standard layout"),
-            self.b1.as_slice_mut().expect("standard layout"),
-            self.w2.as_slice_mut().expect("standard layout"),
-            self.b2.as_slice_mut().expect("standard layout"),
-        ]
+    pub fn params_mut(&mut self) -> Vec<&mut [f32]> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    l.w.as_slice_mut().expect("standard layout"),
+                    l.b.as_slice_mut().expect("standard layout"),
+                ]
+            })
+            .collect()
     }
 
     pub fn fill(&mut self, value: f32) {
@@ -133,34 +368,28 @@ impl Mlp {
             .all(|p| p.iter().fold(true, |ok, v| ok & v.is_finite()))
     }
 
-    /// Save as `.npz` (float32 `w1` Hx784, `b1` Hx1, `w2` 10xH, `b2` 10x1:
-    /// the notebook's names and shapes), under [`crate::output`]'s policy.
+    /// Save as `.npz`: float32 `wi` (outputs by inputs) and `bi` (outputs
+    /// by 1) for each layer i, the notebook's names and shapes, under
+    /// [`crate::output`]'s policy.
     pub fn save_npz(&self, path: &Path) -> Result<(), WriteError> {
-        let h = self.hidden();
-        let b1 = self
-            .b1
-            .clone()
-            .into_shape_with_order((h, 1))
-            .expect("h elements");
-        let b2 = self
-            .b2
-            .clone()
-            .into_shape_with_order((CLASSES, 1))
-            .expect("10 elements");
         crate::output::write_npz(path, true, |npz| {
-            let arrays: [(&str, &Array2<f32>); 4] =
-                [("w1", &self.w1), ("b1", &b1), ("w2", &self.w2), ("b2", &b2)];
-            for (name, a) in arrays {
-                npz.add_array(name, a)?;
+            for (i, layer) in self.layers.iter().enumerate() {
+                let b = layer
+                    .b
+                    .view()
+                    .into_shape_with_order((layer.outputs(), 1))
+                    .expect("outputs elements");
+                npz.add_array(format!("w{}", i + 1), &layer.w)?;
+                npz.add_array(format!("b{}", i + 1), &b)?;
             }
             Ok(())
         })
     }
 
     /// Load a model written by [`Mlp::save_npz`] (or by numpy with the same
-    /// names and shapes, float32 or float64, C or Fortran order). Shapes are
-    /// checked against each other before any data is read; the hidden width
-    /// is read from `w1` and may be at most [`MAX_HIDDEN`].
+    /// names and shapes, float32 or float64, C or Fortran order). Every
+    /// shape is checked against its neighbours, and the whole against
+    /// [`MAX_PARAMS`], before any data is read.
     pub fn load_npz(path: &Path) -> Result<Mlp, ModelError> {
         let mut npz = Npz::open(path).map_err(|e| ModelError::new(path, e.to_string()))?;
         Mlp::from_npz(&mut npz, path)
@@ -178,53 +407,24 @@ impl Mlp {
         npz: &mut Npz<R>,
         path: &Path,
     ) -> Result<Mlp, ModelError> {
-        let w1 = matrix_info(npz, path, "w1")?;
-        let (h, cols) = (w1.shape[0], w1.shape[1]);
-        if h == 0 || cols != FEATURES {
-            return Err(ModelError::shape(
-                path,
-                "w1",
-                format!("(H, {FEATURES})"),
-                (h, cols),
-            ));
+        let infos = layer_infos(npz, path)?;
+        let mut layers = Vec::with_capacity(infos.len());
+        for (w, b) in &infos {
+            let mut read = |info: &ArrayInfo| -> Result<Array2<f32>, ModelError> {
+                let (rows, cols) = (info.shape[0], info.shape[1]);
+                let a = npz
+                    .read_f32(info, rows * cols)
+                    .map_err(|e| ModelError::new(path, e.to_string()))?;
+                Ok(a.into_dimensionality::<Ix2>().expect("2-D, checked"))
+            };
+            let (w, b) = (read(w)?, read(b)?);
+            let outputs = w.nrows();
+            layers.push(Dense {
+                w,
+                b: b.into_shape_with_order(outputs).expect("outputs x 1"),
+            });
         }
-        if h > MAX_HIDDEN {
-            return Err(ModelError::new(
-                path,
-                format!(
-                    "array 'w1': {h} hidden units, more than the {MAX_HIDDEN} this program \
-                     accepts (the limit of --hidden)"
-                ),
-            ));
-        }
-        let b1 = matrix_info(npz, path, "b1")?;
-        let w2 = matrix_info(npz, path, "w2")?;
-        let b2 = matrix_info(npz, path, "b2")?;
-        for (info, expected) in [(&b1, (h, 1)), (&w2, (CLASSES, h)), (&b2, (CLASSES, 1))] {
-            let found = (info.shape[0], info.shape[1]);
-            if found != expected {
-                return Err(ModelError::shape(
-                    path,
-                    &info.name,
-                    format!("{expected:?}"),
-                    found,
-                ));
-            }
-        }
-        let mut read = |info: &ArrayInfo| -> Result<Array2<f32>, ModelError> {
-            let (rows, cols) = (info.shape[0], info.shape[1]);
-            let a = npz
-                .read_f32(info, rows * cols)
-                .map_err(|e| ModelError::new(path, e.to_string()))?;
-            Ok(a.into_dimensionality::<Ix2>().expect("2-D, checked"))
-        };
-        let (w1, b1, w2, b2) = (read(&w1)?, read(&b1)?, read(&w2)?, read(&b2)?);
-        let m = Mlp {
-            w1,
-            b1: b1.into_shape_with_order(h).expect("h x 1"),
-            w2,
-            b2: b2.into_shape_with_order(CLASSES).expect("10 x 1"),
-        };
+        let m = Mlp { layers };
         if !m.is_finite() {
             return Err(ModelError::new(
                 path,
@@ -235,9 +435,101 @@ impl Mlp {
     }
 }
 
-/// Most hidden units a model file may have: the same limit as `--hidden`'s
-/// (a `w1` of 100,000 x 784 float32 is 314 MB).
-pub const MAX_HIDDEN: usize = 100_000;
+/// The headers of `w1, b1, ..., wL, bL`, checked against each other: `w1`
+/// has 784 columns, each `wi` as many columns as `w(i-1)` has rows, `bi`
+/// is `rows(wi) x 1`, and the last layer has 10 rows. L is the number of
+/// `wi` present from `w1` on.
+fn layer_infos<R: Read + Seek>(
+    npz: &mut Npz<R>,
+    path: &Path,
+) -> Result<Vec<(ArrayInfo, ArrayInfo)>, ModelError> {
+    // How many layers: w1, w2, ... up to the first name missing.
+    let mut depth = 0;
+    while npz.contains(&format!("w{}", depth + 1)) {
+        depth += 1;
+        if depth > MAX_HIDDEN_LAYERS + 1 {
+            return Err(ModelError::new(
+                path,
+                format!(
+                    "more than {} layers (w1 ... w{}), more than this program accepts",
+                    MAX_HIDDEN_LAYERS + 1,
+                    depth
+                ),
+            ));
+        }
+    }
+    // The error of a missing 'w1' (naming what the file holds), else of a
+    // `w1` that does not take the 784 pixels.
+    let w1 = matrix_info(npz, path, "w1")?;
+    if w1.shape[1] != FEATURES {
+        return Err(ModelError::shape(
+            path,
+            "w1",
+            format!("(H, {FEATURES})"),
+            (w1.shape[0], w1.shape[1]),
+        ));
+    }
+    if depth == 1 {
+        // A model needs a hidden layer: the error of the missing 'w2'.
+        matrix_info(npz, path, "w2")?;
+    }
+    let mut infos = Vec::with_capacity(depth);
+    let mut inputs = FEATURES;
+    let mut params = 0usize;
+    for i in 1..=depth {
+        let (wn, bn) = (format!("w{i}"), format!("b{i}"));
+        let w = matrix_info(npz, path, &wn)?;
+        let (rows, cols) = (w.shape[0], w.shape[1]);
+        let last = i == depth;
+        let expected_rows = if last {
+            "10".to_string()
+        } else {
+            "H".to_string()
+        };
+        let rows_ok = if last {
+            rows == CLASSES
+        } else {
+            (1..=MAX_HIDDEN).contains(&rows)
+        };
+        if cols != inputs || !rows_ok {
+            if !last && rows > MAX_HIDDEN && cols == inputs {
+                return Err(ModelError::new(
+                    path,
+                    format!(
+                        "array '{wn}': {rows} hidden units, more than the {MAX_HIDDEN} this \
+                         program accepts (the limit of --hidden and --layers)"
+                    ),
+                ));
+            }
+            return Err(ModelError::shape(
+                path,
+                &wn,
+                format!("({expected_rows}, {inputs})"),
+                (rows, cols),
+            ));
+        }
+        params = params.saturating_add(rows.saturating_mul(cols + 1));
+        if params > MAX_PARAMS {
+            return Err(ModelError::new(
+                path,
+                format!("more than the {MAX_PARAMS} parameters this program accepts"),
+            ));
+        }
+        let b = matrix_info(npz, path, &bn)?;
+        let found = (b.shape[0], b.shape[1]);
+        if found != (rows, 1) {
+            return Err(ModelError::shape(
+                path,
+                &bn,
+                format!("{:?}", (rows, 1)),
+                found,
+            ));
+        }
+        infos.push((w, b));
+        inputs = rows;
+    }
+    Ok(infos)
+}
 
 /// The header of one model array, which must be a 2-D float32 or float64
 /// array (numpy's default is float64).
@@ -294,29 +586,30 @@ mod tests {
 
     #[test]
     fn uniform_init_is_in_range_and_seeded() {
-        let a = Mlp::init(10, Init::Uniform, 0);
+        let a = Mlp::init(&Layers::one(10), Init::Uniform, 0).unwrap();
         assert!(a
             .params()
             .iter()
             .all(|p| p.iter().all(|&v| (-0.5..0.5).contains(&v))));
-        assert_eq!(a, Mlp::init(10, Init::Uniform, 0));
-        assert_ne!(a, Mlp::init(10, Init::Uniform, 1));
+        assert_eq!(a, Mlp::init(&Layers::one(10), Init::Uniform, 0).unwrap());
+        assert_ne!(a, Mlp::init(&Layers::one(10), Init::Uniform, 1).unwrap());
     }
 
     #[test]
     fn he_init_has_the_right_scale() {
-        let m = Mlp::init(64, Init::He, 3);
-        let var = m.w1.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / m.w1.len() as f64;
+        let m = Mlp::init(&Layers::one(64), Init::He, 3).unwrap();
+        let w1 = &m.layers[0].w;
+        let var = w1.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / w1.len() as f64;
         let expected = 2.0 / FEATURES as f64;
         assert!((var / expected - 1.0).abs() < 0.05, "{var} vs {expected}");
-        assert!(m.b1.iter().all(|&v| v == 0.0));
+        assert!(m.layers[0].b.iter().all(|&v| v == 0.0));
     }
 
     #[test]
     fn npz_round_trip_keeps_every_bit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.npz");
-        let m = Mlp::init(12, Init::He, 9);
+        let m = Mlp::init(&Layers::parse("12-7-5").unwrap(), Init::He, 9).unwrap();
         m.save_npz(&path).unwrap();
         assert_eq!(Mlp::load_npz(&path).unwrap(), m);
     }
@@ -325,10 +618,10 @@ mod tests {
     fn npz_with_wrong_shapes_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.npz");
-        let m = Mlp::init(10, Init::Uniform, 0);
+        let m = Mlp::init(&Layers::one(10), Init::Uniform, 0).unwrap();
         write_atomic(&path, |w| {
             let mut npz = NpzWriter::new(w);
-            npz.add_array("w1", &m.w1).unwrap();
+            npz.add_array("w1", &m.layers[0].w).unwrap();
             npz.add_array("b1", &Array2::<f32>::zeros((10, 1))).unwrap();
             npz.add_array("w2", &Array2::<f32>::zeros((10, 11)))
                 .unwrap();

@@ -1,7 +1,7 @@
 //! Update rules: plain SGD (the notebook's gradient descent), SGD with
-//! momentum, and Adam.
+//! momentum, and Adam with optional decoupled weight decay (AdamW).
 
-use crate::model::{Gradients, Mlp};
+use crate::model::{Gradients, Layers, Mlp};
 use crate::simd::multiversion;
 
 #[derive(
@@ -13,7 +13,8 @@ pub enum OptimizerKind {
     Sgd,
     /// Heavy-ball momentum: `v = mu v + g; w -= lr v`.
     Momentum,
-    /// Adam (Kingma & Ba), bias-corrected, beta1 0.9, beta2 0.999, eps 1e-8.
+    /// Adam (Kingma & Ba), bias-corrected, beta1 0.9, beta2 0.999, eps 1e-8;
+    /// AdamW (Loshchilov & Hutter) with `--weight-decay`.
     Adam,
 }
 
@@ -36,6 +37,9 @@ pub struct Optimizer {
     pub beta1: f32,
     pub beta2: f32,
     pub eps: f32,
+    /// Decoupled weight decay (AdamW): each step first multiplies every
+    /// parameter by `1 - lr * weight_decay`, as PyTorch's `AdamW` does.
+    pub weight_decay: f32,
     /// Steps taken (Adam's bias correction needs it).
     pub t: u64,
     /// First moment (momentum's velocity, Adam's m).
@@ -45,8 +49,16 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    pub fn new(kind: OptimizerKind, lr: f32, momentum: f32, hidden: usize) -> Self {
-        let needs = |k| if kind == k { hidden } else { 0 };
+    /// An optimizer for a network of shape `layers`, with zero moments
+    /// (empty ones for those `kind` does not keep).
+    pub fn new(kind: OptimizerKind, lr: f32, momentum: f32, layers: &Layers) -> Self {
+        let moment = |keeps: bool| {
+            if keeps {
+                Mlp::zeros(layers)
+            } else {
+                Mlp::empty()
+            }
+        };
         Optimizer {
             kind,
             lr,
@@ -54,13 +66,10 @@ impl Optimizer {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            weight_decay: 0.0,
             t: 0,
-            m: Mlp::zeros(if kind == OptimizerKind::Sgd {
-                0
-            } else {
-                hidden
-            }),
-            v: Mlp::zeros(needs(OptimizerKind::Adam)),
+            m: moment(kind != OptimizerKind::Sgd),
+            v: moment(kind == OptimizerKind::Adam),
         }
     }
 
@@ -87,6 +96,9 @@ impl Optimizer {
                 let c1 = 1.0 - (b1 as f64).powi(self.t as i32);
                 let c2 = 1.0 - (b2 as f64).powi(self.t as i32);
                 Rule::Adam(AdamConsts {
+                    // Exactly 1 without decay, so plain Adam's bits are
+                    // unchanged by the multiplication.
+                    keep: 1.0 - lr * self.weight_decay,
                     step: (lr as f64 / c1) as f32,
                     b1,
                     b2,
@@ -143,6 +155,8 @@ pub enum Rule {
 /// One Adam step's scalars.
 #[derive(Debug, Clone, Copy)]
 pub struct AdamConsts {
+    /// `1 - lr * weight_decay`: AdamW's decoupled decay.
+    keep: f32,
     /// `lr / (1 - beta1^t)`.
     step: f32,
     b1: f32,
@@ -168,6 +182,7 @@ pub fn momentum(lr: f32, mu: f32, w: &mut f32, v: &mut f32, g: f32) {
 /// Adam on one weight with moments `m` and `v`.
 #[inline(always)]
 pub fn adam(k: &AdamConsts, w: &mut f32, m: &mut f32, v: &mut f32, g: f32) {
+    *w *= k.keep;
     *m = k.b1 * *m + (1.0 - k.b1) * g;
     *v = k.b2 * *v + (1.0 - k.b2) * g * g;
     *w -= k.step * *m / (v.sqrt() * k.inv_sqrt_c2 + k.eps);
@@ -195,21 +210,25 @@ mod tests {
 
     #[test]
     fn sgd_moves_against_the_gradient() {
-        let mut m = Mlp::init(3, Init::Uniform, 0);
+        let shape = Layers::parse("3-4").unwrap();
+        let mut m = Mlp::init(&shape, Init::Uniform, 0).unwrap();
         let before = m.clone();
-        let mut g = Mlp::zeros(3);
+        let mut g = Mlp::zeros(&shape);
         g.fill(1.0);
-        Optimizer::new(OptimizerKind::Sgd, 0.5, 0.0, 3).step(&mut m, &g);
-        assert!((before.w1[[0, 0]] - m.w1[[0, 0]] - 0.5).abs() < 1e-6);
+        Optimizer::new(OptimizerKind::Sgd, 0.5, 0.0, &shape).step(&mut m, &g);
+        for (b, a) in before.params().iter().zip(m.params()) {
+            assert!(b.iter().zip(a).all(|(b, a)| (b - a - 0.5).abs() < 1e-6));
+        }
     }
 
     #[test]
     fn adam_first_step_is_lr_times_sign() {
         // With zero state, Adam's first bias-corrected step is lr * g/|g|.
-        let mut m = Mlp::zeros(2);
-        let mut g = Mlp::zeros(2);
+        let shape = Layers::parse("2-3").unwrap();
+        let mut m = Mlp::zeros(&shape);
+        let mut g = Mlp::zeros(&shape);
         g.fill(-3.0);
-        Optimizer::new(OptimizerKind::Adam, 0.01, 0.0, 2).step(&mut m, &g);
+        Optimizer::new(OptimizerKind::Adam, 0.01, 0.0, &shape).step(&mut m, &g);
         assert!(m
             .params()
             .iter()
@@ -218,13 +237,39 @@ mod tests {
 
     #[test]
     fn momentum_accumulates_velocity() {
-        let mut m = Mlp::zeros(2);
-        let mut g = Mlp::zeros(2);
+        let shape = Layers::one(2);
+        let mut m = Mlp::zeros(&shape);
+        let mut g = Mlp::zeros(&shape);
         g.fill(1.0);
-        let mut opt = Optimizer::new(OptimizerKind::Momentum, 0.1, 0.9, 2);
+        let mut opt = Optimizer::new(OptimizerKind::Momentum, 0.1, 0.9, &shape);
         opt.step(&mut m, &g);
         opt.step(&mut m, &g);
         // -0.1 * 1 - 0.1 * 1.9
-        assert!((m.b2[0] + 0.29).abs() < 1e-6, "{}", m.b2[0]);
+        let b2 = m.layers[1].b[0];
+        assert!((b2 + 0.29).abs() < 1e-6, "{b2}");
+    }
+
+    #[test]
+    fn adamw_decays_every_parameter_then_steps() {
+        // With zero gradients Adam's step is 0, so only the decay moves the
+        // weights: w * (1 - lr * wd) each step, as PyTorch's AdamW.
+        let shape = Layers::one(3);
+        let mut m = Mlp::init(&shape, Init::Uniform, 4).unwrap();
+        let start = m.clone();
+        let g = Mlp::zeros(&shape);
+        let mut opt = Optimizer::new(OptimizerKind::Adam, 0.1, 0.0, &shape);
+        opt.weight_decay = 0.5;
+        opt.step(&mut m, &g);
+        opt.step(&mut m, &g);
+        for (a, b) in start.params().iter().zip(m.params()) {
+            for (&a, &b) in a.iter().zip(b) {
+                assert!((a * 0.95 * 0.95 - b).abs() < 1e-6, "{a} -> {b}");
+            }
+        }
+        // Without decay the same steps leave the weights exactly as they were.
+        let mut plain = start.clone();
+        let mut opt = Optimizer::new(OptimizerKind::Adam, 0.1, 0.0, &shape);
+        opt.step(&mut plain, &g);
+        assert_eq!(plain, start);
     }
 }

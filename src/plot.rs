@@ -484,9 +484,10 @@ pub fn hidden_weights(
 ) -> Result<(), PlotError> {
     let units = model.hidden().min(MAX_UNITS_DRAWN);
     let title = format!(
-        "{name}: 784-{}-10, input weights of {units} hidden unit(s)",
-        model.hidden()
+        "{name}: {}, input weights of {units} first-layer unit(s)",
+        model.shape()
     );
+    let votes = model.class_votes();
     let (scale, cols) = match units {
         0..=10 => (5, units.clamp(1, 5)),
         11..=25 => (4, 5),
@@ -518,7 +519,7 @@ pub fn hidden_weights(
             centered(12, MUTED),
         ))?;
         for j in 0..units {
-            let w = model.w1.row(j);
+            let w = model.first().w.row(j);
             let shown = |i: usize| ink.is_none_or(|f| f[i] >= RARE_INK);
             let max_abs = robust_scale(
                 w.iter()
@@ -548,7 +549,7 @@ pub fn hidden_weights(
                 [(x0 - 1, y0 - 1), (x0 + 28 * scale, y0 + 28 * scale)],
                 RGBColor(190, 190, 190).stroke_width(1),
             ))?;
-            let out = model.w2.column(j);
+            let out = votes.column(j);
             let (mut best, mut worst) = (0, 0);
             for k in 0..out.len() {
                 if out[k] > out[best] {

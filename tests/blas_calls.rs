@@ -8,7 +8,7 @@
 
 use mnist_blas::engine::SHARD_ROWS;
 use mnist_blas::engine::{blas::BlasEngine, Engine};
-use mnist_blas::model::{Init, Mlp};
+use mnist_blas::model::{Init, Layers, Mlp};
 use mnist_blas::{data, rng};
 
 #[path = "../src/testutil.rs"]
@@ -83,7 +83,7 @@ fn every_hot_path_product_goes_to_cblas_sgemm() {
     // Calling into OpenBLAS directly also keeps the linker from dropping it
     // (with --as-needed) now that this binary defines cblas_sgemm itself.
     println!("{}", mnist_blas::threads::openblas_config());
-    let m = Mlp::init(10, Init::He, 1);
+    let m = Mlp::init(&Layers::one(10), Init::He, 1).unwrap();
     let engine = BlasEngine;
 
     // Forward: z1 = x w1^T, z2 = a1 w2^T, per block of SHARD_ROWS rows
@@ -100,7 +100,7 @@ fn every_hot_path_product_goes_to_cblas_sgemm() {
     // Forward + backward: also dw2 = dz2^T a1, da1 = dz2 w2, dw1 = dz1^T x.
     for rows in [1, 64, SHARD_ROWS] {
         let (x, y) = random_batch(rows, 3);
-        let mut g = Mlp::zeros(10);
+        let mut g = Mlp::zeros(&Layers::one(10));
         assert_eq!(
             calls_during(|| {
                 engine.accumulate(&m, &x, &y, &mut g);
@@ -113,7 +113,7 @@ fn every_hot_path_product_goes_to_cblas_sgemm() {
     // A sharded full batch: five products per shard, none lost to a fallback.
     let rows = 4 * SHARD_ROWS + 10;
     let (x, y) = random_batch(rows, 4);
-    let mut g = Mlp::zeros(10);
+    let mut g = Mlp::zeros(&Layers::one(10));
     let mut shards = ShardBuffers::default();
     let n = calls_during(|| {
         shards.mean_gradients(&engine, &m, &x, &y, None, &mut g);
@@ -121,9 +121,9 @@ fn every_hot_path_product_goes_to_cblas_sgemm() {
     assert_eq!(n, 5 * rows.div_ceil(SHARD_ROWS));
 
     // A wider hidden layer takes the same path.
-    let wide = Mlp::init(100, Init::He, 5);
+    let wide = Mlp::init(&Layers::one(100), Init::He, 5).unwrap();
     let (x, y) = random_batch(50, 6);
-    let mut g = Mlp::zeros(100);
+    let mut g = Mlp::zeros(&Layers::one(100));
     assert_eq!(
         calls_during(|| {
             engine.accumulate(&wide, &x, &y, &mut g);

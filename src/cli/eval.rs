@@ -64,7 +64,7 @@ struct EvalSummary {
     correct: usize,
     per_class: Vec<ClassReport>,
     confusion: [[usize; CLASSES]; CLASSES],
-    hidden: usize,
+    layers: crate::model::Layers,
     engine: EngineKind,
     seconds: f64,
     /// Pictures written (--plot, --errors-png, --weights-png).
@@ -120,7 +120,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 correct: eval.stats.correct,
                 per_class,
                 confusion: eval.confusion,
-                hidden: model.hidden(),
+                layers: model.shape(),
                 engine: args.engine,
                 seconds: started.elapsed().as_secs_f64(),
                 wrote,
@@ -180,12 +180,7 @@ fn report_text(
 ) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "model: {} (784-{}-10)",
-        args.model.display(),
-        model.hidden()
-    );
+    let _ = writeln!(out, "model: {} ({})", args.model.display(), model.shape());
     let _ = writeln!(
         out,
         "{}: accuracy {:.4} ({} / {}), loss {:.4}",

@@ -64,14 +64,16 @@ pub fn run(args: InspectArgs) -> Result<()> {
         return Ok(());
     }
     outln!(
-        "{}: 784-{h}-10, {} parameters",
+        "{}: {}, {} parameters",
         args.model.display(),
+        model.shape(),
         model.len()
     );
     outln!("\nunit  |w1|     b1       votes for  against  |w2|");
+    let votes = model.class_votes();
     for j in 0..h {
-        let w = model.w1.row(j);
-        let out = model.w2.column(j);
+        let w = model.first().w.row(j);
+        let out = votes.column(j);
         let norm = |v: ndarray::ArrayView1<f32>| v.iter().map(|x| x * x).sum::<f32>().sqrt();
         let arg = |better: fn(f32, f32) -> bool| {
             (0..out.len()).fold(0, |b, k| if better(out[k], out[b]) { k } else { b })
@@ -79,7 +81,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         outln!(
             "{j:>4}  {:>6.3}  {:>7.3}  {:>9}  {:>7}  {:>5.3}",
             norm(w),
-            model.b1[j],
+            model.first().b[j],
             arg(|a, b| a > b),
             arg(|a, b| a < b),
             norm(out)

@@ -34,13 +34,12 @@ pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> S
             s.seed
         ),
     );
-    let params = s.hidden * 784 + s.hidden + 10 * s.hidden + 10;
     line(
         "model",
         format!(
-            "784-{}-10 ({} parameters), init {}",
-            s.hidden,
-            thousands(params),
+            "{} ({} parameters), init {}",
+            s.layers,
+            thousands(s.layers.params()),
             serde_name(&s.init)
         ),
     );

@@ -41,6 +41,9 @@ pub struct SweepArgs {
     /// Hidden widths to sweep, e.g. `10,32,64` (random search: `10:128`).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub hidden: Vec<String>,
+    /// Network shapes to sweep, e.g. `128,256-128,512-256` (a list only).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub layers: Vec<String>,
     /// Initialisations to sweep: `uniform,he`.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub init: Vec<String>,
@@ -175,6 +178,7 @@ impl SweepArgs {
     fn axes(&self) -> Result<Vec<Axis>> {
         let mut named: Vec<(String, Vec<String>)> = [
             ("hidden", &self.hidden),
+            ("layers", &self.layers),
             ("init", &self.init),
             ("optimizer", &self.optimizer),
             ("lr", &self.lr),

@@ -167,8 +167,8 @@ fn write_outputs<'a>(args: &'a TrainArgs, plan: &Plan, done: &train::Run) -> Res
     if let Some(path) = &args.plot {
         let c = &plan.config;
         let title = format!(
-            "784-{}-10, {} {}, {}: held-out accuracy {:.4}",
-            c.hidden,
+            "{}, {} {}, {}: held-out accuracy {:.4}",
+            c.layers,
             c.optimizer.name(),
             c.lr,
             plan.source.describe(),
@@ -217,9 +217,9 @@ impl Observer for Console<'_> {
             }
         };
         (self.say)(format!(
-            "model: 784-{}-10, init {:?}; optimizer {} lr {} ({}); {schedule}; engine {} on {}; {} thread(s)",
-            c.hidden,
-            c.init,
+            "model: {}, init {}; optimizer {} lr {} ({}); {schedule}; engine {} on {}; {} thread(s)",
+            c.layers,
+            c.init.name(),
             c.optimizer.name(),
             c.lr,
             c.lr_schedule.name(),

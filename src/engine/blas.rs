@@ -1,8 +1,8 @@
 //! The fast engine: each layer is one f32 matrix product on the whole shard.
 //!
-//! Rows are samples (`x` is `rows x 784`), so the products are
-//! `z1 = x w1^T`, `z2 = a1 w2^T`, `dw2 = dz2^T a1`, `da1 = dz2 w2`,
-//! `dw1 = dz1^T x`. Every operand is a plain or transposed view of a
+//! Rows are samples (`x` is `rows x 784`), so the products of layer `l`
+//! are `zl = a(l-1) wl^T` forward and `dwl = dzl^T a(l-1)`,
+//! `da(l-1) = dzl wl` backward (`a0 = x`). Every operand is a plain or transposed view of a
 //! contiguous array, which is what ndarray needs to hand the product to
 //! `cblas_sgemm` (tests/blas_calls.rs proves it does).
 //!
@@ -10,7 +10,7 @@
 //! nothing after its first step.
 
 use super::{argmax, BatchStats, Engine, EngineKind};
-use crate::data::{CLASSES, FEATURES};
+use crate::data::FEATURES;
 use crate::model::{Gradients, Mlp};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, Axis};
@@ -18,14 +18,17 @@ use std::cell::RefCell;
 
 pub struct BlasEngine;
 
-/// Per-thread scratch, resized only when the shard shape changes.
+/// Per-thread scratch, resized only when the shard or model shape changes.
 #[derive(Default)]
 struct Workspace {
     x: Array2<f32>,
-    a1: Array2<f32>,
-    z2: Array2<f32>,
-    da1: Array2<f32>,
-    /// `dw1` of one block, transposed (`784 x hidden`): see
+    /// Each hidden layer's output `a1 .. a(L-1)` (`rows x width`).
+    acts: Vec<Array2<f32>>,
+    /// The last layer's logits, then probabilities, then `dzL` (`rows x 10`).
+    out: Array2<f32>,
+    /// `da` of each hidden layer, gated into its `dz` in place.
+    deltas: Vec<Array2<f32>>,
+    /// `dw1` of one block, transposed (`784 x h1`): see
     /// [`accumulate_block`] for why the product is taken in this orientation.
     dw1_t: Array2<f32>,
     /// Column sums of one block (a bias gradient).
@@ -33,17 +36,28 @@ struct Workspace {
 }
 
 impl Workspace {
-    fn prepare(&mut self, rows: usize, hidden: usize) {
+    fn prepare(&mut self, rows: usize, m: &Mlp) {
         if self.x.nrows() != rows {
             self.x = Array2::zeros((rows, FEATURES));
-            self.z2 = Array2::zeros((rows, CLASSES));
         }
-        if self.a1.dim() != (rows, hidden) {
-            self.a1 = Array2::zeros((rows, hidden));
-            self.da1 = Array2::zeros((rows, hidden));
+        let last = m.layers.len() - 1;
+        let widths = m.layers[..last].iter().map(|l| l.outputs());
+        if self.acts.len() != last
+            || self
+                .acts
+                .iter()
+                .zip(widths.clone())
+                .any(|(a, w)| a.dim() != (rows, w))
+        {
+            self.acts = widths.clone().map(|w| Array2::zeros((rows, w))).collect();
+            self.deltas = widths.map(|w| Array2::zeros((rows, w))).collect();
         }
-        if self.dw1_t.ncols() != hidden {
-            self.dw1_t = Array2::zeros((FEATURES, hidden));
+        let classes = m.layers[last].outputs();
+        if self.out.dim() != (rows, classes) {
+            self.out = Array2::zeros((rows, classes));
+        }
+        if self.dw1_t.ncols() != m.hidden() {
+            self.dw1_t = Array2::zeros((FEATURES, m.hidden()));
         }
     }
 }
@@ -78,23 +92,32 @@ const PAGE: usize = 4096;
 /// How far ahead [`to_f32`] prefetches, in pages.
 const PREFETCH_PAGES: usize = 2;
 
-/// Forward pass into the workspace: `ws.a1 = relu(x w1^T + b1)`,
-/// `ws.z2 = softmax(a1 w2^T + b2)` (probabilities, row by row).
+/// Forward pass into the workspace: `ws.acts[l] = relu(a(l-1) wl^T + bl)`
+/// for the hidden layers, `ws.out = softmax(a(L-1) wL^T + bL)`
+/// (probabilities, row by row).
 fn forward(m: &Mlp, pixels: &[u8], ws: &mut Workspace) {
     let rows = pixels.len() / FEATURES;
-    ws.prepare(rows, m.hidden());
+    ws.prepare(rows, m);
     to_f32(pixels, &mut ws.x);
 
-    // Seed the output with the bias and let gemm add the product (beta = 1).
-    seed_rows(&mut ws.a1, &m.b1);
-    general_mat_mul(1.0, &ws.x, &m.w1.t(), 1.0, &mut ws.a1);
-    for v in slice_mut(&mut ws.a1) {
-        *v = v.max(0.0);
+    let last = m.layers.len() - 1;
+    for (l, layer) in m.layers[..last].iter().enumerate() {
+        let (done, rest) = ws.acts.split_at_mut(l);
+        let input = if l == 0 { &ws.x } else { &done[l - 1] };
+        let a = &mut rest[0];
+        // Seed the output with the bias and let gemm add the product (beta = 1).
+        seed_rows(a, &layer.b);
+        general_mat_mul(1.0, input, &layer.w.t(), 1.0, a);
+        for v in slice_mut(a) {
+            *v = v.max(0.0);
+        }
     }
 
-    seed_rows(&mut ws.z2, &m.b2);
-    general_mat_mul(1.0, &ws.a1, &m.w2.t(), 1.0, &mut ws.z2);
-    for row in slice_mut(&mut ws.z2).chunks_exact_mut(CLASSES) {
+    let layer = &m.layers[last];
+    seed_rows(&mut ws.out, &layer.b);
+    general_mat_mul(1.0, &ws.acts[last - 1], &layer.w.t(), 1.0, &mut ws.out);
+    let classes = layer.outputs();
+    for row in slice_mut(&mut ws.out).chunks_exact_mut(classes) {
         softmax_in_place(row);
     }
 }
@@ -166,13 +189,13 @@ impl Engine for BlasEngine {
 
     fn probabilities(&self, m: &Mlp, x: &[u8]) -> Array2<f32> {
         let rows = x.len() / FEATURES;
-        let mut out = Array2::zeros((rows, CLASSES));
+        let mut out = Array2::zeros((rows, m.layers.last().expect("a layer").outputs()));
         WORKSPACE.with(|ws| {
             let ws = &mut *ws.borrow_mut();
             let blocks = x.chunks(ROW_BLOCK * FEATURES);
             for (xb, mut ob) in blocks.zip(out.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)) {
                 forward(m, xb, ws);
-                ob.assign(&ws.z2);
+                ob.assign(&ws.out);
             }
         });
         out
@@ -192,44 +215,55 @@ fn accumulate_block(m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStat
         let ws = &mut *ws.borrow_mut();
         forward(m, x, ws);
 
-        // Loss, accuracy, then dz2 = p - onehot(y), in place over p.
+        // Loss, accuracy, then dzL = p - onehot(y), in place over p.
         let mut stats = BatchStats {
             rows: y.len(),
             ..Default::default()
         };
-        for (mut row, &label) in ws.z2.rows_mut().into_iter().zip(y) {
+        for (mut row, &label) in ws.out.rows_mut().into_iter().zip(y) {
             let p = row.as_slice_mut().expect("standard layout");
             let label = label as usize;
             stats.loss_sum -= (p[label].max(f32::MIN_POSITIVE) as f64).ln();
             stats.correct += (argmax(p) == label) as usize;
             p[label] -= 1.0;
         }
-        let dz2 = &ws.z2;
 
-        general_mat_mul(1.0, &dz2.t(), &ws.a1, 1.0, &mut g.w2);
-        add_column_sums(dz2, &mut g.b2, &mut ws.sums);
+        // From the last layer down: dwl += dzl^T a(l-1), dbl += column sums
+        // of dzl, and for l > 1 the next dz = (dzl wl) gated by the ReLU
+        // (a > 0 exactly where z > 0).
+        let last = m.layers.len() - 1;
+        for l in (1..=last).rev() {
+            let (below, from) = ws.deltas.split_at_mut(l);
+            let dz = if l == last { &ws.out } else { &from[0] };
+            let input = &ws.acts[l - 1];
+            let gl = &mut g.layers[l];
+            general_mat_mul(1.0, &dz.t(), input, 1.0, &mut gl.w);
+            add_column_sums(dz, &mut gl.b, &mut ws.sums);
 
-        // da1 = dz2 w2, then the ReLU gate: a1 > 0 exactly where z1 > 0.
-        general_mat_mul(1.0, dz2, &m.w2, 0.0, &mut ws.da1);
-        for (d, &a) in slice_mut(&mut ws.da1).iter_mut().zip(slice(&ws.a1)) {
-            *d = if a <= 0.0 { 0.0 } else { *d };
+            let da = &mut below[l - 1];
+            general_mat_mul(1.0, dz, &m.layers[l].w, 0.0, da);
+            for (d, &a) in slice_mut(da).iter_mut().zip(slice(input)) {
+                *d = if a <= 0.0 { 0.0 } else { *d };
+            }
         }
 
         // dw1 += dz1^T x. From DW1_TRANSPOSED_ROWS rows up it is taken as
-        // its transpose x^T dz1 (a 784 x hidden result) and added back
+        // its transpose x^T dz1 (a 784 x h1 result) and added back
         // transposed: OpenBLAS runs that orientation about a quarter faster
         // on these shapes (55 against 75 us for 256 rows, 26 against 35 for
         // 128, H = 10, one thread), as its packing and kernel favour the long
         // side as the result's rows. Below it, the transposed add (a few us)
         // costs more than it saves: 32 rows take 6.1 us directly and 6.4
         // transposed, and mini-batch epochs ran 6% slower.
+        let dz1 = &ws.deltas[0];
+        let g1 = &mut g.layers[0];
         if ws.x.nrows() >= DW1_TRANSPOSED_ROWS {
-            general_mat_mul(1.0, &ws.x.t(), &ws.da1, 0.0, &mut ws.dw1_t);
-            add_transposed(&ws.dw1_t, &mut g.w1);
+            general_mat_mul(1.0, &ws.x.t(), dz1, 0.0, &mut ws.dw1_t);
+            add_transposed(&ws.dw1_t, &mut g1.w);
         } else {
-            general_mat_mul(1.0, &ws.da1.t(), &ws.x, 1.0, &mut g.w1);
+            general_mat_mul(1.0, &dz1.t(), &ws.x, 1.0, &mut g1.w);
         }
-        add_column_sums(&ws.da1, &mut g.b1, &mut ws.sums);
+        add_column_sums(dz1, &mut g1.b, &mut ws.sums);
         stats
     })
 }

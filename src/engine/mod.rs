@@ -13,7 +13,7 @@ pub mod blas;
 pub mod naive;
 pub mod sparse;
 
-use crate::model::{Gradients, Mlp};
+use crate::model::{Gradients, Layers, Mlp};
 use crate::optim::{Optimizer, Rule};
 use ndarray::Array2;
 
@@ -70,9 +70,9 @@ pub trait Engine: Send + Sync {
     /// Convert rows `x` once into the form this engine computes from
     /// fastest, for many [`Engine::accumulate_prepared`] calls on the same
     /// rows (full-batch training passes over one batch hundreds of times).
-    /// `None` when the engine has nothing to gain: callers then pass the
-    /// rows raw.
-    fn prepare(&self, _x: &[u8]) -> Option<PreparedRows> {
+    /// `None` when the engine has nothing to gain for a model of shape
+    /// `layers`: callers then pass the rows raw.
+    fn prepare(&self, _x: &[u8], _layers: &Layers) -> Option<PreparedRows> {
         None
     }
 

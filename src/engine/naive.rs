@@ -1,28 +1,28 @@
 //! The reference engine: the network written out as loops, in f64.
 //!
 //! Nothing here is clever: each formula is the textbook one, so that a reader
-//! can check it against the maths and tests can check the fast engine
-//! against it. Forward:
+//! can check it against the maths and tests can check the fast engines
+//! against it. Forward, for layers `l = 1..L` with `a0 = x`:
 //!
 //! ```text
-//! z1 = w1 x + b1      a1 = relu(z1)
-//! z2 = w2 a1 + b2     p  = softmax(z2)   (max subtracted first)
+//! zl = wl a(l-1) + bl     al = relu(zl)      (l < L)
+//! p  = softmax(zL)        (max subtracted first)
 //! loss = -ln p[y]
 //! ```
 //!
-//! Backward (per row, summed over rows):
+//! Backward (per row, summed over rows), from `dzL = p - onehot(y)` down:
 //!
 //! ```text
-//! dz2 = p - onehot(y)         dw2 += dz2 a1^T     db2 += dz2
-//! dz1 = (w2^T dz2) * [z1 > 0] dw1 += dz1 x^T      db1 += dz1
+//! dwl += dzl a(l-1)^T     dbl += dzl
+//! dz(l-1) = (wl^T dzl) * [z(l-1) > 0]
 //! ```
 
-// The naive engine indexes on purpose: `w1[[j, i]] * x[i]` reads like the
+// The naive engine indexes on purpose: `w[[j, i]] * a[i]` reads like the
 // formula it implements, which is the point of the oracle.
 #![allow(clippy::needless_range_loop)]
 
 use super::{BatchStats, Engine, EngineKind};
-use crate::data::{CLASSES, FEATURES};
+use crate::data::FEATURES;
 use crate::model::{Gradients, Mlp};
 use ndarray::{Array1, Array2};
 
@@ -31,44 +31,57 @@ pub struct NaiveEngine;
 /// Activations of one row.
 #[derive(Debug, Clone)]
 pub struct RowForward {
-    pub x: Vec<f64>,
-    pub z1: Vec<f64>,
-    pub a1: Vec<f64>,
+    /// `a0 = x, a1, ..., a(L-1)`: each layer's input.
+    pub inputs: Vec<Vec<f64>>,
+    /// `z1 .. z(L-1)`: the hidden layers' pre-activations.
+    pub z: Vec<Vec<f64>>,
     pub probs: Vec<f64>,
+}
+
+/// One layer's gradient in f64.
+#[derive(Debug, Clone)]
+pub struct DenseF64 {
+    pub w: Array2<f64>,
+    pub b: Array1<f64>,
 }
 
 /// Gradients in f64, shaped like the model.
 #[derive(Debug, Clone)]
 pub struct GradientsF64 {
-    pub w1: Array2<f64>,
-    pub b1: Array1<f64>,
-    pub w2: Array2<f64>,
-    pub b2: Array1<f64>,
+    pub layers: Vec<DenseF64>,
+}
+
+/// `w a + b` for one layer.
+fn affine(w: &Array2<f32>, b: &Array1<f32>, a: &[f64]) -> Vec<f64> {
+    let (outputs, inputs) = w.dim();
+    let mut z = vec![0.0; outputs];
+    for j in 0..outputs {
+        let mut s = b[j] as f64;
+        for i in 0..inputs {
+            s += w[[j, i]] as f64 * a[i];
+        }
+        z[j] = s;
+    }
+    z
 }
 
 /// The forward pass of one row of pixels.
 pub fn forward_row(m: &Mlp, pixels: &[u8]) -> RowForward {
-    let h = m.hidden();
     let x: Vec<f64> = pixels.iter().map(|&p| p as f64 / 255.0).collect();
-    let mut z1 = vec![0.0; h];
-    for j in 0..h {
-        let mut s = m.b1[j] as f64;
-        for i in 0..FEATURES {
-            s += m.w1[[j, i]] as f64 * x[i];
-        }
-        z1[j] = s;
+    let mut inputs = vec![x];
+    let mut z = Vec::new();
+    let last = m.layers.len() - 1;
+    for layer in &m.layers[..last] {
+        let zl = affine(&layer.w, &layer.b, inputs.last().expect("a0 at least"));
+        inputs.push(zl.iter().map(|&v| v.max(0.0)).collect());
+        z.push(zl);
     }
-    let a1: Vec<f64> = z1.iter().map(|&z| z.max(0.0)).collect();
-    let mut z2 = [0.0; CLASSES];
-    for k in 0..CLASSES {
-        let mut s = m.b2[k] as f64;
-        for j in 0..h {
-            s += m.w2[[k, j]] as f64 * a1[j];
-        }
-        z2[k] = s;
+    let logits = affine(&m.layers[last].w, &m.layers[last].b, &inputs[last]);
+    RowForward {
+        inputs,
+        z,
+        probs: softmax(&logits),
     }
-    let probs = softmax(&z2);
-    RowForward { x, z1, a1, probs }
 }
 
 /// Softmax with the maximum subtracted, so large logits cannot overflow.
@@ -92,12 +105,15 @@ pub fn argmax(v: &[f64]) -> usize {
 
 /// Summed gradients, loss and accuracy counts over rows `x` with labels `y`.
 pub fn gradients(m: &Mlp, x: &[u8], y: &[u8]) -> (GradientsF64, BatchStats) {
-    let h = m.hidden();
     let mut g = GradientsF64 {
-        w1: Array2::zeros((h, FEATURES)),
-        b1: Array1::zeros(h),
-        w2: Array2::zeros((CLASSES, h)),
-        b2: Array1::zeros(CLASSES),
+        layers: m
+            .layers
+            .iter()
+            .map(|l| DenseF64 {
+                w: Array2::zeros(l.w.dim()),
+                b: Array1::zeros(l.b.len()),
+            })
+            .collect(),
     };
     let mut stats = BatchStats::default();
     for (row, &label) in x.chunks_exact(FEATURES).zip(y) {
@@ -109,26 +125,32 @@ pub fn gradients(m: &Mlp, x: &[u8], y: &[u8]) -> (GradientsF64, BatchStats) {
         stats.correct += (argmax(&f.probs) == label) as usize;
         stats.rows += 1;
 
-        let mut dz2 = f.probs.clone();
-        dz2[label] -= 1.0;
-        for k in 0..CLASSES {
-            g.b2[k] += dz2[k];
-            for j in 0..h {
-                g.w2[[k, j]] += dz2[k] * f.a1[j];
+        let mut dz = f.probs.clone();
+        dz[label] -= 1.0;
+        for l in (0..m.layers.len()).rev() {
+            let a = &f.inputs[l];
+            let gl = &mut g.layers[l];
+            for k in 0..dz.len() {
+                gl.b[k] += dz[k];
+                for j in 0..a.len() {
+                    gl.w[[k, j]] += dz[k] * a[j];
+                }
             }
-        }
-        for j in 0..h {
-            if f.z1[j] <= 0.0 {
-                continue; // ReLU passes no gradient here
+            if l == 0 {
+                break;
             }
-            let mut dz1 = 0.0;
-            for k in 0..CLASSES {
-                dz1 += m.w2[[k, j]] as f64 * dz2[k];
+            // dz of the layer below: w^T dz, gated by its ReLU.
+            let w = &m.layers[l].w;
+            let mut below = vec![0.0; a.len()];
+            for j in 0..a.len() {
+                if f.z[l - 1][j] <= 0.0 {
+                    continue; // ReLU passes no gradient here
+                }
+                for k in 0..dz.len() {
+                    below[j] += w[[k, j]] as f64 * dz[k];
+                }
             }
-            g.b1[j] += dz1;
-            for i in 0..FEATURES {
-                g.w1[[j, i]] += dz1 * f.x[i];
-            }
+            dz = below;
         }
     }
     (g, stats)
@@ -141,14 +163,12 @@ impl Engine for NaiveEngine {
 
     fn accumulate(&self, m: &Mlp, x: &[u8], y: &[u8], grads: &mut Gradients) -> BatchStats {
         let (g, stats) = gradients(m, x, y);
-        let pairs = [
-            (grads.w1.as_slice_mut(), g.w1.as_slice()),
-            (grads.b1.as_slice_mut(), g.b1.as_slice()),
-            (grads.w2.as_slice_mut(), g.w2.as_slice()),
-            (grads.b2.as_slice_mut(), g.b2.as_slice()),
-        ];
-        for (dst, src) in pairs {
-            let (dst, src) = (dst.expect("standard layout"), src.expect("standard layout"));
+        let sources = g
+            .layers
+            .iter()
+            .flat_map(|l| [l.w.as_slice(), l.b.as_slice()]);
+        for (dst, src) in grads.params_mut().into_iter().zip(sources) {
+            let src = src.expect("standard layout");
             dst.iter_mut().zip(src).for_each(|(d, s)| *d += *s as f32);
         }
         stats
@@ -156,7 +176,7 @@ impl Engine for NaiveEngine {
 
     fn probabilities(&self, m: &Mlp, x: &[u8]) -> Array2<f32> {
         let rows = x.len() / FEATURES;
-        let mut out = Array2::zeros((rows, CLASSES));
+        let mut out = Array2::zeros((rows, m.layers.last().expect("a layer").outputs()));
         for (r, row) in x.chunks_exact(FEATURES).enumerate() {
             for (k, p) in forward_row(m, row).probs.into_iter().enumerate() {
                 out[[r, k]] = p as f32;

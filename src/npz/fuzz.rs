@@ -12,7 +12,7 @@
 //! `-malloc_limit_mb`).
 
 use crate::data::{CLASSES, FEATURES};
-use crate::model::{Mlp, MAX_HIDDEN};
+use crate::model::{Mlp, MAX_HIDDEN, MAX_HIDDEN_LAYERS, MAX_PARAMS};
 use crate::train::checkpoint::Checkpoint;
 use ndarray::{Array2, Ix2, OwnedRepr};
 use ndarray_npy::NpzReader;
@@ -62,11 +62,18 @@ pub fn check_error(msg: &str) {
 }
 
 fn check_model(m: &Mlp) {
-    let h = m.hidden();
-    assert!((1..=MAX_HIDDEN).contains(&h), "hidden width {h}");
-    assert_eq!(m.w1.dim(), (h, FEATURES));
-    assert_eq!(m.w2.dim(), (CLASSES, h));
-    assert_eq!(m.b2.len(), CLASSES);
+    let widths = m.shape().widths();
+    assert_eq!(widths.len(), m.layers.len() + 1);
+    assert!(m.layers.len() >= 2 && m.layers.len() <= MAX_HIDDEN_LAYERS + 1);
+    assert_eq!((widths[0], widths[widths.len() - 1]), (FEATURES, CLASSES));
+    for (l, layer) in m.layers.iter().enumerate() {
+        assert_eq!(layer.w.dim(), (widths[l + 1], widths[l]), "layer {l}");
+        assert_eq!(layer.b.len(), widths[l + 1], "layer {l}");
+    }
+    for &h in &widths[1..widths.len() - 1] {
+        assert!((1..=MAX_HIDDEN).contains(&h), "hidden width {h}");
+    }
+    assert!(m.len() <= MAX_PARAMS);
     assert!(m.is_finite());
 }
 
@@ -83,14 +90,15 @@ fn check_same_as_ndarray_npy(bytes: &[u8], m: &Mlp) {
             },
         }
     };
-    let h = m.hidden();
     let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    for (name, ours, shape) in [
-        ("w1", m.w1.as_slice(), (h, FEATURES)),
-        ("b1", m.b1.as_slice(), (h, 1)),
-        ("w2", m.w2.as_slice(), (CLASSES, h)),
-        ("b2", m.b2.as_slice(), (CLASSES, 1)),
-    ] {
+    let arrays = m.layers.iter().enumerate().flat_map(|(i, l)| {
+        [
+            (format!("w{}", i + 1), l.w.as_slice(), l.w.dim()),
+            (format!("b{}", i + 1), l.b.as_slice(), (l.b.len(), 1)),
+        ]
+    });
+    for (name, ours, shape) in arrays {
+        let name = name.as_str();
         let theirs = read(name);
         assert_eq!(theirs.dim(), shape, "'{name}' shape");
         let theirs = theirs.as_standard_layout();

@@ -179,7 +179,8 @@ fn text_value(column: &str, text: &str) -> Value {
     if text.is_empty() {
         return Value::Null;
     }
-    if ["model", "metrics", "plot"].contains(&column) {
+    // `layers` is text even when it looks like a number (`10`).
+    if ["model", "metrics", "plot", "layers"].contains(&column) {
         return Value::String(text.to_string());
     }
     serde_json::from_str::<serde_json::Number>(text)

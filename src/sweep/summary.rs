@@ -128,7 +128,7 @@ pub fn seed_groups(rows: &[RunResult], swept: &[String]) -> Vec<SeedGroup> {
             .collect();
         if names.is_empty() {
             names = vec![
-                "hidden",
+                "layers",
                 "optimizer",
                 "lr",
                 "batch_size",

@@ -5,7 +5,7 @@
 
 use crate::data::{DataSource, Dataset};
 use crate::engine::EngineKind;
-use crate::model::Init;
+use crate::model::{Init, Layers};
 use crate::optim::OptimizerKind;
 use crate::train::{LrSchedule, Schedule, TrainConfig};
 use std::path::{Path, PathBuf};
@@ -99,9 +99,13 @@ pub struct TrainArgs {
     /// Settings bundle; explicit flags override it.
     #[arg(long, value_enum, default_value_t = Preset::Default)]
     pub preset: Preset,
-    /// Hidden units H of the 784-H-10 network [default: 10].
+    /// Hidden units H of a one-hidden-layer 784-H-10 network [default: 10].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=crate::model::MAX_HIDDEN as u64))]
     pub hidden: Option<u64>,
+    /// Hidden widths joined by '-': `256-128` is the network 784-256-128-10
+    /// [default: 10, the notebook's 784-10-10].
+    #[arg(long, value_name = "H1-H2-...", conflicts_with = "hidden")]
+    pub layers: Option<Layers>,
     /// Weight initialisation [default: he; notebook: uniform].
     #[arg(long, value_enum)]
     pub init: Option<Init>,
@@ -117,6 +121,10 @@ pub struct TrainArgs {
     /// Momentum coefficient for `--optimizer momentum`.
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
+    /// Decoupled weight decay for `--optimizer adam` (AdamW, as PyTorch's):
+    /// each step multiplies every parameter by 1 - lr * DECAY first.
+    #[arg(long, value_name = "DECAY", default_value_t = 0.0)]
+    pub weight_decay: f32,
     /// Passes over the training set (mini-batch training) [default: 10].
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -210,6 +218,25 @@ impl TrainArgs {
         if !(0.0..1.0).contains(&self.momentum) {
             refuse!("--momentum must be in [0, 1), found {}", self.momentum);
         }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            refuse!(
+                "--weight-decay must be a number >= 0, found {}",
+                self.weight_decay
+            );
+        }
+        if self.weight_decay > 0.0 && optimizer != OptimizerKind::Adam {
+            refuse!(
+                "--weight-decay is AdamW's decoupled decay: use it with --optimizer adam (this run has {})",
+                optimizer.name()
+            );
+        }
+        let init = self
+            .init
+            .unwrap_or(if notebook { Init::Uniform } else { Init::He });
+        if init == Init::Orthogonal {
+            crate::linalg::check_available()
+                .map_err(|e| PlanError(format!("--init orthogonal {e}")))?;
+        }
         crate::threads::count(self.threads, "--threads").map_err(|e| PlanError(e.to_string()))?;
         if self.checkpoint_every == Some(0) {
             refuse!("--checkpoint-every must be at least 1 (epochs, or iterations with --batch-size full)");
@@ -220,10 +247,11 @@ impl TrainArgs {
         let source = self.source()?;
         Ok(Plan {
             config: TrainConfig {
-                hidden: self.hidden.unwrap_or(10) as usize,
-                init: self
-                    .init
-                    .unwrap_or(if notebook { Init::Uniform } else { Init::He }),
+                layers: match &self.layers {
+                    Some(layers) => layers.clone(),
+                    None => Layers::one(self.hidden.unwrap_or(10) as usize),
+                },
+                init,
                 optimizer,
                 lr,
                 lr_schedule: self.lr_schedule.unwrap_or(if notebook {
@@ -232,6 +260,7 @@ impl TrainArgs {
                     LrSchedule::Cosine
                 }),
                 momentum: self.momentum,
+                weight_decay: self.weight_decay,
                 schedule,
                 seed: self.seed,
                 engine: self.engine,

@@ -2,9 +2,9 @@
 //! result bit-identical to a run that never stopped.
 //!
 //! A checkpoint is an `.npz` (written atomically, like every output):
-//! - `w1`, `b1`, `w2`, `b2`: the model, in the model file's names and shapes
-//!   (so `predict --model model.ckpt.npz` works on it too);
-//! - `m_w1` ... `m_b2` and `v_w1` ... `v_b2`: the optimizer's moments (only
+//! - `w1`, `b1`, ..., `wL`, `bL`: the model, in the model file's names and
+//!   shapes (so `predict --model model.ckpt.npz` works on it too);
+//! - `m_w1` ... `m_bL` and `v_w1` ... `v_bL`: the optimizer's moments (only
 //!   those the optimizer has: none for SGD, `m` for momentum, both for Adam);
 //! - `state`: UTF-8 JSON bytes with the position in the run (steps, epoch,
 //!   batch in the epoch, shuffle stream word position), the optimizer's step
@@ -17,7 +17,7 @@
 
 use crate::data::Dataset;
 use crate::engine::BatchStats;
-use crate::model::{Mlp, ModelError};
+use crate::model::{Dense, Mlp, ModelError};
 use crate::npz::{show_shape, ArrayInfo, Dtype, Npz, NpzError};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::output::WriteError;
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Bumped when the layout changes; older files are refused by name.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// The default checkpoint path for a model path: `model.npz` ->
 /// `model.ckpt.npz`.
@@ -155,19 +155,20 @@ pub fn save(
     };
     // Uncompressed: checkpoints are written often and read rarely.
     crate::output::write_npz(path, false, |npz| {
-        let m = &state.model;
-        let h = m.hidden();
-        let b1 = m.b1.view().into_shape_with_order((h, 1)).expect("h x 1");
-        let b2 = m.b2.view().into_shape_with_order((10, 1)).expect("10 x 1");
-        npz.add_array("w1", &m.w1)?;
-        npz.add_array("b1", &b1)?;
-        npz.add_array("w2", &m.w2)?;
-        npz.add_array("b2", &b2)?;
+        for (i, layer) in state.model.layers.iter().enumerate() {
+            let b = layer
+                .b
+                .view()
+                .into_shape_with_order((layer.outputs(), 1))
+                .expect("outputs elements");
+            npz.add_array(format!("w{}", i + 1), &layer.w)?;
+            npz.add_array(format!("b{}", i + 1), &b)?;
+        }
         for (prefix, g) in moments {
-            npz.add_array(format!("{prefix}_w1"), &g.w1)?;
-            npz.add_array(format!("{prefix}_b1"), &g.b1)?;
-            npz.add_array(format!("{prefix}_w2"), &g.w2)?;
-            npz.add_array(format!("{prefix}_b2"), &g.b2)?;
+            for (i, layer) in g.layers.iter().enumerate() {
+                npz.add_array(format!("{prefix}_w{}", i + 1), &layer.w)?;
+                npz.add_array(format!("{prefix}_b{}", i + 1), &layer.b)?;
+            }
         }
         npz.add_array("state", &Array1::from(json))?;
         Ok(())
@@ -228,13 +229,16 @@ impl Checkpoint {
             ));
         }
         let model = Mlp::from_npz(&mut npz, path)?;
-        let h = model.hidden();
         let mut moment = |prefix: &str| -> Result<Mlp, CheckpointError> {
-            let w1 = read2(&mut npz, path, &format!("{prefix}_w1"), (h, 784))?;
-            let b1 = read1(&mut npz, path, &format!("{prefix}_b1"), h)?;
-            let w2 = read2(&mut npz, path, &format!("{prefix}_w2"), (10, h))?;
-            let b2 = read1(&mut npz, path, &format!("{prefix}_b2"), 10)?;
-            Ok(Mlp { w1, b1, w2, b2 })
+            let mut layers = Vec::with_capacity(model.layers.len());
+            for (i, layer) in model.layers.iter().enumerate() {
+                let n = i + 1;
+                layers.push(Dense {
+                    w: read2(&mut npz, path, &format!("{prefix}_w{n}"), layer.w.dim())?,
+                    b: read1(&mut npz, path, &format!("{prefix}_b{n}"), layer.b.len())?,
+                });
+            }
+            Ok(Mlp { layers })
         };
         let (m, v) = match meta.optimizer {
             OptimizerKind::Sgd => (None, None),
@@ -370,7 +374,8 @@ impl Checkpoint {
                 meta.shuffle_word_pos
             ))
         })?;
-        let mut optimizer = Optimizer::new(cfg.optimizer, cfg.lr, cfg.momentum, cfg.hidden);
+        let mut optimizer = Optimizer::new(cfg.optimizer, cfg.lr, cfg.momentum, &cfg.layers);
+        optimizer.weight_decay = cfg.weight_decay;
         if optimizer.kind != meta.optimizer {
             return Err(bad(format!(
                 "holds {} optimizer state, the run uses {}",

@@ -20,7 +20,7 @@ pub(super) fn run(
     let mut stopped = false;
     let every = cfg.log_every.max(1);
     // The same rows every iteration: convert them once.
-    let prepared = shard::prepare(stepper.engine, &train.pixels);
+    let prepared = shard::prepare(stepper.engine, &train.pixels, &st.model.shape());
     while st.position.completed < iterations {
         let it = st.position.completed;
         st.optimizer.lr = cfg.lr_schedule.rate(cfg.lr, it, iterations);

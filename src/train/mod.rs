@@ -27,7 +27,7 @@ pub use step::DIVERGED_LOSS;
 
 use crate::data::Dataset;
 use crate::engine::EngineKind;
-use crate::model::{Init, Mlp};
+use crate::model::{Init, Layers, Mlp};
 use crate::optim::OptimizerKind;
 use crate::rng::{SeededRng, Stream};
 use shard::ShardBuffers;
@@ -45,7 +45,8 @@ fn short_float(v: f32) -> String {
 /// Everything that decides a training run's result.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TrainConfig {
-    pub hidden: usize,
+    /// The hidden widths (`784-...-10` around them).
+    pub layers: Layers,
     pub init: Init,
     pub optimizer: OptimizerKind,
     pub lr: f32,
@@ -53,6 +54,8 @@ pub struct TrainConfig {
     pub lr_schedule: LrSchedule,
     /// Momentum coefficient (optimizer `momentum` only).
     pub momentum: f32,
+    /// Decoupled weight decay (optimizer `adam` only: AdamW).
+    pub weight_decay: f32,
     pub schedule: Schedule,
     pub seed: u64,
     pub engine: EngineKind,
@@ -82,6 +85,8 @@ pub enum TrainError {
     Empty,
     #[error("cannot resume: {0}")]
     Resume(String),
+    #[error("--init orthogonal {0}")]
+    Init(#[from] crate::linalg::LinalgUnavailable),
 }
 
 /// The trained model and how it got there.
@@ -103,7 +108,7 @@ pub fn train(
     heldout: Option<&Dataset>,
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome, TrainError> {
-    train_from(cfg, TrainState::new(cfg), train, heldout, observer)
+    train_from(cfg, TrainState::new(cfg)?, train, heldout, observer)
 }
 
 /// Carry a run of `cfg` on from `state` (a fresh [`TrainState::new`] or a
@@ -129,7 +134,7 @@ pub fn train_from(
         engine: engine.as_ref(),
         heldout,
         shards: ShardBuffers::default(),
-        grads: Mlp::zeros(cfg.hidden),
+        grads: Mlp::zeros(&cfg.layers),
         start: Instant::now(),
         seconds_before: st.seconds,
         lr: cfg.lr,

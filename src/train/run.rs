@@ -13,7 +13,7 @@ use crate::data::Dataset;
 use crate::engine::{BatchStats, EngineKind};
 use crate::metrics::evaluate;
 use crate::model::Init;
-use crate::model::Mlp;
+use crate::model::{Layers, Mlp};
 use crate::optim::OptimizerKind;
 use crate::output::WriteError;
 use crate::train::checkpoint::{Checkpoint, CheckpointError, Checkpointer, RunIdentity};
@@ -32,12 +32,14 @@ pub struct RunReport {
     pub preset: Preset,
     pub train_rows: usize,
     pub heldout_rows: usize,
-    pub hidden: usize,
+    /// Hidden widths as `--layers` spells them (`256-128`).
+    pub layers: Layers,
     pub init: Init,
     pub optimizer: OptimizerKind,
     pub lr: f32,
     pub lr_schedule: LrSchedule,
     pub momentum: f32,
+    pub weight_decay: f32,
     /// `full-batch` or `mini-batch`.
     pub schedule: String,
     pub iterations: Option<usize>,
@@ -178,7 +180,7 @@ pub fn run(
     let identity = (options.resume.is_some() || options.checkpoints.is_some())
         .then(|| RunIdentity::of(plan.split, &train_set));
     let (state, resumed) = match options.resume {
-        None => (TrainState::new(cfg), None),
+        None => (TrainState::new(cfg)?, None),
         Some(ckpt) => {
             ckpt.check_matches(cfg, identity.as_ref().expect("computed when resuming"))?;
             let resumed = (ckpt.path.clone(), ckpt.completed(), ckpt.steps());
@@ -284,12 +286,13 @@ fn report(
         preset: plan.preset,
         train_rows: parts.train.len(),
         heldout_rows: parts.heldout.len(),
-        hidden: cfg.hidden,
+        layers: cfg.layers.clone(),
         init: cfg.init,
         optimizer: cfg.optimizer,
         lr: cfg.lr,
         lr_schedule: cfg.lr_schedule,
         momentum: cfg.momentum,
+        weight_decay: cfg.weight_decay,
         schedule: schedule.to_string(),
         iterations,
         epochs,

@@ -9,7 +9,7 @@
 
 use crate::data::FEATURES;
 use crate::engine::{BatchStats, Engine, PreparedRows, SHARD_ROWS};
-use crate::model::{Gradients, Mlp};
+use crate::model::{Gradients, Layers, Mlp};
 use rayon::prelude::*;
 
 /// Reusable per-shard gradient buffers.
@@ -49,9 +49,9 @@ impl ShardBuffers {
         if n <= 1 {
             stats = shard(0, x, y, out);
         } else {
-            let h = model.hidden();
-            if self.shards.len() < n || self.shards[0].hidden() != h {
-                self.shards = (0..n).map(|_| Mlp::zeros(h)).collect();
+            if self.shards.len() < n || !self.shards[0].same_shape(model) {
+                let shape = model.shape();
+                self.shards = (0..n).map(|_| Mlp::zeros(&shape)).collect();
                 self.stats = vec![BatchStats::default(); n];
             }
             self.shards[..n]
@@ -79,10 +79,10 @@ impl ShardBuffers {
 /// [`ShardBuffers::mean_gradients`] cuts it), computed in parallel; `None`
 /// if the engine prepares nothing. Worth it when one batch is used for many
 /// steps: full-batch training.
-pub fn prepare(engine: &dyn Engine, x: &[u8]) -> Option<Vec<PreparedRows>> {
+pub fn prepare(engine: &dyn Engine, x: &[u8], layers: &Layers) -> Option<Vec<PreparedRows>> {
     let shards: Vec<Option<PreparedRows>> = x
         .par_chunks(SHARD_ROWS * FEATURES)
-        .map(|xs| engine.prepare(xs))
+        .map(|xs| engine.prepare(xs, layers))
         .collect();
     shards.into_iter().collect()
 }

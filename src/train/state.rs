@@ -105,10 +105,12 @@ pub struct TrainState {
 
 impl TrainState {
     /// The state before the first step of a run of `cfg`.
-    pub fn new(cfg: &TrainConfig) -> TrainState {
-        TrainState {
-            model: Mlp::init(cfg.hidden, cfg.init, cfg.seed),
-            optimizer: Optimizer::new(cfg.optimizer, cfg.lr, cfg.momentum, cfg.hidden),
+    pub fn new(cfg: &TrainConfig) -> Result<TrainState, super::TrainError> {
+        let mut optimizer = Optimizer::new(cfg.optimizer, cfg.lr, cfg.momentum, &cfg.layers);
+        optimizer.weight_decay = cfg.weight_decay;
+        Ok(TrainState {
+            model: Mlp::init(&cfg.layers, cfg.init, cfg.seed)?,
+            optimizer,
             position: Position {
                 steps: 0,
                 completed: 0,
@@ -118,7 +120,7 @@ impl TrainState {
             },
             records: Vec::new(),
             seconds: 0.0,
-        }
+        })
     }
 
     /// Whether every step of `cfg` is done.
@@ -131,11 +133,11 @@ impl TrainState {
     /// (a checkpoint from another run or data set must not be resumed).
     pub(super) fn check_fits(&self, cfg: &TrainConfig, rows: usize) -> Result<(), String> {
         let p = &self.position;
-        if self.model.hidden() != cfg.hidden {
+        if self.model.shape() != cfg.layers {
             return Err(format!(
-                "the model has {} hidden units, the run {}",
-                self.model.hidden(),
-                cfg.hidden
+                "the model is {}, the run {}",
+                self.model.shape(),
+                cfg.layers
             ));
         }
         if self.optimizer.kind != cfg.optimizer || self.optimizer.t != p.steps as u64 {

@@ -64,7 +64,7 @@ fn default_training_reaches_92_percent_with_784_10_10() {
             "default, seed {seed}: held-out accuracy {acc:.4} in {:.2} s",
             j["seconds"]
         );
-        assert_eq!(j["hidden"], 10);
+        assert_eq!(j["layers"], "10");
         assert!(acc >= 0.92, "seed {seed}: {acc}");
     }
 }

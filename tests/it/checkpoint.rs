@@ -6,7 +6,7 @@ use crate::common::bin;
 use crate::testutil::random_dataset;
 use mnist_blas::data::Dataset;
 use mnist_blas::engine::EngineKind;
-use mnist_blas::model::{Init, Mlp};
+use mnist_blas::model::{Init, Layers, Mlp};
 use mnist_blas::optim::OptimizerKind;
 use mnist_blas::train::checkpoint::{self, Checkpoint, RunIdentity};
 use mnist_blas::train::{
@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 fn config(optimizer: OptimizerKind, schedule: Schedule) -> TrainConfig {
     TrainConfig {
-        hidden: 12,
+        layers: Layers::one(12),
+        weight_decay: 0.0,
         init: Init::He,
         optimizer,
         lr: if optimizer == OptimizerKind::Adam {
@@ -239,7 +240,10 @@ fn checkpoint_of_another_run_is_refused_naming_the_difference() {
 
     // A model file is not a checkpoint, and says so.
     let model = dir.path().join("model.npz");
-    Mlp::init(12, Init::He, 0).save_npz(&model).unwrap();
+    Mlp::init(&Layers::one(12), Init::He, 0)
+        .unwrap()
+        .save_npz(&model)
+        .unwrap();
     let err = Checkpoint::load(&model).unwrap_err().to_string();
     assert!(err.contains("not a checkpoint"), "{err}");
 }
@@ -281,16 +285,16 @@ fn tampered_checkpoint_state_is_refused() {
         .check_matches(&cfg, &identity)
         .unwrap();
 
-    let err = refused(&|s| s.optimizer.v.w1[[0, 0]] = -1e-3);
+    let err = refused(&|s| s.optimizer.v.layers[0].w[[0, 0]] = -1e-3);
     assert!(
         err.contains("second moment") && err.contains("negative"),
         "{err}"
     );
-    let err = refused(&|s| s.optimizer.v.b2[3] = f32::NAN);
+    let err = refused(&|s| s.optimizer.v.layers[1].b[3] = f32::NAN);
     assert!(err.contains("second moment"), "{err}");
-    let err = refused(&|s| s.optimizer.m.w2[[1, 1]] = f32::INFINITY);
+    let err = refused(&|s| s.optimizer.m.layers[1].w[[1, 1]] = f32::INFINITY);
     assert!(err.contains("first moment"), "{err}");
-    let err = refused(&|s| s.model.b1[0] = f32::NAN);
+    let err = refused(&|s| s.model.layers[0].b[0] = f32::NAN);
     assert!(err.contains("NaN or infinite weights"), "{err}");
     let err = refused(&|s| s.position.shuffle_word_pos += 16);
     assert!(

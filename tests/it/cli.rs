@@ -16,7 +16,7 @@ fn default_run_trains_on_the_builtin_sample_and_predict_writes_a_submission() {
     assert_eq!(j["train_rows"], 4800);
     assert_eq!(j["heldout_rows"], 1200);
     for key in [
-        "hidden",
+        "layers",
         "init",
         "optimizer",
         "lr",

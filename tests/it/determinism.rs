@@ -3,7 +3,7 @@
 use crate::testutil::random_dataset;
 use mnist_blas::engine::EngineKind;
 use mnist_blas::engine::SHARD_ROWS;
-use mnist_blas::model::{Init, Mlp};
+use mnist_blas::model::{Init, Layers, Mlp};
 use mnist_blas::optim::OptimizerKind;
 use mnist_blas::train::{self, Schedule, Silent, TrainConfig};
 
@@ -18,7 +18,8 @@ fn train_with_threads(cfg: &TrainConfig, threads: usize) -> Mlp {
 
 fn config(schedule: Schedule, optimizer: OptimizerKind, engine: EngineKind) -> TrainConfig {
     TrainConfig {
-        hidden: 10,
+        layers: Layers::one(10),
+        weight_decay: 0.0,
         init: Init::Uniform,
         optimizer,
         lr: 0.05,
@@ -50,7 +51,7 @@ fn full_batch_is_bit_identical_on_1_2_and_3_threads() {
         let one = train_with_threads(&cfg, 1);
         assert_bit_identical(&one, &train_with_threads(&cfg, 2));
         assert_bit_identical(&one, &train_with_threads(&cfg, 3));
-        let untrained = Mlp::init(10, Init::Uniform, 7);
+        let untrained = Mlp::init(&Layers::one(10), Init::Uniform, 7).unwrap();
         assert_ne!(one, untrained, "{engine}: training changed nothing");
     }
 }

@@ -5,7 +5,7 @@ use mnist_blas::data::FEATURES;
 use mnist_blas::engine::{
     blas::BlasEngine, naive, naive::NaiveEngine, sparse::SparseEngine, Engine,
 };
-use mnist_blas::model::{Init, Mlp};
+use mnist_blas::model::{Init, Layers, Mlp};
 
 fn flat(m: &Mlp) -> Vec<f64> {
     m.params()
@@ -22,7 +22,7 @@ fn loss(m: &Mlp, x: &[u8], y: &[u8]) -> f64 {
 #[test]
 fn naive_gradients_match_finite_differences() {
     let (x, y) = random_batch(16, 1);
-    let m = Mlp::init(7, Init::He, 2);
+    let m = Mlp::init(&Layers::one(7), Init::He, 2).unwrap();
     let (g, stats) = naive::gradients(&m, &x, &y);
     let n = stats.rows as f64;
     // Probe a spread of coordinates in every parameter block, skipping
@@ -31,7 +31,7 @@ fn naive_gradients_match_finite_differences() {
     let near_kink: Vec<bool> = (0..7)
         .map(|j| {
             x.chunks(FEATURES)
-                .any(|row| naive::forward_row(&m, row).z1[j].abs() < 1e-2)
+                .any(|row| naive::forward_row(&m, row).z[0][j].abs() < 1e-2)
         })
         .collect();
     let mut checked = 0;
@@ -47,10 +47,10 @@ fn naive_gradients_match_finite_differences() {
                 continue;
             }
             let analytic = match block {
-                0 => g.w1.as_slice().unwrap()[k],
-                1 => g.b1[k],
-                2 => g.w2.as_slice().unwrap()[k],
-                _ => g.b2[k],
+                0 => g.layers[0].w.as_slice().unwrap()[k],
+                1 => g.layers[0].b[k],
+                2 => g.layers[1].w.as_slice().unwrap()[k],
+                _ => g.layers[1].b[k],
             } / n;
             let h = 1e-3f32;
             let (mut plus, mut minus) = (m.clone(), m.clone());
@@ -72,7 +72,7 @@ fn naive_gradients_match_finite_differences() {
 
 fn compare_engines(rows: usize, hidden: usize, init: Init, seed: u64) {
     let (x, y) = random_batch(rows, seed);
-    let m = Mlp::init(hidden, init, seed);
+    let m = Mlp::init(&Layers::one(hidden), init, seed).unwrap();
 
     let fast = BlasEngine.probabilities(&m, &x);
     let slow = NaiveEngine.probabilities(&m, &x);
@@ -83,7 +83,7 @@ fn compare_engines(rows: usize, hidden: usize, init: Init, seed: u64) {
     assert!(d < tolerance::F32_VS_F64, "probabilities differ by {d}");
 
     let (oracle, ostats) = naive::gradients(&m, &x, &y);
-    let mut g = Mlp::zeros(hidden);
+    let mut g = Mlp::zeros(&Layers::one(hidden));
     let stats = BlasEngine.accumulate(&m, &x, &y, &mut g);
     assert_eq!(stats.rows, ostats.rows);
     assert_eq!(stats.correct, ostats.correct);
@@ -91,23 +91,23 @@ fn compare_engines(rows: usize, hidden: usize, init: Init, seed: u64) {
     let pairs = [
         (
             "w1",
-            g.w1.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-            oracle.w1.iter().copied().collect::<Vec<_>>(),
+            g.layers[0].w.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            oracle.layers[0].w.iter().copied().collect::<Vec<_>>(),
         ),
         (
             "b1",
-            g.b1.iter().map(|&v| v as f64).collect(),
-            oracle.b1.to_vec(),
+            g.layers[0].b.iter().map(|&v| v as f64).collect(),
+            oracle.layers[0].b.to_vec(),
         ),
         (
             "w2",
-            g.w2.iter().map(|&v| v as f64).collect(),
-            oracle.w2.iter().copied().collect(),
+            g.layers[1].w.iter().map(|&v| v as f64).collect(),
+            oracle.layers[1].w.iter().copied().collect(),
         ),
         (
             "b2",
-            g.b2.iter().map(|&v| v as f64).collect(),
-            oracle.b2.to_vec(),
+            g.layers[1].b.iter().map(|&v| v as f64).collect(),
+            oracle.layers[1].b.to_vec(),
         ),
     ];
     for (name, a, b) in pairs {
@@ -136,11 +136,11 @@ fn blas_matches_naive_on_wide_and_large_batches() {
 fn accumulate_adds_to_what_is_there() {
     // The trainer relies on `accumulate` adding, not overwriting.
     let (x, y) = random_batch(8, 9);
-    let m = Mlp::init(10, Init::He, 9);
+    let m = Mlp::init(&Layers::one(10), Init::He, 9).unwrap();
     for engine in [&BlasEngine as &dyn Engine, &NaiveEngine] {
-        let mut once = Mlp::zeros(10);
+        let mut once = Mlp::zeros(&Layers::one(10));
         engine.accumulate(&m, &x, &y, &mut once);
-        let mut twice = Mlp::zeros(10);
+        let mut twice = Mlp::zeros(&Layers::one(10));
         engine.accumulate(&m, &x, &y, &mut twice);
         engine.accumulate(&m, &x, &y, &mut twice);
         once.scale(2.0);
@@ -152,11 +152,11 @@ fn accumulate_adds_to_what_is_there() {
 #[test]
 fn softmax_survives_huge_logits() {
     // The notebook's softmax without max-subtraction overflows here.
-    let mut m = Mlp::init(10, Init::Uniform, 0);
-    m.w2.fill(0.0);
-    m.b2.fill(0.0);
-    m.b2[3] = 1000.0;
-    m.b2[4] = 999.0;
+    let mut m = Mlp::init(&Layers::one(10), Init::Uniform, 0).unwrap();
+    m.layers[1].w.fill(0.0);
+    m.layers[1].b.fill(0.0);
+    m.layers[1].b[3] = 1000.0;
+    m.layers[1].b[4] = 999.0;
     let (x, _) = random_batch(2, 0);
     for engine in [&BlasEngine as &dyn Engine, &NaiveEngine, &SparseEngine] {
         let p = engine.probabilities(&m, &x);

@@ -421,7 +421,7 @@ fn a_huge_but_consistent_w1_is_refused_by_the_hidden_cap() {
             &model_commands(name),
             &format!(
                 "array 'w1': {h} hidden units, more than the 100000 this program accepts \
-                 (the limit of --hidden)"
+                 (the limit of --hidden and --layers)"
             ),
         );
     }

@@ -3,7 +3,7 @@
 
 use crate::testutil::{max_rel_diff, tolerance};
 use mnist_blas::engine::{naive, EngineKind};
-use mnist_blas::model::Mlp;
+use mnist_blas::model::{Dense, Mlp};
 use mnist_blas::optim::{Optimizer, OptimizerKind};
 use mnist_blas::train::shard::ShardBuffers;
 use ndarray::{Array0, Array1, Array2, ArrayD, Ix2};
@@ -26,10 +26,16 @@ fn open(name: &'static str) -> Fixture {
     let w2: Array2<f32> = npz.by_name("w2").unwrap();
     let b2: Array2<f32> = npz.by_name("b2").unwrap();
     let model = Mlp {
-        w1,
-        b1: b1.column(0).to_owned(),
-        w2,
-        b2: b2.column(0).to_owned(),
+        layers: vec![
+            Dense {
+                w: w1,
+                b: b1.column(0).to_owned(),
+            },
+            Dense {
+                w: w2,
+                b: b2.column(0).to_owned(),
+            },
+        ],
     };
     Fixture {
         x: x.iter().copied().collect(),
@@ -52,7 +58,9 @@ impl Fixture {
 }
 
 fn flat(m: &Mlp) -> [Vec<f64>; 4] {
-    m.params().map(|p| p.iter().map(|&v| v as f64).collect())
+    let p = m.params();
+    assert_eq!(p.len(), 4, "a one-hidden-layer model");
+    std::array::from_fn(|i| p[i].iter().map(|&v| v as f64).collect())
 }
 
 const FIXTURES: [&str; 2] = ["step_h10_b32.npz", "step_h16_b7.npz"];
@@ -69,17 +77,17 @@ fn oracle_forward_and_gradients_equal_numpy_in_f64() {
             let fw = naive::forward_row(&f.model, row);
             let d = max_rel_diff(fw.probs.clone(), probs.column(r).to_vec());
             assert!(d < tolerance::F64_VS_F64, "{name} row {r} probs {d}");
-            let d = max_rel_diff(fw.z1.clone(), z1.column(r).to_vec());
+            let d = max_rel_diff(fw.z[0].clone(), z1.column(r).to_vec());
             assert!(d < tolerance::F64_VS_F64, "{name} row {r} z1 {d}");
         }
         let (g, stats) = naive::gradients(&f.model, &f.x, &f.y);
         let loss: Array0<f64> = f.arrays.by_name("loss").unwrap();
         assert!((stats.mean_loss() - loss[()]).abs() < 1e-12, "{name} loss");
         let ours = [
-            g.w1.into_raw_vec_and_offset().0,
-            g.b1.to_vec(),
-            g.w2.into_raw_vec_and_offset().0,
-            g.b2.to_vec(),
+            g.layers[0].w.iter().copied().collect(),
+            g.layers[0].b.to_vec(),
+            g.layers[1].w.iter().copied().collect(),
+            g.layers[1].b.to_vec(),
         ];
         for (p, ours) in PARAMS.iter().zip(ours) {
             let mean: Vec<f64> = ours.iter().map(|v| v / rows as f64).collect();
@@ -95,7 +103,7 @@ fn both_engines_take_numpys_sgd_and_adam_step() {
         for engine in [EngineKind::Naive, EngineKind::Blas] {
             let mut f = open(name);
             let engine_impl = engine.build();
-            let mut grads = Mlp::zeros(f.model.hidden());
+            let mut grads = Mlp::zeros(&f.model.shape());
             let stats = ShardBuffers::default().mean_gradients(
                 engine_impl.as_ref(),
                 &f.model,
@@ -115,14 +123,14 @@ fn both_engines_take_numpys_sgd_and_adam_step() {
             }
 
             let mut sgd = f.model.clone();
-            Optimizer::new(OptimizerKind::Sgd, 0.1, 0.0, sgd.hidden()).step(&mut sgd, &grads);
+            Optimizer::new(OptimizerKind::Sgd, 0.1, 0.0, &sgd.shape()).step(&mut sgd, &grads);
             for (p, ours) in PARAMS.iter().zip(flat(&sgd)) {
                 let d = max_rel_diff(ours, f.f64s(&format!("{p}_next")));
                 assert!(d < 1e-6, "{name} {engine} {p}_next: {d}");
             }
 
             let mut adam = f.model.clone();
-            Optimizer::new(OptimizerKind::Adam, 0.01, 0.0, adam.hidden()).step(&mut adam, &grads);
+            Optimizer::new(OptimizerKind::Adam, 0.01, 0.0, &adam.shape()).step(&mut adam, &grads);
             for (p, ours) in PARAMS.iter().zip(flat(&adam)) {
                 let d = max_rel_diff(ours, f.f64s(&format!("{p}_adam")));
                 assert!(d < 1e-5, "{name} {engine} {p}_adam: {d}");

@@ -8,7 +8,7 @@
 //! that link, never the device.
 
 use crate::common::{run_in, text};
-use mnist_blas::model::{Init, Mlp};
+use mnist_blas::model::{Init, Layers, Mlp};
 use std::ffi::CString;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -23,7 +23,8 @@ fn test_csv() -> PathBuf {
 /// A temp dir holding a small model `m.npz`.
 fn with_model() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    Mlp::init(10, Init::He, 1)
+    Mlp::init(&Layers::one(10), Init::He, 1)
+        .unwrap()
         .save_npz(&dir.path().join("m.npz"))
         .unwrap();
     dir

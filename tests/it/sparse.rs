@@ -6,14 +6,14 @@
 use crate::testutil::{max_rel_diff, random_batch, tolerance};
 use mnist_blas::data::FEATURES;
 use mnist_blas::engine::{naive, naive::NaiveEngine, sparse::SparseEngine, Engine};
-use mnist_blas::model::{Init, Mlp};
+use mnist_blas::model::{Init, Layers, Mlp};
 
 fn as_f64(a: &[f32]) -> Vec<f64> {
     a.iter().map(|&v| v as f64).collect()
 }
 
 fn compare_with_oracle(x: &[u8], y: &[u8], hidden: usize, init: Init, seed: u64) {
-    let m = Mlp::init(hidden, init, seed);
+    let m = Mlp::init(&Layers::one(hidden), init, seed).unwrap();
     let fast = SparseEngine.probabilities(&m, x);
     let slow = NaiveEngine.probabilities(&m, x);
     assert_eq!(fast.dim(), slow.dim());
@@ -24,7 +24,7 @@ fn compare_with_oracle(x: &[u8], y: &[u8], hidden: usize, init: Init, seed: u64)
     assert!(d < tolerance::F32_VS_F64, "probabilities differ by {d}");
 
     let (oracle, ostats) = naive::gradients(&m, x, y);
-    let mut g = Mlp::zeros(hidden);
+    let mut g = Mlp::zeros(&Layers::one(hidden));
     let stats = SparseEngine.accumulate(&m, x, y, &mut g);
     assert_eq!(stats.rows, ostats.rows);
     assert_eq!(stats.correct, ostats.correct);
@@ -32,16 +32,24 @@ fn compare_with_oracle(x: &[u8], y: &[u8], hidden: usize, init: Init, seed: u64)
     let blocks = [
         (
             "w1",
-            as_f64(g.w1.as_slice().unwrap()),
-            oracle.w1.iter().copied().collect::<Vec<_>>(),
+            as_f64(g.layers[0].w.as_slice().unwrap()),
+            oracle.layers[0].w.iter().copied().collect::<Vec<_>>(),
         ),
-        ("b1", as_f64(g.b1.as_slice().unwrap()), oracle.b1.to_vec()),
+        (
+            "b1",
+            as_f64(g.layers[0].b.as_slice().unwrap()),
+            oracle.layers[0].b.to_vec(),
+        ),
         (
             "w2",
-            as_f64(g.w2.as_slice().unwrap()),
-            oracle.w2.iter().copied().collect(),
+            as_f64(g.layers[1].w.as_slice().unwrap()),
+            oracle.layers[1].w.iter().copied().collect(),
         ),
-        ("b2", as_f64(g.b2.as_slice().unwrap()), oracle.b2.to_vec()),
+        (
+            "b2",
+            as_f64(g.layers[1].b.as_slice().unwrap()),
+            oracle.layers[1].b.to_vec(),
+        ),
     ];
     for (name, a, b) in blocks {
         let d = max_rel_diff(a, b);
@@ -94,10 +102,10 @@ fn sparse_handles_blank_and_full_images() {
 #[test]
 fn sparse_accumulate_adds_to_what_is_there() {
     let (x, y) = random_batch(8, 11);
-    let m = Mlp::init(10, Init::He, 11);
-    let mut once = Mlp::zeros(10);
+    let m = Mlp::init(&Layers::one(10), Init::He, 11).unwrap();
+    let mut once = Mlp::zeros(&Layers::one(10));
     SparseEngine.accumulate(&m, &x, &y, &mut once);
-    let mut twice = Mlp::zeros(10);
+    let mut twice = Mlp::zeros(&Layers::one(10));
     SparseEngine.accumulate(&m, &x, &y, &mut twice);
     SparseEngine.accumulate(&m, &x, &y, &mut twice);
     once.scale(2.0);
@@ -136,12 +144,14 @@ fn prepared_rows_give_the_same_bits_as_raw_rows() {
     x[7 * FEATURES..8 * FEATURES].fill(0);
     y[5] = 3;
     for hidden in [10, 16, 20, 40] {
-        let m = Mlp::init(hidden, Init::He, hidden as u64);
-        let prepared = SparseEngine.prepare(&x).expect("sparse prepares rows");
+        let m = Mlp::init(&Layers::one(hidden), Init::He, hidden as u64).unwrap();
+        let prepared = SparseEngine
+            .prepare(&x, &m.shape())
+            .expect("sparse prepares rows");
         assert_eq!(prepared.rows(), 300);
-        let mut raw = Mlp::zeros(hidden);
+        let mut raw = Mlp::zeros(&Layers::one(hidden));
         let a = SparseEngine.accumulate(&m, &x, &y, &mut raw);
-        let mut from_prepared = Mlp::zeros(hidden);
+        let mut from_prepared = Mlp::zeros(&Layers::one(hidden));
         let b = SparseEngine.accumulate_prepared(&m, &prepared, &y, &mut from_prepared);
         assert_eq!(bits(&raw), bits(&from_prepared), "H={hidden}");
         assert_eq!((a.correct, a.rows), (b.correct, b.rows));
@@ -157,12 +167,12 @@ fn prepared_shards_give_the_same_bits_as_raw_shards() {
     use mnist_blas::train::shard::{prepare, ShardBuffers};
     let rows = 3 * SHARD_ROWS + 45;
     let (x, y) = random_batch(rows, 22);
-    let m = Mlp::init(10, Init::Uniform, 22);
-    let shards = prepare(&SparseEngine, &x).expect("sparse prepares shards");
+    let m = Mlp::init(&Layers::one(10), Init::Uniform, 22).unwrap();
+    let shards = prepare(&SparseEngine, &x, &m.shape()).expect("sparse prepares shards");
     assert_eq!(shards.len(), 4);
-    let mut raw = Mlp::zeros(10);
+    let mut raw = Mlp::zeros(&Layers::one(10));
     let a = ShardBuffers::default().mean_gradients(&SparseEngine, &m, &x, &y, None, &mut raw);
-    let mut fast = Mlp::zeros(10);
+    let mut fast = Mlp::zeros(&Layers::one(10));
     let b =
         ShardBuffers::default().mean_gradients(&SparseEngine, &m, &x, &y, Some(&shards), &mut fast);
     assert_eq!(bits(&raw), bits(&fast));
@@ -175,11 +185,11 @@ fn prepared_shards_give_the_same_bits_as_raw_shards() {
 #[test]
 fn a_one_weight_change_is_seen() {
     let (x, y) = random_batch(40, 23);
-    let m = Mlp::init(10, Init::He, 23);
+    let m = Mlp::init(&Layers::one(10), Init::He, 23).unwrap();
     let mut changed = m.clone();
-    changed.w1[[3, 400]] += 0.25;
+    changed.layers[0].w[[3, 400]] += 0.25;
     let run = |model: &Mlp| {
-        let mut g = Mlp::zeros(model.hidden());
+        let mut g = Mlp::zeros(&model.shape());
         SparseEngine.accumulate(model, &x, &y, &mut g);
         bits(&g)
     };
@@ -188,7 +198,7 @@ fn a_one_weight_change_is_seen() {
         run(&changed)
     };
     // A different width forces a fresh copy.
-    run(&Mlp::init(12, Init::He, 1));
+    run(&Mlp::init(&Layers::one(12), Init::He, 1).unwrap());
     let fresh = run(&changed);
     assert_eq!(after_m, fresh);
     assert_ne!(run(&m), fresh);
@@ -244,14 +254,14 @@ fn resident_steps_match_the_generic_path() {
             ] {
                 let exact = batch_size > 256;
                 pool.install(|| {
-                    let start = Mlp::init(hidden, Init::He, 3);
-                    let mut generic = (start.clone(), Optimizer::new(kind, 0.01, 0.9, hidden));
-                    let mut opt = Optimizer::new(kind, 0.01, 0.9, hidden);
+                    let start = Mlp::init(&Layers::one(hidden), Init::He, 3).unwrap();
+                    let mut generic = (start.clone(), Optimizer::new(kind, 0.01, 0.9, &Layers::one(hidden)));
+                    let mut opt = Optimizer::new(kind, 0.01, 0.9, &Layers::one(hidden));
                     let mut resident = SparseEngine
                         .resident(&x, &y, batch_size, &start, &opt)
                         .expect("the sparse engine has a resident trainer");
                     let mut shards = ShardBuffers::default();
-                    let mut grads = Mlp::zeros(hidden);
+                    let mut grads = Mlp::zeros(&Layers::one(hidden));
                     let mut rng = SeededRng::new(9, Stream::Shuffle);
                     let mut losses = Vec::new();
                     for (step, &batch) in batches.iter().enumerate() {
@@ -295,7 +305,7 @@ fn resident_steps_match_the_generic_path() {
                         }
                         losses.push(got.stats.loss_sum.to_bits());
                     }
-                    let mut model = Mlp::zeros(hidden);
+                    let mut model = Mlp::zeros(&Layers::one(hidden));
                     assert!(resident.write_back(&mut model, &mut opt));
                     let at = format!("threads {threads}, batches of {batch_size}, H={hidden}, {kind:?}");
                     assert_ne!(bits(&model), bits(&start), "{at}: training moved the weights");
@@ -337,7 +347,8 @@ fn resident_trainers_report_divergence() {
     for batch_size in [32, 300] {
         for (optimizer, lr) in [(OptimizerKind::Sgd, 1e30), (OptimizerKind::Adam, 50.0)] {
             let cfg = TrainConfig {
-                hidden: 10,
+                layers: Layers::one(10),
+                weight_decay: 0.0,
                 init: Init::He,
                 optimizer,
                 lr,

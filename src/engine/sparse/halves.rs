@@ -496,7 +496,7 @@ fn first_layer_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Init;
+    use crate::model::{Init, Layers};
     use crate::optim::OptimizerKind;
     use crate::testutil::random_batch;
 
@@ -514,13 +514,13 @@ mod tests {
 
     fn run(x: &[u8], y: &[u8], threads: usize, leave_odd: bool, hints: bool) -> Outcome {
         let rows = y.len();
-        let start = Mlp::init(10, Init::He, 1);
+        let start = Mlp::init(&Layers::one(10), Init::He, 1).unwrap();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .unwrap();
         pool.install(|| {
-            let mut opt = Optimizer::new(OptimizerKind::Adam, 0.01, 0.9, 10);
+            let mut opt = Optimizer::new(OptimizerKind::Adam, 0.01, 0.9, &Layers::one(10));
             let mut trainer = HalvesTrainer::new(x, y, &start, &opt).unwrap();
             match &trainer.upper {
                 Upper::Helper(h) => h.hooks().leave_odd_cycles(leave_odd),
@@ -571,7 +571,7 @@ mod tests {
         assert_eq!(one.0, taken.0);
         assert_eq!(one.1, taken.1);
         // The run learned something (not the starting weights).
-        let start = Mlp::init(10, Init::He, 1);
+        let start = Mlp::init(&Layers::one(10), Init::He, 1).unwrap();
         assert_ne!(one.1[0], bits(&start));
     }
 }

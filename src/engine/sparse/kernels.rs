@@ -301,7 +301,7 @@ pub(super) fn add_row_gradient<V: PixelValue>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Init, Mlp};
+    use crate::model::{Init, Layers, Mlp};
     use crate::simd::multiversion;
 
     /// The product-of-probabilities loss against the plain sum of logs,
@@ -392,7 +392,7 @@ mod tests {
     #[test]
     fn the_row_head_gives_the_same_bits_at_every_level() {
         for (hidden, seed) in [(10, 1), (16, 3), (3, 4)] {
-            let m = Mlp::init(hidden, Init::He, seed);
+            let m = Mlp::init(&Layers::one(hidden), Init::He, seed).unwrap();
             let mut z = [ZERO; ROWS];
             for (i, zi) in z.iter_mut().enumerate() {
                 for l in 0..hidden {

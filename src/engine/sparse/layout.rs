@@ -16,7 +16,7 @@
 
 use super::gather::NonZeros;
 use crate::data::{CLASSES, FEATURES};
-use crate::model::{Gradients, Mlp};
+use crate::model::{Dense, Gradients, Mlp};
 use crate::simd::multiversion;
 
 /// Lanes of one chunk of hidden units (one AVX-512 register of f32).
@@ -122,16 +122,17 @@ impl Weights {
     /// Copy `m` (of this shape) into the padded layouts.
     pub(super) fn load(&mut self, m: &Mlp) {
         let h = self.hidden;
-        assert_eq!(m.hidden(), h, "model and layout differ in hidden units");
-        transpose_in(m.w1.as_slice().expect("standard layout"), h, &mut self.w1t);
-        for (j, &b) in m.b1.iter().enumerate() {
+        let [l1, l2] = two_layers(m);
+        assert_eq!(l1.outputs(), h, "model and layout differ in hidden units");
+        transpose_in(l1.w.as_slice().expect("standard layout"), h, &mut self.w1t);
+        for (j, &b) in l1.b.iter().enumerate() {
             self.b1[j / LANES][j % LANES] = b;
         }
         for k in 0..CLASSES {
             for j in 0..h {
-                self.w2t[j][k] = m.w2[[k, j]];
+                self.w2t[j][k] = l2.w[[k, j]];
             }
-            self.b2[k] = m.b2[k];
+            self.b2[k] = l2.b[k];
         }
         self.mirror_w2();
     }
@@ -139,17 +140,18 @@ impl Weights {
     /// `m` = these weights, exactly ([`Weights::load`]'s inverse).
     pub(super) fn store(&self, m: &mut Mlp) {
         let h = self.hidden;
-        assert_eq!(m.hidden(), h, "model and layout differ in hidden units");
-        let w1 = m.w1.as_slice_mut().expect("standard layout");
+        let [l1, l2] = two_layers_mut(m);
+        assert_eq!(l1.outputs(), h, "model and layout differ in hidden units");
+        let w1 = l1.w.as_slice_mut().expect("standard layout");
         transpose_out(&self.w1t, h, w1, Combine::Copy);
-        for (j, b) in m.b1.iter_mut().enumerate() {
+        for (j, b) in l1.b.iter_mut().enumerate() {
             *b = self.b1[j / LANES][j % LANES];
         }
         for k in 0..CLASSES {
             for j in 0..h {
-                m.w2[[k, j]] = self.w2t[j][k];
+                l2.w[[k, j]] = self.w2t[j][k];
             }
-            m.b2[k] = self.b2[k];
+            l2.b[k] = self.b2[k];
         }
     }
 
@@ -211,19 +213,20 @@ impl Scratch {
     /// Add the padded gradients into `g` (the model's layout).
     pub(super) fn add_gradients_to(&self, g: &mut Gradients) {
         let h = g.hidden();
+        let [l1, l2] = two_layers_mut(g);
         add_transposed(
             &self.g_w1t,
             h,
-            g.w1.as_slice_mut().expect("standard layout"),
+            l1.w.as_slice_mut().expect("standard layout"),
         );
-        for (j, b) in g.b1.iter_mut().enumerate() {
+        for (j, b) in l1.b.iter_mut().enumerate() {
             *b += self.g_b1[j / LANES][j % LANES];
         }
         for k in 0..CLASSES {
             for j in 0..h {
-                g.w2[[k, j]] += self.g_w2t[j][k];
+                l2.w[[k, j]] += self.g_w2t[j][k];
             }
-            g.b2[k] += self.g_b2[k];
+            l2.b[k] += self.g_b2[k];
         }
     }
 }
@@ -357,6 +360,27 @@ fn transpose16_avx512(block: &mut [Chunk; LANES]) {
     for (i, o) in out.into_iter().enumerate() {
         // SAFETY: as for the loads.
         unsafe { _mm512_store_ps(block[i].0.as_mut_ptr(), o) };
+    }
+}
+
+/// The two layers of a one-hidden-layer model, the only shape these
+/// layouts hold (deeper models take `super::deep`'s path).
+pub(super) fn two_layers(m: &Mlp) -> [&Dense; 2] {
+    match &m.layers[..] {
+        [l1, l2] => [l1, l2],
+        _ => panic!(
+            "the padded layouts hold one hidden layer, the model has {}",
+            m.layers.len() - 1
+        ),
+    }
+}
+
+/// [`two_layers`], mutable.
+pub(super) fn two_layers_mut(m: &mut Mlp) -> [&mut Dense; 2] {
+    let hidden = m.layers.len() - 1;
+    match &mut m.layers[..] {
+        [l1, l2] => [l1, l2],
+        _ => panic!("the padded layouts hold one hidden layer, the model has {hidden}"),
     }
 }
 

@@ -41,12 +41,13 @@
 
 use super::{BatchStats, Engine, EngineKind, PreparedRows, ResidentTrainer};
 use crate::data::{CLASSES, FEATURES};
-use crate::model::{Gradients, Mlp};
+use crate::model::{Gradients, Layers, Mlp};
 use crate::optim::Optimizer;
 use ndarray::Array2;
 use prepared::accumulate_prepared_rows;
 use workspace::{accumulate_rows, probabilities_rows, with_model};
 
+mod deep;
 mod gather;
 mod halves;
 mod kernels;
@@ -69,6 +70,9 @@ impl Engine for SparseEngine {
 
     fn accumulate(&self, m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStats {
         debug_assert_eq!(x.len(), y.len() * FEATURES);
+        if m.layers.len() != 2 {
+            return deep::accumulate(m, x, y, g);
+        }
         with_model(m, |ws| {
             ws.s.clear_gradients();
             let stats = accumulate_rows(ws, x, y);
@@ -77,7 +81,10 @@ impl Engine for SparseEngine {
         })
     }
 
-    fn prepare(&self, x: &[u8]) -> Option<PreparedRows> {
+    fn prepare(&self, x: &[u8], layers: &Layers) -> Option<PreparedRows> {
+        if layers.depth() != 2 {
+            return None;
+        }
         SparseRows::new(x).map(PreparedRows::Sparse)
     }
 
@@ -110,6 +117,9 @@ impl Engine for SparseEngine {
         model: &Mlp,
         optimizer: &Optimizer,
     ) -> Option<Box<dyn ResidentTrainer>> {
+        if model.layers.len() != 2 {
+            return None;
+        }
         // One shard per batch: the two halves of `w1` on two threads of
         // their own. More: shards on the rayon pool.
         if batch_size <= crate::engine::SHARD_ROWS {
@@ -122,6 +132,9 @@ impl Engine for SparseEngine {
     }
 
     fn probabilities(&self, m: &Mlp, x: &[u8]) -> Array2<f32> {
+        if m.layers.len() != 2 {
+            return deep::probabilities(m, x);
+        }
         let rows = x.len() / FEATURES;
         let mut out = Array2::zeros((rows, CLASSES));
         with_model(m, |ws| {

@@ -29,10 +29,10 @@ pub(super) fn padded_state(
     let rows = RowSet::gather_parallel(x)?;
     let mut w = Weights::zeros(h);
     w.load(model);
-    // An optimizer without a moment keeps it empty (hidden 0).
+    // An optimizer without a moment keeps it empty (no layers).
     let moment = |saved: &Mlp| {
         let mut padded = Weights::zeros(h);
-        if saved.hidden() == h {
+        if !saved.layers.is_empty() {
             padded.load(saved);
         }
         padded
@@ -50,7 +50,7 @@ pub(super) fn store_state(
 ) {
     w.store(model);
     for (padded, moment) in [(m, &mut opt.m), (v, &mut opt.v)] {
-        if moment.hidden() == w.hidden {
+        if !moment.layers.is_empty() {
             padded.store(moment);
         }
     }
