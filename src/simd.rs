@@ -10,34 +10,82 @@
 //! multiply and an add, never a fused multiply-add, which Rust does not emit
 //! on its own), so the results are bit-identical whichever version runs: the
 //! choice changes speed, never numbers.
+//!
+//! `MNIST_BLAS_SIMD=avx512|avx2|baseline` caps the level (and the OpenBLAS
+//! kernel, see [`crate::threads::select_openblas_kernel`]), so one machine
+//! can measure what a laptop without AVX-512, or an old CPU, would run.
 
 use std::sync::OnceLock;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Level {
-    Avx512,
-    Avx2,
     Baseline,
+    Avx2,
+    Avx512,
 }
 
-/// The widest vector extension this CPU supports (detected once).
+impl Level {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Level::Avx512 => "avx512",
+            Level::Avx2 => "avx2",
+            Level::Baseline => "baseline",
+        }
+    }
+}
+
+/// The environment variable that caps the level.
+pub(crate) const SIMD_ENV: &str = "MNIST_BLAS_SIMD";
+
+/// The widest vector extension this CPU supports.
+pub(crate) fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            return Level::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Level::Avx2;
+        }
+    }
+    Level::Baseline
+}
+
+/// The level asked for with [`SIMD_ENV`], if set: an unknown value or one
+/// this CPU lacks is an error naming the variable.
+pub(crate) fn requested() -> Result<Option<Level>, String> {
+    let Ok(value) = std::env::var(SIMD_ENV) else {
+        return Ok(None);
+    };
+    let level = match value.trim().to_ascii_lowercase().as_str() {
+        "" => return Ok(None),
+        "avx512" => Level::Avx512,
+        "avx2" => Level::Avx2,
+        "baseline" | "scalar" | "sse2" => Level::Baseline,
+        other => {
+            return Err(format!(
+                "{SIMD_ENV}={other}: expected avx512, avx2 or baseline"
+            ))
+        }
+    };
+    if level > detected() {
+        return Err(format!(
+            "{SIMD_ENV}={}: this CPU has at most {}",
+            level.name(),
+            detected().name()
+        ));
+    }
+    Ok(Some(level))
+}
+
+/// The level the loops run at: the detected one, capped by [`SIMD_ENV`]
+/// (an invalid value is ignored here; the CLI refuses it first).
 pub(crate) fn level() -> Level {
     static LEVEL: OnceLock<Level> = OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-            {
-                return Level::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Level::Avx2;
-            }
-        }
-        Level::Baseline
-    })
+    *LEVEL.get_or_init(|| requested().ok().flatten().unwrap_or_else(detected))
 }
 
 /// Defines `$vis fn $name($args) -> $ret` that runs `$body` compiled

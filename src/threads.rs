@@ -13,7 +13,107 @@ mod ffi {
         pub fn openblas_get_num_threads() -> c_int;
         pub fn openblas_get_config() -> *const c_char;
         pub fn openblas_get_corename() -> *const c_char;
+        // DYNAMIC_ARCH builds (Debian's): pick the kernel set again.
+        pub fn gotoblas_dynamic_init();
+        pub fn gotoblas_dynamic_quit();
     }
+}
+
+/// OpenBLAS kernel sets older than AVX2 (names as `openblas_get_corename`
+/// gives them, lower case).
+const PRE_AVX2_KERNELS: &[&str] = &[
+    "prescott",
+    "core2",
+    "penryn",
+    "dunnington",
+    "nehalem",
+    "sandybridge",
+    "atom",
+    "katmai",
+    "coppermine",
+    "northwood",
+    "banias",
+    "opteron",
+    "barcelona",
+    "bobcat",
+    "bulldozer",
+    "piledriver",
+    "steamroller",
+    "excavator",
+    "nano",
+    "unknown",
+];
+
+/// What [`select_openblas_kernel`] did, for the run summary.
+static KERNEL_NOTE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Make OpenBLAS's kernels match the CPU (or [`crate::simd::SIMD_ENV`]).
+///
+/// OpenBLAS picks its kernels from the CPU's family and model numbers, and
+/// a CPU it does not know (a new one, or a virtual machine that hides the
+/// model) gets its oldest kernels: OpenBLAS 0.3.21 runs Prescott's (SSE3)
+/// on an AVX-512 Xeon VM, 2-3x slower. So when the kernel chosen is older
+/// than AVX2 but the CPU has AVX2 or AVX-512, or when `MNIST_BLAS_SIMD`
+/// asks for a level, the kernel set is chosen again by its name
+/// (`SkylakeX`, `Haswell`, `Prescott`), as `OPENBLAS_CORETYPE` would; a
+/// user's own `OPENBLAS_CORETYPE` is always left alone.
+///
+/// Must run before any other thread exists (it sets an environment
+/// variable) and before any BLAS call: first thing in `main`. An invalid
+/// `MNIST_BLAS_SIMD` is the error.
+pub fn select_openblas_kernel() -> Result<(), ThreadsError> {
+    let requested = crate::simd::requested().map_err(ThreadsError)?;
+    #[cfg(feature = "blas")]
+    {
+        use crate::simd::Level;
+        if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
+            return Ok(());
+        }
+        let level = requested.unwrap_or_else(crate::simd::detected);
+        let want = match level {
+            Level::Avx512 => "SkylakeX",
+            Level::Avx2 => "Haswell",
+            Level::Baseline => "Prescott",
+        };
+        let now = openblas_corename();
+        let outdated =
+            PRE_AVX2_KERNELS.contains(&now.to_ascii_lowercase().as_str()) && level >= Level::Avx2;
+        if !(outdated || requested.is_some()) || now.eq_ignore_ascii_case(want) {
+            return Ok(());
+        }
+        // SAFETY: no other thread exists yet (see above), so setting the
+        // variable races with no reader; no BLAS call has run, and
+        // quit/init only swap OpenBLAS's table of kernel functions.
+        unsafe {
+            std::env::set_var("OPENBLAS_CORETYPE", want);
+            ffi::gotoblas_dynamic_quit();
+            ffi::gotoblas_dynamic_init();
+            std::env::remove_var("OPENBLAS_CORETYPE");
+        }
+        let why = match requested {
+            Some(l) => format!("{}={}", crate::simd::SIMD_ENV, l.name()),
+            None => format!("OpenBLAS detected {now} on a CPU with {}", level.name()),
+        };
+        let _ = KERNEL_NOTE.set(format!("{} chosen: {why}", openblas_corename()));
+    }
+    #[cfg(not(feature = "blas"))]
+    let _ = requested;
+    Ok(())
+}
+
+/// Why the OpenBLAS kernel is not the one OpenBLAS picked, if it is not.
+pub fn kernel_note() -> Option<&'static str> {
+    KERNEL_NOTE.get().map(String::as_str)
+}
+
+/// The name of OpenBLAS's kernel set, e.g. `Haswell`.
+#[cfg(feature = "blas")]
+fn openblas_corename() -> String {
+    // SAFETY: returns a pointer to a static NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(ffi::openblas_get_corename()) }
+        .to_string_lossy()
+        .trim()
+        .to_string()
 }
 
 /// Pin OpenBLAS to `n` threads (no-op without the `blas` feature).

@@ -3,7 +3,7 @@
 use super::progress::{Display, Loading};
 use super::{check_exists, check_outputs, thread_pool};
 use crate::data::{self, Dataset, Expect, CLASSES, FEATURES};
-use crate::engine::{Engine, EngineKind};
+use crate::engine::{choice, Engine, EngineKind};
 use crate::metrics::{evaluate, ClassReport, Evaluation};
 use crate::model::Mlp;
 use crate::plot::{self, Misclassified};
@@ -27,7 +27,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "PATH")]
     pub data: PathBuf,
     /// Arithmetic engine.
-    #[arg(long, value_enum, default_value_t = EngineKind::Blas)]
+    #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
     pub engine: EngineKind,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
@@ -87,9 +87,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let model = Mlp::load_npz(&args.model)?;
     let pool = thread_pool(args.threads)?;
     pool.install(|| {
-        if args.engine == EngineKind::Blas {
-            crate::threads::check_blas_memory(rayon::current_num_threads())?;
-        }
         let loading = Loading::start(
             Display::detect(args.quiet),
             &args.data.display().to_string(),
@@ -102,7 +99,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 args.data.display()
             );
         }
-        let engine = args.engine.build();
+        let engine = choice::resolve(args.engine, &model.shape(), &set.pixels).kind;
+        if engine == EngineKind::Blas {
+            crate::threads::check_blas_memory(rayon::current_num_threads())?;
+        }
+        let engine = engine.build();
         let eval = evaluate(engine.as_ref(), &model, &set);
         let per_class = eval.per_class();
         let wrote = draw(&args, engine.as_ref(), &model, &set, &eval)?;

@@ -64,6 +64,8 @@ enum Command {
 
 /// Parse the command line and run; the error, if any, is for `main` to print.
 pub fn run() -> Result<()> {
+    // Before any thread or BLAS call (it may set an environment variable).
+    crate::threads::select_openblas_kernel()?;
     let cli = Cli::parse();
     match cli.command {
         None => train::run(cli.train),

@@ -2,7 +2,7 @@
 
 use super::{check_exists, check_outputs, thread_pool};
 use crate::data::{self, Expect};
-use crate::engine::EngineKind;
+use crate::engine::{choice, EngineKind};
 use crate::metrics::evaluate;
 use crate::model::Mlp;
 use crate::output::write_atomic;
@@ -28,7 +28,7 @@ pub struct PredictArgs {
     #[arg(long, value_name = "PATH", default_value = "submission.csv")]
     pub out: PathBuf,
     /// Arithmetic engine.
-    #[arg(long, value_enum, default_value_t = EngineKind::Blas)]
+    #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
     pub engine: EngineKind,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
@@ -45,11 +45,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let model = Mlp::load_npz(&args.model)?;
     let pool = thread_pool(args.threads)?;
     pool.install(|| {
-        if args.engine == EngineKind::Blas {
+        let set = data::load(&args.data, Expect::Unlabeled)?;
+        let engine = choice::resolve(args.engine, &model.shape(), &set.pixels).kind;
+        if engine == EngineKind::Blas {
             crate::threads::check_blas_memory(rayon::current_num_threads())?;
         }
-        let set = data::load(&args.data, Expect::Unlabeled)?;
-        let eval = evaluate(args.engine.build().as_ref(), &model, &set);
+        let eval = evaluate(engine.build().as_ref(), &model, &set);
         write_atomic(&args.out, |w| {
             writeln!(w, "ImageId,Label")?;
             for (i, p) in eval.predictions.iter().enumerate() {

@@ -43,8 +43,11 @@ pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> S
             serde_name(&s.init)
         ),
     );
-    line("engine", engine_line(s.engine, s.threads));
-    line("blas", blas_line(s.engine));
+    line(
+        "engine",
+        engine_line(s.engine_used, &s.engine_reason, s.threads),
+    );
+    line("blas", blas_line(s.engine_used));
     line("settings", settings_line(s));
     line(
         "time",
@@ -114,14 +117,20 @@ fn settings_line(s: &RunReport) -> String {
 }
 
 /// What computes the products.
-fn engine_line(engine: EngineKind, threads: usize) -> String {
+fn engine_line(engine: EngineKind, reason: &str, threads: usize) -> String {
     let what = match engine {
         EngineKind::Blas => "f32 matrix products",
         EngineKind::Naive => "f64 loops, the reference",
         EngineKind::Sparse => "f32 over each image's non-zero pixels",
+        EngineKind::Auto => "?",
+    };
+    let why = if reason == "--engine" {
+        String::new()
+    } else {
+        format!("; auto: {reason}")
     };
     format!(
-        "{} ({what}), batches sharded over {threads} rayon thread(s)",
+        "{} ({what}{why}), batches sharded over {threads} rayon thread(s)",
         engine.name()
     )
 }
@@ -141,8 +150,12 @@ fn blas_line(engine: EngineKind) -> String {
                 .split("; ")
                 .find_map(|part| part.strip_prefix("core "))
                 .unwrap_or("?");
+            let kernel = match crate::threads::kernel_note() {
+                Some(note) => format!("kernel {note}"),
+                None => format!("kernel {core}"),
+            };
             format!(
-                "{} linked (kernel {core}, {threads} thread(s): rayon owns the cores){unused}",
+                "{} linked ({kernel}; {threads} thread(s): rayon owns the cores){unused}",
                 crate::threads::openblas_version()
             )
         }

@@ -223,12 +223,13 @@ impl Observer for Console<'_> {
             c.optimizer.name(),
             c.lr,
             c.lr_schedule.name(),
-            c.engine,
-            match c.engine {
+            start.engine.kind,
+            match start.engine.kind {
                 // The full OpenBLAS build line is in the summary at the end.
                 EngineKind::Blas => crate::threads::matmul_backend(),
                 EngineKind::Sparse => "f32 loops over non-zero pixels".into(),
                 EngineKind::Naive => "f64 loops".into(),
+                EngineKind::Auto => unreachable!("resolved before the start"),
             },
             rayon::current_num_threads(),
         ));

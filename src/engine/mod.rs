@@ -10,6 +10,7 @@
 //!   keeps the model in its own layout from step to step.
 
 pub mod blas;
+pub mod choice;
 pub mod naive;
 pub mod sparse;
 
@@ -154,6 +155,8 @@ impl PreparedRows {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
+    /// The fastest for the network's shape and the data (see [`choice`]).
+    Auto,
     /// f32 matrix products (OpenBLAS when built with `--features blas`).
     Blas,
     /// Plain f64 loops: slow, simple, the reference.
@@ -163,8 +166,10 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
+    /// The engine; `Auto` must have been resolved by [`choice::choose`].
     pub fn build(self) -> Box<dyn Engine> {
         match self {
+            EngineKind::Auto => unreachable!("--engine auto is resolved before a run starts"),
             EngineKind::Blas => Box::new(blas::BlasEngine),
             EngineKind::Naive => Box::new(naive::NaiveEngine),
             EngineKind::Sparse => Box::new(sparse::SparseEngine),
@@ -173,6 +178,7 @@ impl EngineKind {
 
     pub fn name(self) -> &'static str {
         match self {
+            EngineKind::Auto => "auto",
             EngineKind::Blas => "blas",
             EngineKind::Naive => "naive",
             EngineKind::Sparse => "sparse",

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 pub const LEAD_COLUMNS: [&str; 6] = ["key", "status", "error", "command", "data", "preset"];
 /// Columns after the hyperparameters: what the run measured. The names are
 /// `train --json`'s, plus the best epoch.
-pub const METRIC_COLUMNS: [&str; 22] = [
+pub const METRIC_COLUMNS: [&str; 24] = [
     "heldout_eval",
     "train_rows",
     "heldout_rows",
@@ -33,6 +33,8 @@ pub const METRIC_COLUMNS: [&str; 22] = [
     "best_epoch",
     "best_heldout_accuracy",
     "threads",
+    "engine_used",
+    "engine_reason",
     "matmul_backend",
     "load_seconds",
     "train_seconds",

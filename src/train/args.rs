@@ -144,7 +144,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub split: Option<f64>,
     /// Arithmetic engine.
-    #[arg(long, value_enum, default_value_t = EngineKind::Blas)]
+    #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
     pub engine: EngineKind,
     /// Full-batch: record metrics every N iterations [default: 25].
     #[arg(long, value_name = "N")]

@@ -10,6 +10,7 @@ use super::{
     Observer, Record, Schedule, StepView, TrainConfig, TrainError, TrainOutcome, TrainState,
 };
 use crate::data::Dataset;
+use crate::engine::choice::{self, Choice};
 use crate::engine::{BatchStats, EngineKind};
 use crate::metrics::evaluate;
 use crate::model::Init;
@@ -48,7 +49,11 @@ pub struct RunReport {
     pub seed: u64,
     pub threads: usize,
     pub split: f64,
+    /// The engine asked for (`auto` unless named).
     pub engine: EngineKind,
+    /// The engine that ran, and why (`--engine` when named).
+    pub engine_used: EngineKind,
+    pub engine_reason: String,
     /// What the `blas` engine's matrix products run on: "OpenBLAS 0.3.21"
     /// or "pure-Rust matrixmultiply" (a build without `--features blas`).
     pub matmul_backend: String,
@@ -92,6 +97,8 @@ pub struct RunStart {
     pub heldout_rows: usize,
     /// Resuming: the checkpoint's path, units completed and steps taken.
     pub resumed: Option<(PathBuf, usize, usize)>,
+    /// The engine that runs, and why.
+    pub engine: Choice,
 }
 
 /// Checkpoints to write during the run.
@@ -162,8 +169,7 @@ pub fn run(
     observer: &mut dyn Observer,
 ) -> Result<Run, RunError> {
     let started = Instant::now();
-    let cfg = &plan.config;
-    let (train_set, heldout) = super::split(&all, plan.split, cfg.seed);
+    let (train_set, heldout) = super::split(&all, plan.split, plan.config.seed);
     let rows = all.len();
     drop(all);
     if train_set.is_empty() {
@@ -172,6 +178,13 @@ pub fn run(
             rows,
         });
     }
+    let engine = choice::resolve(plan.config.engine, &plan.config.layers, &train_set.pixels);
+    // The run (and its checkpoints) from here on name the engine that runs.
+    let resolved = TrainConfig {
+        engine: engine.kind,
+        ..plan.config.clone()
+    };
+    let cfg = &resolved;
     if cfg.engine == EngineKind::Blas {
         crate::threads::check_blas_memory(rayon::current_num_threads())?;
     }
@@ -195,6 +208,7 @@ pub fn run(
         train_rows: train_set.len(),
         heldout_rows: heldout.len(),
         resumed,
+        engine: engine.clone(),
     });
     let scored = plan.heldout_eval.during_training(&heldout);
     let outcome = match &options.checkpoints {
@@ -218,7 +232,15 @@ pub fn run(
         train: &train_set,
         heldout: &heldout,
     };
-    let report = report(plan, parts, &outcome, samples, load_seconds, started);
+    let report = report(
+        plan,
+        &engine,
+        parts,
+        &outcome,
+        samples,
+        load_seconds,
+        started,
+    );
     Ok(Run {
         model: outcome.model,
         records: outcome.records,
@@ -262,6 +284,7 @@ struct Parts<'a> {
 /// Score the trained model on both parts and fill in the report.
 fn report(
     plan: &Plan,
+    engine_used: &Choice,
     parts: Parts,
     outcome: &TrainOutcome,
     samples: usize,
@@ -270,7 +293,7 @@ fn report(
 ) -> RunReport {
     let cfg = &plan.config;
     let eval_start = Instant::now();
-    let engine = cfg.engine.build();
+    let engine = engine_used.kind.build();
     let on_train = evaluate(engine.as_ref(), &outcome.model, parts.train);
     let on_heldout = evaluate(engine.as_ref(), &outcome.model, parts.heldout);
     let eval_seconds = eval_start.elapsed().as_secs_f64();
@@ -301,6 +324,8 @@ fn report(
         threads: rayon::current_num_threads(),
         split: plan.split,
         engine: cfg.engine,
+        engine_used: engine_used.kind,
+        engine_reason: engine_used.reason.clone(),
         matmul_backend: crate::threads::matmul_backend(),
         heldout_eval: plan.heldout_eval,
         steps: outcome.steps,

@@ -1,0 +1,108 @@
+//! `--engine auto`: the engine for a run, chosen from the network's shape
+//! and the training rows, never from a timing (so the same command always
+//! runs the same arithmetic and gives the same bits).
+//!
+//! The sparse engine does about 5x fewer multiply-adds in the first layer
+//! of MNIST-like rows (80% of pixels exactly 0), but its loops over
+//! non-zeros cannot match an optimised dense product once the first layer
+//! is wide; its tuned paths (resident trainers) also exist only for one
+//! hidden layer. Measured on a 2-core AVX-512 machine (docs/performance.md):
+//! sparse is faster up to 128 hidden units at every batch size, dense
+//! products from 256 up.
+
+use super::EngineKind;
+use crate::model::Layers;
+
+/// Widest first layer for which the sparse engine is chosen.
+pub const SPARSE_MAX_HIDDEN: usize = 128;
+/// Least fraction of zero pixels for which the sparse engine is chosen.
+pub const SPARSE_MIN_ZEROS: f64 = 0.5;
+
+/// The engine `--engine auto` runs, and why, in a few words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub kind: EngineKind,
+    pub reason: String,
+}
+
+impl Choice {
+    /// An engine the user named.
+    pub fn named(kind: EngineKind) -> Choice {
+        Choice {
+            kind,
+            reason: "--engine".into(),
+        }
+    }
+}
+
+/// `kind` itself, or for `Auto` what [`choose`] picks.
+pub fn resolve(kind: EngineKind, layers: &Layers, pixels: &[u8]) -> Choice {
+    match kind {
+        EngineKind::Auto => choose(layers, pixels),
+        named => Choice::named(named),
+    }
+}
+
+/// The engine for a network of `layers` run on rows `pixels`.
+pub fn choose(layers: &Layers, pixels: &[u8]) -> Choice {
+    let zeros = zero_fraction(pixels);
+    let h1 = layers.hidden()[0];
+    let percent = format!("{:.0}% of pixels are 0", zeros * 100.0);
+    let (kind, reason) = if zeros < SPARSE_MIN_ZEROS {
+        (EngineKind::Blas, format!("dense rows ({percent})"))
+    } else if layers.depth() > 2 {
+        (
+            EngineKind::Blas,
+            format!(
+                "{} hidden layers: dense products ({percent})",
+                layers.depth() - 1
+            ),
+        )
+    } else if h1 > SPARSE_MAX_HIDDEN {
+        (
+            EngineKind::Blas,
+            format!("{h1} hidden units > {SPARSE_MAX_HIDDEN}: dense products win"),
+        )
+    } else {
+        (
+            EngineKind::Sparse,
+            format!("{percent}, {h1} hidden units <= {SPARSE_MAX_HIDDEN}"),
+        )
+    };
+    Choice { kind, reason }
+}
+
+/// Fraction of the bytes that are 0 (1 for no rows: nothing to compute).
+fn zero_fraction(pixels: &[u8]) -> f64 {
+    if pixels.is_empty() {
+        return 1.0;
+    }
+    // Counted in chunks whose count fits a u32, which the compiler vectorises.
+    let zeros: u64 = pixels
+        .chunks(1 << 20)
+        .map(|c| c.iter().map(|&p| (p == 0) as u32).sum::<u32>() as u64)
+        .sum();
+    zeros as f64 / pixels.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_for_narrow_single_layers_on_mostly_zero_rows() {
+        let mostly_zero: Vec<u8> = (0..784 * 4).map(|i| (i % 5 == 0) as u8 * 200).collect();
+        let dense = vec![7u8; 784 * 4];
+        let one = |h| Layers::one(h);
+        assert_eq!(choose(&one(10), &mostly_zero).kind, EngineKind::Sparse);
+        assert_eq!(choose(&one(128), &mostly_zero).kind, EngineKind::Sparse);
+        assert_eq!(choose(&one(129), &mostly_zero).kind, EngineKind::Blas);
+        assert_eq!(choose(&one(10), &dense).kind, EngineKind::Blas);
+        let deep = Layers::parse("64-32").unwrap();
+        let c = choose(&deep, &mostly_zero);
+        assert_eq!(c.kind, EngineKind::Blas);
+        assert!(c.reason.contains("2 hidden layers"), "{}", c.reason);
+        let c = choose(&one(10), &mostly_zero);
+        assert!(c.reason.contains("80% of pixels are 0"), "{}", c.reason);
+    }
+}
