@@ -28,6 +28,7 @@
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod linalg;
 pub mod metrics;
 pub mod model;
 pub mod npz;
