@@ -21,6 +21,7 @@ mod ffi {
 
 /// OpenBLAS kernel sets older than AVX2 (names as `openblas_get_corename`
 /// gives them, lower case).
+#[cfg(feature = "blas")]
 const PRE_AVX2_KERNELS: &[&str] = &[
     "prescott",
     "core2",
