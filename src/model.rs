@@ -605,6 +605,25 @@ mod tests {
         assert!(m.layers[0].b.iter().all(|&v| v == 0.0));
     }
 
+    #[cfg(feature = "blas")]
+    #[test]
+    fn orthogonal_init_gives_row_major_orthogonal_layers() {
+        let m = Mlp::init(&Layers::parse("64-32").unwrap(), Init::Orthogonal, 5).unwrap();
+        for layer in &m.layers {
+            assert!(layer.w.is_standard_layout());
+            assert!(layer.b.iter().all(|&b| b == 0.0));
+            // Wide layers have orthogonal rows, tall ones orthogonal columns,
+            // each of norm sqrt(2) (the ReLU gain).
+            let w = &layer.w;
+            let gram = if w.nrows() <= w.ncols() { w.dot(&w.t()) } else { w.t().dot(w) };
+            for ((i, j), &v) in gram.indexed_iter() {
+                let want = if i == j { 2.0 } else { 0.0 };
+                assert!((v - want).abs() < 1e-4, "({i}, {j}) = {v}");
+            }
+        }
+        assert_eq!(m.params().len(), 6);
+    }
+
     #[test]
     fn npz_round_trip_keeps_every_bit() {
         let dir = tempfile::tempdir().unwrap();
