@@ -77,7 +77,9 @@ pub fn orthogonal(
         let q = if rows < cols { q.reversed_axes() } else { q };
         // Row-major whatever Q's layout: models index weights as flat
         // row-major slices.
-        Ok(Array2::from_shape_fn((rows, cols), |ij| (q[ij] * gain) as f32))
+        Ok(Array2::from_shape_fn((rows, cols), |ij| {
+            (q[ij] * gain) as f32
+        }))
     }
     #[cfg(not(feature = "blas"))]
     {

@@ -615,7 +615,11 @@ mod tests {
             // Wide layers have orthogonal rows, tall ones orthogonal columns,
             // each of norm sqrt(2) (the ReLU gain).
             let w = &layer.w;
-            let gram = if w.nrows() <= w.ncols() { w.dot(&w.t()) } else { w.t().dot(w) };
+            let gram = if w.nrows() <= w.ncols() {
+                w.dot(&w.t())
+            } else {
+                w.t().dot(w)
+            };
             for ((i, j), &v) in gram.indexed_iter() {
                 let want = if i == j { 2.0 } else { 0.0 };
                 assert!((v - want).abs() < 1e-4, "({i}, {j}) = {v}");

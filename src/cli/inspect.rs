@@ -1,10 +1,13 @@
-//! `mnist-blas inspect`: what a model learned. Prints each hidden unit's
-//! weight sizes and the digits it votes for and against, and draws its 784
-//! input weights as a 28x28 image (the classic picture of a small MLP).
+//! `mnist-blas inspect`: what a model learned. Prints every layer's shape
+//! and spectrum (singular values through LAPACK: the largest, and how many
+//! directions the layer really uses), then each first-layer unit's weight
+//! sizes and the digits it votes for and against, and draws its 784 input
+//! weights as a 28x28 image (the classic picture of a small MLP).
 
 use super::progress::{Display, Loading};
 use super::{check_exists, check_outputs};
 use crate::data::{self, Expect};
+use crate::linalg;
 use crate::model::Mlp;
 use crate::plot::{hidden_weights, ink_fraction, MAX_UNITS_DRAWN};
 use anyhow::Result;
@@ -21,7 +24,10 @@ use std::path::PathBuf;
     weight (its column of w2) goes to digit 7, its most negative to digit 2. With --data,\n\
     pixels inked in fewer than 1% of the images are drawn grey and left out of the colour\n\
     scale (Adam gives such rarely-seen pixels large weights that would wash out the\n\
-    picture). At most 100 units are drawn. stdout gets a table of the same per unit.")]
+    picture). At most 100 units are drawn. stdout gets a table of every layer (shape,\n\
+    Frobenius norm, largest singular value, effective and stable rank: how many directions\n\
+    the layer really uses) and the first 20 units' sizes and votes. In deeper networks a\n\
+    unit's votes go through the later layers' product, ReLUs left out.")]
 pub struct InspectArgs {
     /// Model written by `train`.
     #[arg(long, value_name = "PATH", default_value = "model.npz")]
@@ -69,9 +75,11 @@ pub fn run(args: InspectArgs) -> Result<()> {
         model.shape(),
         model.len()
     );
-    outln!("\nunit  |w1|     b1       votes for  against  |w2|");
+    outln!("{}", layer_table(&model));
+    let shown = h.min(UNITS_LISTED);
     let votes = model.class_votes();
-    for j in 0..h {
+    outln!("\nunit  |w1|     b1       votes for  against  |votes|");
+    for j in 0..shown {
         let w = model.first().w.row(j);
         let out = votes.column(j);
         let norm = |v: ndarray::ArrayView1<f32>| v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -87,9 +95,58 @@ pub fn run(args: InspectArgs) -> Result<()> {
             norm(out)
         );
     }
-    if h > MAX_UNITS_DRAWN {
-        outln!("(the picture shows the first {MAX_UNITS_DRAWN} of {h} units)");
+    if h > shown {
+        outln!(
+            "(the first {shown} of {h} units; the picture shows the first {})",
+            h.min(MAX_UNITS_DRAWN)
+        );
     }
     outln!("\nwrote {}", args.out.display());
     Ok(())
+}
+
+/// First-layer units listed in the table (the picture shows more).
+const UNITS_LISTED: usize = 20;
+
+/// One line per layer: shape, parameters, Frobenius norm, and from its
+/// singular values the largest, the effective rank (exp of the entropy of
+/// the normalised values, Roy & Vetterli 2007) and the stable rank
+/// (`|W|_F^2 / sigma_max^2`). Without LAPACK, one line says so instead.
+fn layer_table(model: &Mlp) -> String {
+    use std::fmt::Write;
+    let mut out =
+        String::from("\nlayer  shape         params   |W|_F    sigma_max  eff. rank  stable rank");
+    let mut missing = None;
+    for (i, layer) in model.layers.iter().enumerate() {
+        let (rows, cols) = layer.w.dim();
+        let frobenius = layer
+            .w
+            .iter()
+            .map(|&v| (v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let shape = format!("{rows} x {cols}");
+        let _ = write!(
+            out,
+            "\n{:>5}  {shape:<12}  {:>7}  {frobenius:>7.3}",
+            i + 1,
+            rows * (cols + 1)
+        );
+        match linalg::singular_values(&layer.w) {
+            Ok(s) => {
+                let _ = write!(
+                    out,
+                    "  {:>9.3}  {:>9.1}  {:>11.1}",
+                    s.first().copied().unwrap_or(0.0),
+                    linalg::effective_rank(&s),
+                    linalg::stable_rank(&s)
+                );
+            }
+            Err(e) => missing = Some(e),
+        }
+    }
+    if let Some(e) = missing {
+        let _ = write!(out, "\n(singular values: {e})");
+    }
+    out
 }
