@@ -99,6 +99,9 @@ fn settings_line(s: &RunReport) -> String {
     if s.optimizer == crate::optim::OptimizerKind::Momentum {
         let _ = write!(settings, ", momentum {}", s.momentum);
     }
+    if s.weight_decay > 0.0 {
+        let _ = write!(settings, ", weight decay {} (AdamW)", s.weight_decay);
+    }
     match (s.iterations, s.epochs, s.batch_size) {
         (Some(it), _, _) => {
             let _ = write!(settings, ", full batch, {} iterations", thousands(it));

@@ -112,7 +112,8 @@ pub struct TrainArgs {
     /// Update rule [default: adam; notebook: sgd].
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
-    /// Learning rate [default: 0.005 for adam, 0.1 otherwise].
+    /// Learning rate [default: 0.005 for adam (0.004 with two or more hidden
+    /// layers), 0.1 otherwise].
     #[arg(long)]
     pub lr: Option<f32>,
     /// Learning-rate schedule [default: cosine; notebook: constant].
@@ -122,16 +123,18 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
     /// Decoupled weight decay for `--optimizer adam` (AdamW, as PyTorch's):
-    /// each step multiplies every parameter by 1 - lr * DECAY first.
-    #[arg(long, value_name = "DECAY", default_value_t = 0.0)]
-    pub weight_decay: f32,
+    /// each step multiplies every parameter by 1 - lr * DECAY first
+    /// [default: 0; 0.1 for adam with two or more hidden layers].
+    #[arg(long, value_name = "DECAY")]
+    pub weight_decay: Option<f32>,
     /// Passes over the training set (mini-batch training) [default: 10].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Gradient steps for full-batch training [default: 500].
     #[arg(long)]
     pub iterations: Option<usize>,
-    /// Rows per step, or `full` for full-batch gradient descent [default: 32; notebook: full].
+    /// Rows per step, or `full` for full-batch gradient descent [default: 32;
+    /// 128 with two or more hidden layers; notebook: full].
     #[arg(long, value_name = "N|full")]
     pub batch_size: Option<BatchSize>,
     /// Seed of the split, the initial weights and the shuffles.
@@ -198,19 +201,32 @@ impl TrainArgs {
     /// Apply the preset, fill defaults, refuse impossible combinations.
     pub fn resolve(&self) -> Result<Plan, PlanError> {
         let notebook = self.preset == Preset::Notebook;
+        let layers = match &self.layers {
+            Some(layers) => layers.clone(),
+            None => Layers::one(self.hidden.unwrap_or(10) as usize),
+        };
+        // Deeper networks overfit 33,600 rows at the one-layer defaults: a
+        // sweep (docs/performance.md, "Deeper networks") chose batch 128,
+        // lr 0.004 and AdamW decay 0.1 for them.
+        let deep = layers.depth() > 2;
         let optimizer = self.optimizer.unwrap_or(if notebook {
             OptimizerKind::Sgd
         } else {
             OptimizerKind::Adam
         });
+        let adam = optimizer == OptimizerKind::Adam;
         let lr = self.lr.unwrap_or(match optimizer {
+            OptimizerKind::Adam if deep => 0.004,
             OptimizerKind::Adam => 0.005,
             _ => 0.1,
         });
+        let weight_decay = self
+            .weight_decay
+            .unwrap_or(if deep && adam { 0.1 } else { 0.0 });
         if !(lr.is_finite() && lr > 0.0) {
             refuse!("--lr must be a positive number, found {lr}");
         }
-        let schedule = self.schedule(notebook)?;
+        let schedule = self.schedule(notebook, deep)?;
         let split = self.split.unwrap_or(if notebook { 0.2 } else { 0.8 });
         if !(split > 0.0 && split < 1.0) {
             refuse!("--split is the training fraction and must be strictly between 0 and 1, found {split}");
@@ -218,13 +234,10 @@ impl TrainArgs {
         if !(0.0..1.0).contains(&self.momentum) {
             refuse!("--momentum must be in [0, 1), found {}", self.momentum);
         }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            refuse!(
-                "--weight-decay must be a number >= 0, found {}",
-                self.weight_decay
-            );
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            refuse!("--weight-decay must be a number >= 0, found {weight_decay}");
         }
-        if self.weight_decay > 0.0 && optimizer != OptimizerKind::Adam {
+        if weight_decay > 0.0 && !adam {
             refuse!(
                 "--weight-decay is AdamW's decoupled decay: use it with --optimizer adam (this run has {})",
                 optimizer.name()
@@ -247,10 +260,7 @@ impl TrainArgs {
         let source = self.source()?;
         Ok(Plan {
             config: TrainConfig {
-                layers: match &self.layers {
-                    Some(layers) => layers.clone(),
-                    None => Layers::one(self.hidden.unwrap_or(10) as usize),
-                },
+                layers,
                 init,
                 optimizer,
                 lr,
@@ -260,7 +270,7 @@ impl TrainArgs {
                     LrSchedule::Cosine
                 }),
                 momentum: self.momentum,
-                weight_decay: self.weight_decay,
+                weight_decay,
                 schedule,
                 seed: self.seed,
                 engine: self.engine,
@@ -279,9 +289,11 @@ impl TrainArgs {
     }
 
     /// Full-batch iterations or mini-batch epochs, from the batch size.
-    fn schedule(&self, notebook: bool) -> Result<Schedule, PlanError> {
+    fn schedule(&self, notebook: bool, deep: bool) -> Result<Schedule, PlanError> {
         let batch = self.batch_size.unwrap_or(if notebook {
             BatchSize::Full
+        } else if deep {
+            BatchSize::Rows(128)
         } else {
             BatchSize::Rows(32)
         });
