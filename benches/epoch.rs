@@ -42,6 +42,7 @@ fn config(
         seed: 0,
         engine,
         log_every: usize::MAX,
+        early_stop: None,
     }
 }
 

@@ -76,6 +76,9 @@ pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> S
             s.train_accuracy, s.train_loss, s.heldout_accuracy, s.heldout_loss
         ),
     );
+    if let Some(what) = early_stop_line(s) {
+        line("early stop", what);
+    }
     line(
         "wrote",
         written
@@ -102,14 +105,23 @@ fn settings_line(s: &RunReport) -> String {
     if s.weight_decay > 0.0 {
         let _ = write!(settings, ", weight decay {} (AdamW)", s.weight_decay);
     }
+    let stopped = if s.early_stopped_at.is_some() {
+        " (stopped early)"
+    } else {
+        ""
+    };
     match (s.iterations, s.epochs, s.batch_size) {
         (Some(it), _, _) => {
-            let _ = write!(settings, ", full batch, {} iterations", thousands(it));
+            let _ = write!(
+                settings,
+                ", full batch, {} iterations{stopped}",
+                thousands(it)
+            );
         }
         (_, Some(epochs), Some(batch)) => {
             let _ = write!(
                 settings,
-                ", batch {batch}, {epochs} epochs = {} steps",
+                ", batch {batch}, {epochs} epochs{stopped} = {} steps",
                 thousands(s.steps)
             );
         }
@@ -117,6 +129,35 @@ fn settings_line(s: &RunReport) -> String {
     }
     let _ = write!(settings, "; preset {}", serde_name(&s.preset));
     settings
+}
+
+/// With `--early-stop`: where training stopped and which weights it kept.
+fn early_stop_line(s: &RunReport) -> Option<String> {
+    let patience = s.early_stop?;
+    // Full batch counts records (every --log-every iterations), named by iteration.
+    let (unit, total, counted) = match (s.iterations, s.epochs) {
+        (Some(it), _) => ("iteration", it, "record"),
+        (_, epochs) => ("epoch", epochs.unwrap_or_default(), "epoch"),
+    };
+    let plural = if patience == 1 { "" } else { "s" };
+    let kept = match s.restored_step {
+        Some(b) => format!("restored {unit} {b}'s weights"),
+        None => "kept the last weights".into(),
+    };
+    Some(match (s.early_stopped_at, s.restored_step) {
+        (Some(at), Some(b)) => format!(
+            "no held-out improvement for {patience} {counted}{plural} after {unit} {b}, \
+             stopped at {unit} {at} of {total}; {kept}"
+        ),
+        (Some(at), None) => format!(
+            "no held-out improvement for {patience} {counted}{plural}, stopped at {unit} {at} \
+             of {total}; {kept}"
+        ),
+        (None, _) => format!(
+            "ran all {total} {unit}s (never {patience} {counted}{plural} without held-out \
+             improvement); {kept}"
+        ),
+    })
 }
 
 /// What computes the products.

@@ -187,12 +187,20 @@ fn notebook_lines(done: &train::Run, say: &dyn Fn(String)) {
         say(format!("End of training: {} accuracy", last.train_accuracy));
     }
     let r = &done.report;
+    // Early stopping's restored weights are those after the record's
+    // iteration (full batch: records count iterations from 0) or epoch.
+    let iterations = match (r.restored_step, r.batch_size) {
+        (None, _) => r.steps,
+        (Some(it), None) => it + 1,
+        (Some(epoch), Some(batch)) => {
+            epoch * r.train_rows.div_ceil(batch.clamp(1, r.train_rows.max(1)))
+        }
+    };
     say(format!(
-        "Test set: {} accurate results on a {} images set ({:.2}%) after {} iterations",
+        "Test set: {} accurate results on a {} images set ({:.2}%) after {iterations} iterations",
         r.heldout_correct,
         r.heldout_rows,
         r.heldout_accuracy * 100.0,
-        r.steps
     ));
 }
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 pub const LEAD_COLUMNS: [&str; 6] = ["key", "status", "error", "command", "data", "preset"];
 /// Columns after the hyperparameters: what the run measured. The names are
 /// `train --json`'s, plus the best epoch.
-pub const METRIC_COLUMNS: [&str; 24] = [
+pub const METRIC_COLUMNS: [&str; 26] = [
     "heldout_eval",
     "train_rows",
     "heldout_rows",
@@ -32,6 +32,8 @@ pub const METRIC_COLUMNS: [&str; 24] = [
     "heldout_correct",
     "best_epoch",
     "best_heldout_accuracy",
+    "early_stopped_at",
+    "restored_step",
     "threads",
     "engine_used",
     "engine_reason",

@@ -156,6 +156,11 @@ pub struct TrainArgs {
     /// [default: records; notebook: end].
     #[arg(long, value_enum, value_name = "WHEN")]
     pub heldout_eval: Option<HeldoutEval>,
+    /// Stop once N epochs (full batch: N records) in a row bring no lower
+    /// held-out loss, and keep the weights of the epoch (record) with the
+    /// lowest, as Keras' EarlyStopping(patience=N, restore_best_weights=True).
+    #[arg(long, value_name = "N")]
+    pub early_stop: Option<usize>,
     /// Where to write the trained model (.npz, the notebook's names and shapes).
     #[arg(long, value_name = "PATH", default_value = "model.npz")]
     pub model: PathBuf,
@@ -258,6 +263,12 @@ impl TrainArgs {
             check_exists(path, "--resume")?;
         }
         let source = self.source()?;
+        let heldout_eval = self.heldout_eval.unwrap_or(if notebook {
+            HeldoutEval::End
+        } else {
+            HeldoutEval::Records
+        });
+        self.check_early_stop(heldout_eval)?;
         Ok(Plan {
             config: TrainConfig {
                 layers,
@@ -275,17 +286,32 @@ impl TrainArgs {
                 seed: self.seed,
                 engine: self.engine,
                 log_every: self.log_every.unwrap_or(25).max(1),
+                early_stop: self.early_stop,
             },
             split,
             threads: self.threads,
             source,
             preset: self.preset,
-            heldout_eval: self.heldout_eval.unwrap_or(if notebook {
-                HeldoutEval::End
-            } else {
-                HeldoutEval::Records
-            }),
+            heldout_eval,
         })
+    }
+
+    /// `--early-stop N` needs N >= 1 and the held-out loss at every record.
+    fn check_early_stop(&self, heldout_eval: HeldoutEval) -> Result<(), PlanError> {
+        match self.early_stop {
+            Some(0) => refuse!(
+                "--early-stop 0 would stop before any epoch could improve; give a patience of at least 1"
+            ),
+            Some(n) if heldout_eval == HeldoutEval::End => refuse!(
+                "--early-stop {n} watches the held-out loss at every record, but --heldout-eval end{} scores it only after training; add --heldout-eval records",
+                if self.heldout_eval.is_none() {
+                    " (the notebook preset's)"
+                } else {
+                    ""
+                }
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// Full-batch iterations or mini-batch epochs, from the batch size.

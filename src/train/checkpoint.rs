@@ -6,9 +6,12 @@
 //!   shapes (so `predict --model model.ckpt.npz` works on it too);
 //! - `m_w1` ... `m_bL` and `v_w1` ... `v_bL`: the optimizer's moments (only
 //!   those the optimizer has: none for SGD, `m` for momentum, both for Adam);
+//! - `best_w1` ... `best_bL`: with `--early-stop`, the weights of the record
+//!   with the lowest held-out loss so far (once there is one);
 //! - `state`: UTF-8 JSON bytes with the position in the run (steps, epoch,
 //!   batch in the epoch, shuffle stream word position), the optimizer's step
-//!   count, the records so far, and what the run was: its [`TrainConfig`],
+//!   count, the records so far, early stopping's best record (step, and
+//!   held-out loss as bits), and what the run was: its [`TrainConfig`],
 //!   its `--split` and a fingerprint of its training rows, so a checkpoint is
 //!   never continued with other settings or other data.
 //!
@@ -23,7 +26,7 @@ use crate::optim::{Optimizer, OptimizerKind};
 use crate::output::WriteError;
 use crate::rng::{SeededRng, Stream};
 use crate::train::{
-    Control, Observer, Position, Record, Schedule, StepView, TrainConfig, TrainState,
+    Best, Control, Observer, Position, Record, Schedule, StepView, TrainConfig, TrainState,
 };
 use ndarray::{Array1, Array2, Ix1, Ix2};
 use serde::{Deserialize, Serialize};
@@ -32,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Bumped when the layout changes; older files are refused by name.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// The default checkpoint path for a model path: `model.npz` ->
 /// `model.ckpt.npz`.
@@ -108,6 +111,9 @@ struct Meta {
     seen_rows: usize,
     records: Vec<Record>,
     seconds: f64,
+    /// Early stopping's best record (its weights are the `best_` arrays).
+    best_step: Option<usize>,
+    best_loss_bits: Option<u64>,
 }
 
 /// A checkpoint as read from disk; [`Checkpoint::into_state`] turns it into
@@ -119,6 +125,7 @@ pub struct Checkpoint {
     model: Mlp,
     m: Option<Mlp>,
     v: Option<Mlp>,
+    best: Option<Mlp>,
 }
 
 /// Save `state` of the run (`cfg`, `identity`) to `path`, under
@@ -145,14 +152,19 @@ pub fn save(
         seen_rows: p.seen.rows,
         records: state.records.clone(),
         seconds: state.seconds,
+        best_step: state.best.as_ref().map(|b| b.step),
+        best_loss_bits: state.best.as_ref().map(|b| b.loss.to_bits()),
     };
     let json = serde_json::to_vec(&meta).expect("meta serialises");
     let opt = &state.optimizer;
-    let moments: Vec<(&str, &Mlp)> = match opt.kind {
+    let mut extra: Vec<(&str, &Mlp)> = match opt.kind {
         OptimizerKind::Sgd => vec![],
         OptimizerKind::Momentum => vec![("m", &opt.m)],
         OptimizerKind::Adam => vec![("m", &opt.m), ("v", &opt.v)],
     };
+    if let Some(best) = &state.best {
+        extra.push(("best", &best.model));
+    }
     // Uncompressed: checkpoints are written often and read rarely.
     crate::output::write_npz(path, false, |npz| {
         for (i, layer) in state.model.layers.iter().enumerate() {
@@ -164,7 +176,7 @@ pub fn save(
             npz.add_array(format!("w{}", i + 1), &layer.w)?;
             npz.add_array(format!("b{}", i + 1), &b)?;
         }
-        for (prefix, g) in moments {
+        for (prefix, g) in extra {
             for (i, layer) in g.layers.iter().enumerate() {
                 npz.add_array(format!("{prefix}_w{}", i + 1), &layer.w)?;
                 npz.add_array(format!("{prefix}_b{}", i + 1), &layer.b)?;
@@ -245,12 +257,23 @@ impl Checkpoint {
             OptimizerKind::Momentum => (Some(moment("m")?), None),
             OptimizerKind::Adam => (Some(moment("m")?), Some(moment("v")?)),
         };
+        let best = match (meta.best_step, meta.best_loss_bits) {
+            (None, None) => None,
+            (Some(_), Some(_)) => Some(moment("best")?),
+            _ => {
+                return Err(CheckpointError::new(
+                    path,
+                    "state: best_step and best_loss_bits must be given together",
+                ))
+            }
+        };
         Ok(Checkpoint {
             path: path.to_path_buf(),
             meta,
             model,
             m,
             v,
+            best,
         })
     }
 
@@ -330,6 +353,24 @@ impl Checkpoint {
             }
         }
         let meta = &self.meta;
+        if let (Some(step), Some(bits), Some(best)) =
+            (meta.best_step, meta.best_loss_bits, &self.best)
+        {
+            if !finite(best) {
+                return bad("the best record's weights hold NaN or infinite values".into());
+            }
+            let loss = f64::from_bits(bits);
+            let recorded = meta
+                .records
+                .iter()
+                .any(|r| r.step == step && r.heldout_loss.map(f64::to_bits) == Some(bits));
+            if !(loss.is_finite() && loss >= 0.0 && recorded) {
+                return bad(format!(
+                    "state: the best record (step {step}, held-out loss {loss}) is not one of \
+                     the records"
+                ));
+            }
+        }
         let loss = f64::from_bits(meta.seen_loss_sum_bits);
         if !(loss.is_finite() && loss >= 0.0) || meta.seen_correct > meta.seen_rows {
             return bad(format!(
@@ -406,6 +447,14 @@ impl Checkpoint {
             },
             records: meta.records,
             seconds: meta.seconds,
+            best: match (self.best, meta.best_step, meta.best_loss_bits) {
+                (Some(model), Some(step), Some(bits)) => Some(Best {
+                    step,
+                    loss: f64::from_bits(bits),
+                    model,
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -525,6 +574,7 @@ fn first_difference(
         };
         let show = |v: Option<&serde_json::Value>| match v {
             Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => "(unset)".into(),
             // f32 settings (--lr) come back as f64: show them as typed.
             Some(serde_json::Value::Number(n))
                 if n.as_f64()
@@ -533,7 +583,6 @@ fn first_difference(
                 (n.as_f64().unwrap_or_default() as f32).to_string()
             }
             Some(v) => v.to_string(),
-            None => "(unset)".into(),
         };
         return Some((flag, show(a), show(b)));
     }

@@ -11,8 +11,8 @@ use crate::engine::BatchStats;
 use crate::engine::ResidentTrainer;
 use crate::rng::{SeededRng, Stream};
 
-/// Carry `st` on to `epochs` epochs of `batch_size`-row steps; the total
-/// number of steps of the run, and whether the observer stopped it early.
+/// Carry `st` on to `epochs` epochs of `batch_size`-row steps, or until
+/// early stopping ends it; whether the observer stopped it.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     cfg: &TrainConfig,
@@ -23,7 +23,7 @@ pub(super) fn run(
     labels: &[u8],
     stepper: &mut Stepper,
     observer: &mut dyn Observer,
-) -> Result<(usize, bool), TrainError> {
+) -> Result<bool, TrainError> {
     let mut stopped = false;
     let batch_size = batch_size.clamp(1, train.len());
     let mut rng = SeededRng::new(cfg.seed, Stream::Shuffle);
@@ -40,7 +40,9 @@ pub(super) fn run(
             .resident(&train.pixels, labels, batch_size, &st.model, &st.optimizer);
     // The last step's counts, for the check after the final write-back.
     let mut last = BatchStats::default();
-    'epochs: while st.position.completed < epochs {
+    // A run resumed from a checkpoint written as early stopping ended it
+    // takes no further step.
+    'epochs: while st.position.completed < epochs && !st.early_stop_due(cfg) {
         let epoch = st.position.completed + 1;
         rng.set_word_pos(st.position.shuffle_word_pos);
         let order = rng.permutation(train.len());
@@ -72,6 +74,7 @@ pub(super) fn run(
                     stepper,
                     observer,
                 )?;
+                st.note_record(cfg);
                 st.position.shuffle_word_pos = rng.word_pos();
             }
             st.seconds = stepper.seconds();
@@ -81,6 +84,11 @@ pub(super) fn run(
             };
             if observer.after_step(&mut view) == Control::Stop {
                 stopped = st.position.completed < epochs;
+                break 'epochs;
+            }
+            // Early stopping decides at epoch ends, after the observer
+            // (a checkpoint written here resumes to the same end).
+            if st.position.batch_in_epoch == 0 && st.early_stop_due(cfg) {
                 break 'epochs;
             }
         }
@@ -93,7 +101,7 @@ pub(super) fn run(
         let epoch = p.completed + usize::from(p.batch_in_epoch > 0);
         stepper.check_step(&last, finite, "epoch", epoch.max(1))?;
     }
-    Ok((total, stopped))
+    Ok(stopped)
 }
 
 /// The rows of one step, the next step's (a hint), and the epoch.

@@ -18,11 +18,13 @@ pub mod schedule;
 pub mod shard;
 mod state;
 mod step;
+#[cfg(test)]
+mod tests;
 
 pub use args::{BatchSize, HeldoutEval, Plan, PlanError, Preset, TrainArgs};
 pub use run::{run, Checkpointing, Run, RunError, RunOptions, RunReport, RunStart};
 pub use schedule::{LrSchedule, Schedule, WARMUP_FRACTION};
-pub use state::{Control, Observer, Position, Record, Silent, StepView, TrainState};
+pub use state::{Best, Control, Observer, Position, Record, Silent, StepView, TrainState};
 pub use step::DIVERGED_LOSS;
 
 use crate::data::Dataset;
@@ -61,6 +63,11 @@ pub struct TrainConfig {
     pub engine: EngineKind,
     /// Full-batch only: record metrics every this many iterations.
     pub log_every: usize,
+    /// Early stopping's patience: end the run once this many records in a
+    /// row (epochs, or full-batch records) bring no lower held-out loss, and
+    /// return the weights of the record with the lowest (Keras'
+    /// `EarlyStopping(patience=N, restore_best_weights=True)`).
+    pub early_stop: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,13 +99,21 @@ pub enum TrainError {
 /// The trained model and how it got there.
 #[derive(Debug, Clone)]
 pub struct TrainOutcome {
+    /// The model after the last step, or with early stopping the weights of
+    /// the record with the lowest held-out loss.
     pub model: Mlp,
     pub records: Vec<Record>,
+    /// Optimizer steps taken over the whole run.
     pub steps: usize,
     pub seconds: f64,
     /// The observer stopped training before the last step (Ctrl-C); `model`
     /// is the model at that point.
     pub stopped: bool,
+    /// Early stopping ended the run before its last epoch (iteration): the
+    /// step of the record it stopped after.
+    pub early_stopped_at: Option<usize>,
+    /// Early stopping gave back the weights of this record (not the last).
+    pub restored_step: Option<usize>,
 }
 
 /// Train a fresh model on `train`, evaluating on `heldout` at each record.
@@ -139,19 +154,16 @@ pub fn train_from(
         seconds_before: st.seconds,
         lr: cfg.lr,
     };
-    let (steps, stopped) = match cfg.schedule {
-        Schedule::FullBatch { iterations } => {
-            let stopped = full_batch::run(
-                cfg,
-                iterations,
-                &mut st,
-                train,
-                labels,
-                &mut stepper,
-                observer,
-            )?;
-            (iterations, stopped)
-        }
+    let stopped = match cfg.schedule {
+        Schedule::FullBatch { iterations } => full_batch::run(
+            cfg,
+            iterations,
+            &mut st,
+            train,
+            labels,
+            &mut stepper,
+            observer,
+        )?,
         Schedule::MiniBatch { epochs, batch_size } => minibatch::run(
             cfg,
             epochs,
@@ -163,12 +175,20 @@ pub fn train_from(
             observer,
         )?,
     };
+    // A run stopped by its observer keeps the model it stopped with.
+    let (early_stopped_at, restored_step) = if stopped {
+        (None, None)
+    } else {
+        st.finish_early_stop(cfg)
+    };
     Ok(TrainOutcome {
         model: st.model,
         records: st.records,
-        steps,
+        steps: st.position.steps,
         seconds: stepper.seconds(),
         stopped,
+        early_stopped_at,
+        restored_step,
     })
 }
 

@@ -59,6 +59,8 @@ pub struct RunReport {
     pub matmul_backend: String,
     /// When the held-out rows were scored: `records` or `end`.
     pub heldout_eval: HeldoutEval,
+    /// `--early-stop`'s patience, in records (epochs for mini-batch).
+    pub early_stop: Option<usize>,
     pub steps: usize,
     pub train_accuracy: f64,
     pub train_loss: f64,
@@ -69,6 +71,12 @@ pub struct RunReport {
     /// the held-out rows were scored during training.
     pub best_epoch: Option<usize>,
     pub best_heldout_accuracy: Option<f64>,
+    /// The record step after which early stopping ended training (None: it
+    /// ran to its last epoch or iteration).
+    pub early_stopped_at: Option<usize>,
+    /// The record whose weights early stopping gave back (None: the model
+    /// is the last step's). The final accuracies and losses are this model's.
+    pub restored_step: Option<usize>,
     pub load_seconds: f64,
     pub train_seconds: f64,
     pub eval_seconds: f64,
@@ -328,6 +336,7 @@ fn report(
         engine_reason: engine_used.reason.clone(),
         matmul_backend: crate::threads::matmul_backend(),
         heldout_eval: plan.heldout_eval,
+        early_stop: cfg.early_stop,
         steps: outcome.steps,
         train_accuracy: on_train.stats.accuracy(),
         train_loss: on_train.stats.mean_loss(),
@@ -336,6 +345,8 @@ fn report(
         heldout_correct: on_heldout.stats.correct,
         best_epoch: best.map(|b| b.0),
         best_heldout_accuracy: best.map(|b| b.1),
+        early_stopped_at: outcome.early_stopped_at,
+        restored_step: outcome.restored_step,
         load_seconds,
         train_seconds: outcome.seconds,
         eval_seconds,

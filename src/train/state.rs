@@ -101,6 +101,17 @@ pub struct TrainState {
     pub records: Vec<Record>,
     /// Training seconds spent before this process took over (resume).
     pub seconds: f64,
+    /// Early stopping only: the record with the lowest held-out loss so far.
+    pub best: Option<Best>,
+}
+
+/// Early stopping's best record: its step, its held-out loss and the
+/// weights that loss was measured on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Best {
+    pub step: usize,
+    pub loss: f64,
+    pub model: Mlp,
 }
 
 impl TrainState {
@@ -120,7 +131,75 @@ impl TrainState {
             },
             records: Vec::new(),
             seconds: 0.0,
+            best: None,
         })
+    }
+
+    /// Early stopping, after a record is pushed: keeps a copy of the model
+    /// if the record's held-out loss is strictly the lowest so far (a NaN
+    /// loss never is). The model must be up to date (a resident trainer's
+    /// written back, as it is at every record).
+    pub(super) fn note_record(&mut self, cfg: &TrainConfig) {
+        if cfg.early_stop.is_none() {
+            return;
+        }
+        let Some((step, Some(loss))) = self.records.last().map(|r| (r.step, r.heldout_loss)) else {
+            return;
+        };
+        let better = match &self.best {
+            None => !loss.is_nan(),
+            Some(b) => loss < b.loss,
+        };
+        if better {
+            self.best = Some(Best {
+                step,
+                loss,
+                model: self.model.clone(),
+            });
+        }
+    }
+
+    /// Records with a held-out loss since the best one (all of them if
+    /// none was best yet).
+    fn records_since_best(&self) -> usize {
+        let after = self.best.as_ref().map(|b| b.step);
+        self.records
+            .iter()
+            .filter(|r| r.heldout_loss.is_some() && after.is_none_or(|s| r.step > s))
+            .count()
+    }
+
+    /// Whether early stopping ends the run here: `--early-stop N` records
+    /// in a row without a lower held-out loss. Derived from the records and
+    /// the best, so a resumed run decides as the uninterrupted one did.
+    pub(super) fn early_stop_due(&self, cfg: &TrainConfig) -> bool {
+        cfg.early_stop
+            .is_some_and(|patience| self.records_since_best() >= patience)
+    }
+
+    /// At the end of a run that was not stopped by its observer: the step
+    /// of the record early stopping ended it after (if before the last
+    /// unit), and the step of the best record if its weights replace the
+    /// model (if it is not the last record, whose weights the model is).
+    pub(super) fn finish_early_stop(
+        &mut self,
+        cfg: &TrainConfig,
+    ) -> (Option<usize>, Option<usize>) {
+        let last = self.records.last().map(|r| r.step);
+        let early = (self.early_stop_due(cfg) && !self.is_finished(cfg))
+            .then_some(last)
+            .flatten();
+        let restored = match self.best.take() {
+            Some(best) if Some(best.step) != last => {
+                self.model = best.model;
+                Some(best.step)
+            }
+            kept => {
+                self.best = kept;
+                None
+            }
+        };
+        (early, restored)
     }
 
     /// Whether every step of `cfg` is done.

@@ -34,6 +34,7 @@ fn config(optimizer: OptimizerKind, schedule: Schedule) -> TrainConfig {
         seed: 5,
         engine: EngineKind::Blas,
         log_every: 3,
+        early_stop: None,
     }
 }
 

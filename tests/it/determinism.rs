@@ -29,6 +29,7 @@ fn config(schedule: Schedule, optimizer: OptimizerKind, engine: EngineKind) -> T
         seed: 7,
         engine,
         log_every: 1,
+        early_stop: None,
     }
 }
 

@@ -24,6 +24,7 @@ mod cli;
 mod data_csv;
 mod data_idx;
 mod determinism;
+mod early_stop;
 mod engines;
 mod experience;
 mod fuzz_regressions;

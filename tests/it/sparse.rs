@@ -361,6 +361,7 @@ fn resident_trainers_report_divergence() {
                 seed: 1,
                 engine: EngineKind::Sparse,
                 log_every: 1,
+                early_stop: None,
             };
             let got = train::train(&cfg, &data, None, &mut train::Silent);
             assert!(
