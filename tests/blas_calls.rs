@@ -130,4 +130,49 @@ fn every_hot_path_product_goes_to_cblas_sgemm() {
         }),
         5
     );
+
+    // Deeper networks: every layer's products too. With L dense layers a
+    // block of rows takes L forward products (zl = a(l-1) wl^T) and 2L - 1
+    // backward ones (dwl and da(l-1) for l = L..2, then dw1), each counted
+    // here only if it reached cblas_sgemm: one that fell back to ndarray's
+    // own matmul would leave the count short. (ndarray keeps products whose
+    // sides are all 7 or less for itself, by design; every product here has
+    // a side of 8 or more.)
+    for spec in ["16-8", "20-12-8"] {
+        let layers = Layers::parse(spec).unwrap();
+        let depth = layers.depth();
+        let m = Mlp::init(&layers, Init::He, 7).unwrap();
+        for rows in [1, 32, 300] {
+            let (x, _) = random_batch(rows, 8);
+            assert_eq!(
+                calls_during(|| drop(engine.probabilities(&m, &x))),
+                depth * rows.div_ceil(SHARD_ROWS),
+                "forward, layers {layers}, {rows} rows"
+            );
+        }
+        // 64 rows take dw1 directly, SHARD_ROWS rows as its transpose.
+        for rows in [1, 64, SHARD_ROWS] {
+            let (x, y) = random_batch(rows, 9);
+            let mut g = Mlp::zeros(&layers);
+            assert_eq!(
+                calls_during(|| {
+                    engine.accumulate(&m, &x, &y, &mut g);
+                }),
+                depth + (2 * depth - 1),
+                "step, layers {layers}, {rows} rows"
+            );
+        }
+        let rows = 2 * SHARD_ROWS + 10;
+        let (x, y) = random_batch(rows, 10);
+        let mut g = Mlp::zeros(&layers);
+        let mut shards = ShardBuffers::default();
+        let n = calls_during(|| {
+            shards.mean_gradients(&engine, &m, &x, &y, None, &mut g);
+        });
+        assert_eq!(
+            n,
+            (3 * depth - 1) * rows.div_ceil(SHARD_ROWS),
+            "sharded full batch, layers {layers}"
+        );
+    }
 }

@@ -491,3 +491,72 @@ fn sigint_writes_a_checkpoint_exits_130_and_says_how_to_resume() {
         "resumed after SIGINT: weights differ from the uninterrupted run"
     );
 }
+
+/// A checkpoint of a `--layers 16-8` run resumed with other layers (or
+/// with `--hidden`, which means one hidden layer) is refused in one line
+/// naming `--layers` and both values; nothing is written.
+#[test]
+fn resuming_with_other_layers_is_refused_naming_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = &[
+        "train",
+        "--layers",
+        "16-8",
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--seed",
+        "3",
+        "--quiet",
+    ];
+    let o = run(dir.path(), first);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ckpt_path = dir.path().join("model.ckpt.npz");
+    let ckpt = Checkpoint::load(&ckpt_path).unwrap();
+    assert_eq!(ckpt.model().shape(), Layers::parse("16-8").unwrap());
+    let ckpt_bytes = std::fs::read(&ckpt_path).unwrap();
+    let model_bytes = std::fs::read(dir.path().join("model.npz")).unwrap();
+
+    for (flags, now) in [
+        (&["--layers", "16-4"][..], "--layers 16-4"),
+        (&["--layers", "16-8-4"][..], "--layers 16-8-4"),
+        (&["--hidden", "16"][..], "--layers 16"),
+    ] {
+        let mut args = vec![
+            "train",
+            "--epochs",
+            "2",
+            "--seed",
+            "3",
+            "--quiet",
+            "--resume",
+            "model.ckpt.npz",
+        ];
+        args.extend(flags);
+        let o = run(dir.path(), &args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{flags:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{flags:?}: {err}");
+        assert!(
+            err.starts_with("error: ")
+                && err.contains("model.ckpt.npz")
+                && err.contains("--layers 16-8,")
+                && err.contains(&format!("this run has {now};")),
+            "{flags:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(std::fs::read(&ckpt_path).unwrap(), ckpt_bytes);
+        assert_eq!(
+            std::fs::read(dir.path().join("model.npz")).unwrap(),
+            model_bytes
+        );
+    }
+
+    // The same layers resume (the run is already complete: nothing to add
+    // but the end).
+    let mut args = first.to_vec();
+    args.extend(["--resume", "model.ckpt.npz"]);
+    let o = run(dir.path(), &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -91,3 +91,29 @@ fn a_different_seed_gives_different_weights() {
     cfg.seed = 8;
     assert_ne!(a, train_with_threads(&cfg, 2));
 }
+
+/// Two hidden layers (784-16-8-10): every layer's shard gradients are
+/// summed in shard order whatever the thread count. Mini-batches of 300
+/// rows are two shards each (256 + 44); the full batch of 845 is four.
+#[test]
+fn two_hidden_layers_are_bit_identical_on_1_and_2_threads() {
+    let layers = Layers::parse("16-8").unwrap();
+    for schedule in [
+        Schedule::MiniBatch {
+            epochs: 2,
+            batch_size: 300,
+        },
+        Schedule::FullBatch { iterations: 3 },
+    ] {
+        let mut cfg = config(schedule, OptimizerKind::Adam, EngineKind::Blas);
+        cfg.layers = layers.clone();
+        cfg.init = Init::He;
+        let one = train_with_threads(&cfg, 1);
+        assert_eq!(one.shape(), layers);
+        assert_bit_identical(&one, &train_with_threads(&cfg, 2));
+        let untrained = Mlp::init(&layers, Init::He, cfg.seed).unwrap();
+        for (l, (a, b)) in one.layers.iter().zip(&untrained.layers).enumerate() {
+            assert_ne!(a.w, b.w, "{schedule:?}: training left w{} as it was", l + 1);
+        }
+    }
+}

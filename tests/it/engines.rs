@@ -70,66 +70,177 @@ fn naive_gradients_match_finite_differences() {
     assert!(checked > 25, "only {checked} coordinates checked");
 }
 
-fn compare_engines(rows: usize, hidden: usize, init: Init, seed: u64) {
+/// Networks of one, two and three hidden layers.
+const DEPTHS: [&str; 3] = ["12", "16-8", "20-12-6"];
+
+/// The ReLU pattern of every hidden unit on every row: which units pass
+/// their input on.
+fn relu_pattern(m: &Mlp, x: &[u8]) -> Vec<bool> {
+    x.chunks(FEATURES)
+        .flat_map(|row| {
+            naive::forward_row(m, row)
+                .z
+                .into_iter()
+                .flatten()
+                .map(|z| z > 0.0)
+        })
+        .collect()
+}
+
+/// The oracle's gradients against central differences of its loss, in f64,
+/// on a spread of coordinates of every weight and bias block of every layer.
+///
+/// A difference quotient lies where the step crosses a ReLU kink, so a
+/// coordinate is checked only when the ReLU pattern of every hidden unit on
+/// every row is the same at both ends of the step as at its centre. That
+/// makes the test exact rather than lucky: with the pattern fixed, every
+/// pre-activation is an affine function of the one parameter moved, so the
+/// same signs at both ends mean the same signs all along the step, and the
+/// loss is smooth there.
+fn check_finite_differences(layers: &Layers, seed: u64) {
+    let (x, y) = random_batch(8, seed);
+    let m = Mlp::init(layers, Init::He, seed).unwrap();
+    let (g, stats) = naive::gradients(&m, &x, &y);
+    assert_eq!(g.layers.len(), layers.depth());
+    let n = stats.rows as f64;
+    let pattern = relu_pattern(&m, &x);
+    let (mut checked, mut skipped) = (0, 0);
+    for block in 0..2 * layers.depth() {
+        let (l, is_bias) = (block / 2, block % 2 == 1);
+        let len = m.params()[block].len();
+        let mut checked_here = 0;
+        for k in (0..len).step_by((len / 9).max(1)) {
+            let h = 1e-3f32;
+            let (mut plus, mut minus) = (m.clone(), m.clone());
+            plus.params_mut()[block][k] += h;
+            minus.params_mut()[block][k] -= h;
+            if relu_pattern(&plus, &x) != pattern || relu_pattern(&minus, &x) != pattern {
+                skipped += 1;
+                continue;
+            }
+            let analytic = if is_bias {
+                g.layers[l].b[k]
+            } else {
+                g.layers[l].w.as_slice().unwrap()[k]
+            } / n;
+            // Divide by the step actually stored in f32, not the nominal one.
+            let step = plus.params()[block][k] as f64 - minus.params()[block][k] as f64;
+            let numeric = (loss(&plus, &x, &y) - loss(&minus, &x, &y)) / step;
+            let err = (analytic - numeric).abs() / analytic.abs().max(1e-4);
+            assert!(
+                err < 1e-4,
+                "layers {layers}, {}{} index {k}: analytic {analytic} numeric {numeric}",
+                if is_bias { "b" } else { "w" },
+                l + 1
+            );
+            checked_here += 1;
+        }
+        assert!(
+            checked_here >= len.min(5),
+            "layers {layers}, block {block}: only {checked_here} of {len} checked"
+        );
+        checked += checked_here;
+    }
+    assert!(
+        skipped * 10 <= checked,
+        "layers {layers}: {skipped} coordinates skipped at kinks, {checked} checked"
+    );
+}
+
+#[test]
+fn naive_gradients_match_finite_differences_at_every_depth() {
+    for (i, spec) in DEPTHS.iter().enumerate() {
+        check_finite_differences(&Layers::parse(spec).unwrap(), 30 + i as u64);
+    }
+}
+
+/// The blas engine against the oracle on one model: probabilities, every
+/// layer's gradients, loss and accuracy counts.
+///
+/// Tolerances: probabilities and gradients within
+/// [`tolerance::F32_VS_F64`] (2e-4) of the oracle, relative to the largest
+/// magnitude compared; the summed loss within 1e-5 relative; the counts of
+/// rows and correct predictions exactly. The same bounds hold at any depth:
+/// each layer adds one f32 product whose rounding (~1e-6 relative over a few
+/// hundred terms) is far below them.
+fn compare_engines(rows: usize, layers: &Layers, init: Init, seed: u64) {
     let (x, y) = random_batch(rows, seed);
-    let m = Mlp::init(&Layers::one(hidden), init, seed).unwrap();
+    let m = Mlp::init(layers, init, seed).unwrap();
 
     let fast = BlasEngine.probabilities(&m, &x);
     let slow = NaiveEngine.probabilities(&m, &x);
+    assert_eq!(fast.dim(), (rows, 10));
     let d = max_rel_diff(
         fast.iter().map(|&v| v as f64),
         slow.iter().map(|&v| v as f64),
     );
-    assert!(d < tolerance::F32_VS_F64, "probabilities differ by {d}");
+    assert!(
+        d < tolerance::F32_VS_F64,
+        "probabilities differ by {d} (rows {rows}, layers {layers})"
+    );
 
     let (oracle, ostats) = naive::gradients(&m, &x, &y);
-    let mut g = Mlp::zeros(&Layers::one(hidden));
+    assert_eq!(oracle.layers.len(), layers.depth());
+    let mut g = Mlp::zeros(layers);
     let stats = BlasEngine.accumulate(&m, &x, &y, &mut g);
     assert_eq!(stats.rows, ostats.rows);
-    assert_eq!(stats.correct, ostats.correct);
-    assert!((stats.loss_sum - ostats.loss_sum).abs() / ostats.loss_sum < 1e-5);
-    let pairs = [
-        (
-            "w1",
-            g.layers[0].w.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-            oracle.layers[0].w.iter().copied().collect::<Vec<_>>(),
-        ),
-        (
-            "b1",
-            g.layers[0].b.iter().map(|&v| v as f64).collect(),
-            oracle.layers[0].b.to_vec(),
-        ),
-        (
-            "w2",
-            g.layers[1].w.iter().map(|&v| v as f64).collect(),
-            oracle.layers[1].w.iter().copied().collect(),
-        ),
-        (
-            "b2",
-            g.layers[1].b.iter().map(|&v| v as f64).collect(),
-            oracle.layers[1].b.to_vec(),
-        ),
-    ];
-    for (name, a, b) in pairs {
-        let d = max_rel_diff(a, b);
-        assert!(
-            d < tolerance::F32_VS_F64,
-            "{name}: blas vs naive differ by {d} (rows {rows}, hidden {hidden})"
-        );
+    assert_eq!(stats.correct, ostats.correct, "layers {layers}");
+    assert!(
+        (stats.loss_sum - ostats.loss_sum).abs() / ostats.loss_sum < 1e-5,
+        "loss {} vs {} (layers {layers})",
+        stats.loss_sum,
+        ostats.loss_sum
+    );
+    for (l, (ours, theirs)) in g.layers.iter().zip(&oracle.layers).enumerate() {
+        let pairs = [
+            (
+                "w",
+                ours.w.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                theirs.w.iter().copied().collect::<Vec<_>>(),
+            ),
+            (
+                "b",
+                ours.b.iter().map(|&v| v as f64).collect(),
+                theirs.b.to_vec(),
+            ),
+        ];
+        for (name, a, b) in pairs {
+            assert_eq!(a.len(), b.len());
+            let d = max_rel_diff(a, b);
+            assert!(
+                d < tolerance::F32_VS_F64,
+                "{name}{}: blas vs naive differ by {d} (rows {rows}, layers {layers})",
+                l + 1
+            );
+        }
     }
 }
 
 #[test]
 fn blas_matches_naive_on_small_batches() {
-    compare_engines(1, 10, Init::Uniform, 3);
-    compare_engines(7, 10, Init::He, 4);
-    compare_engines(32, 10, Init::Uniform, 5);
+    compare_engines(1, &Layers::one(10), Init::Uniform, 3);
+    compare_engines(7, &Layers::one(10), Init::He, 4);
+    compare_engines(32, &Layers::one(10), Init::Uniform, 5);
 }
 
 #[test]
 fn blas_matches_naive_on_wide_and_large_batches() {
-    compare_engines(300, 33, Init::He, 6);
-    compare_engines(513, 10, Init::Uniform, 7);
+    compare_engines(300, &Layers::one(33), Init::He, 6);
+    compare_engines(513, &Layers::one(10), Init::Uniform, 7);
+}
+
+/// One, two and three hidden layers: 1 row, a few, and 300 (two blocks of
+/// the engine's 256 rows, so the second block's products start from what
+/// the first added).
+#[test]
+fn blas_matches_naive_at_every_depth() {
+    for (i, spec) in DEPTHS.iter().enumerate() {
+        let layers = Layers::parse(spec).unwrap();
+        let seed = 20 + 3 * i as u64;
+        compare_engines(1, &layers, Init::He, seed);
+        compare_engines(7, &layers, Init::Uniform, seed + 1);
+        compare_engines(300, &layers, Init::He, seed + 2);
+    }
 }
 
 #[test]
