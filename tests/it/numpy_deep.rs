@@ -62,6 +62,11 @@ fn pixels(csv: &str) -> Vec<u8> {
 #[test]
 fn numpy_runs_a_deep_model_as_predict_does() {
     let Some(python) = python_with_numpy() else {
+        // CI installs numpy (.ci/run): there a missing numpy is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but no python3 has numpy: .ci/run installs python3-numpy"
+        );
         eprintln!(
             "SKIPPED numpy_runs_a_deep_model_as_predict_does: no python3 with numpy \
              (apt-get install python3-numpy)"
