@@ -552,7 +552,9 @@ fn first_difference(
         return (then != now).then(|| ("config".into(), then.to_string(), now.to_string()));
     };
     let mut keys: Vec<&String> = then.keys().chain(now.keys()).collect();
-    keys.sort();
+    // The network's shape first: other settings (the engine `auto` picks,
+    // the defaults of deeper networks) follow from it.
+    keys.sort_by_key(|k| (k.as_str() != "layers", k.as_str()));
     keys.dedup();
     for key in keys {
         let (a, b) = (then.get(key), now.get(key));
