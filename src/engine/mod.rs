@@ -26,6 +26,22 @@ use ndarray::Array2;
 /// = 784 KiB) stay in L2 between the forward and backward products.
 pub const SHARD_ROWS: usize = 256;
 
+/// Smallest half a batch is cut into: below it, the products of a half are
+/// too small for two cores to beat one.
+const MIN_HALF: usize = 64;
+
+/// Rows per shard for a batch of `rows`: [`SHARD_ROWS`], except that a
+/// batch of `2 * MIN_HALF` to `SHARD_ROWS` rows is cut into two halves, so
+/// that both cores of a laptop work on a batch of 128 (the cut still
+/// depends on the batch size alone).
+pub fn shard_rows(rows: usize) -> usize {
+    if (2 * MIN_HALF..=SHARD_ROWS).contains(&rows) {
+        rows.div_ceil(2)
+    } else {
+        SHARD_ROWS
+    }
+}
+
 /// Loss and accuracy counts of one pass over some rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct BatchStats {

@@ -1,14 +1,16 @@
 //! One batch's gradients, sharded across rayon threads and reduced in a
 //! fixed order.
 //!
-//! A batch is cut into shards of [`SHARD_ROWS`] rows. The cut depends only on
-//! the batch size, never on the thread count; each shard's gradient is
+//! A batch is cut into shards of [`crate::engine::SHARD_ROWS`] rows, or into two halves
+//! when it has at most that many, so that a batch of 128 keeps two cores
+//! busy too ([`shard_rows`]). The cut depends
+//! only on the batch size, never on the thread count; each shard's gradient is
 //! computed into its own buffer, and the buffers are summed in shard order.
 //! So `--threads 1` and `--threads 8` add the same numbers in the same order
 //! and give bit-identical weights: only who computes which shard changes.
 
 use crate::data::FEATURES;
-use crate::engine::{BatchStats, Engine, PreparedRows, SHARD_ROWS};
+use crate::engine::{shard_rows, BatchStats, Engine, PreparedRows};
 use crate::model::{Gradients, Layers, Mlp};
 use rayon::prelude::*;
 
@@ -36,7 +38,8 @@ impl ShardBuffers {
     ) -> BatchStats {
         let rows = y.len();
         debug_assert_eq!(x.len(), rows * FEATURES);
-        let n = rows.div_ceil(SHARD_ROWS);
+        let per_shard = shard_rows(rows);
+        let n = rows.div_ceil(per_shard);
         out.fill(0.0);
         let mut stats = BatchStats::default();
         if let Some(p) = prepared {
@@ -57,8 +60,8 @@ impl ShardBuffers {
             self.shards[..n]
                 .par_iter_mut()
                 .zip(&mut self.stats[..n])
-                .zip(x.par_chunks(SHARD_ROWS * FEATURES))
-                .zip(y.par_chunks(SHARD_ROWS))
+                .zip(x.par_chunks(per_shard * FEATURES))
+                .zip(y.par_chunks(per_shard))
                 .enumerate()
                 .for_each(|(i, (((g, s), xs), ys))| {
                     g.fill(0.0);
@@ -81,7 +84,7 @@ impl ShardBuffers {
 /// steps: full-batch training.
 pub fn prepare(engine: &dyn Engine, x: &[u8], layers: &Layers) -> Option<Vec<PreparedRows>> {
     let shards: Vec<Option<PreparedRows>> = x
-        .par_chunks(SHARD_ROWS * FEATURES)
+        .par_chunks(shard_rows(x.len() / FEATURES) * FEATURES)
         .map(|xs| engine.prepare(xs, layers))
         .collect();
     shards.into_iter().collect()

@@ -12,7 +12,7 @@
 //! - the weights and the optimizer's moments live in the padded layout
 //!   ([`Weights`]), and the update rule runs there ([`super::update`]);
 //! - a batch is cut into shards exactly as the generic path cuts it
-//!   ([`SHARD_ROWS`]), each shard's gradients go to its own [`Scratch`] on
+//!   ([`crate::engine::shard_rows`]), each shard's gradients go to its own [`Scratch`] on
 //!   the rayon pool, and the update adds them up in shard order, then
 //!   clears them.
 //!
@@ -30,7 +30,6 @@ use super::layout::{add, Chunk, Scratch, Weights, ZERO};
 use super::row_set::{RowSet, PREFETCH_AHEAD};
 use super::update::{padded_state, store_state, update_block, update_small};
 use crate::data::FEATURES;
-use crate::engine::SHARD_ROWS;
 use crate::engine::{pixel_table, BatchStats, ResidentStep, ResidentTrainer};
 use crate::model::Mlp;
 use crate::optim::{Optimizer, Rule};
@@ -80,7 +79,8 @@ impl ResidentTrainer for SparseTrainer {
             v,
             shards,
         } = self;
-        let n = batch.len().div_ceil(SHARD_ROWS);
+        let per_shard = crate::engine::shard_rows(batch.len());
+        let n = batch.len().div_ceil(per_shard);
         while shards.len() < n {
             shards.push(Shard {
                 scratch: Scratch::new(w.hidden),
@@ -90,7 +90,7 @@ impl ResidentTrainer for SparseTrainer {
         let shards = &mut shards[..n];
         let weights = &*w;
         let pass = |(k, shard): (usize, &mut Shard)| {
-            let mine = &batch[k * SHARD_ROWS..((k + 1) * SHARD_ROWS).min(batch.len())];
+            let mine = &batch[k * per_shard..((k + 1) * per_shard).min(batch.len())];
             // The update left the sums zero.
             shard.stats = shard_pass(weights, &mut shard.scratch, rows, labels, mine);
         };
