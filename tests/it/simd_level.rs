@@ -63,3 +63,36 @@ fn every_simd_level_gives_the_same_bits_and_a_bad_value_is_one_line() {
     );
     assert!(!d.join("bad.npz").exists());
 }
+
+/// `--init orthogonal` runs LAPACK's QR: the blas build trains with it, the
+/// pure-Rust build refuses it in one line before reading any data.
+#[test]
+fn orthogonal_init_needs_the_blas_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--init",
+        "orthogonal",
+        "--layers",
+        "16-8",
+        "--epochs",
+        "1",
+        "-q",
+        "--model",
+        "o.npz",
+        "--metrics",
+        "o.csv",
+    ];
+    let o = run_in(dir.path(), &args);
+    if cfg!(feature = "blas") {
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(dir.path().join("o.npz").exists());
+    } else {
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(
+            stderr(&o).trim(),
+            "error: --init orthogonal needs LAPACK, which this build lacks: build with \
+             --features blas (cargo run --release --features blas)"
+        );
+        assert!(!dir.path().join("o.npz").exists());
+    }
+}
