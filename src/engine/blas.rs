@@ -8,6 +8,10 @@
 //!
 //! Buffers live in a per-thread workspace, so a training loop allocates
 //! nothing after its first step.
+//!
+//! Everything above the first layer's product is [`Above`], which the
+//! sparse engine shares for models of two hidden layers or more (it
+//! computes the first layer its own way).
 
 use super::{argmax, BatchStats, Engine, EngineKind};
 use crate::data::FEATURES;

@@ -1,7 +1,9 @@
 //! The sparse engine against the f64 oracle, on the same terms as the blas
 //! engine (tests/engines.rs): probabilities, loss and accuracy counts, and
 //! every gradient block, for narrow (H <= 16, one 16-lane chunk) and wide
-//! (several chunks, H not a multiple of 16) networks.
+//! (several chunks, H not a multiple of 16) networks, and for deep ones
+//! (two and three hidden layers: the sparse first layer under the dense
+//! products).
 
 use crate::testutil::{max_rel_diff, random_batch, tolerance};
 use mnist_blas::data::FEATURES;
