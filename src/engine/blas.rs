@@ -8,6 +8,10 @@
 //!
 //! Buffers live in a per-thread workspace, so a training loop allocates
 //! nothing after its first step.
+//!
+//! Everything above the first layer's product is [`Above`], which the
+//! sparse engine shares for models of two hidden layers or more (it
+//! computes the first layer its own way).
 
 use super::{argmax, BatchStats, Engine, EngineKind};
 use crate::data::FEATURES;
@@ -22,17 +26,11 @@ pub struct BlasEngine;
 #[derive(Default)]
 struct Workspace {
     x: Array2<f32>,
-    /// Each hidden layer's output `a1 .. a(L-1)` (`rows x width`).
-    acts: Vec<Array2<f32>>,
-    /// The last layer's logits, then probabilities, then `dzL` (`rows x 10`).
-    out: Array2<f32>,
-    /// `da` of each hidden layer, gated into its `dz` in place.
-    deltas: Vec<Array2<f32>>,
+    /// Everything above the first layer's product.
+    above: Above,
     /// `dw1` of one block, transposed (`784 x h1`): see
     /// [`accumulate_block`] for why the product is taken in this orientation.
     dw1_t: Array2<f32>,
-    /// Column sums of one block (a bias gradient).
-    sums: Vec<f32>,
 }
 
 impl Workspace {
@@ -40,6 +38,37 @@ impl Workspace {
         if self.x.nrows() != rows {
             self.x = Array2::zeros((rows, FEATURES));
         }
+        self.above.prepare(rows, m);
+        if self.dw1_t.ncols() != m.hidden() {
+            self.dw1_t = Array2::zeros((FEATURES, m.hidden()));
+        }
+    }
+}
+
+/// The dense part of a pass that is the same whatever computes the first
+/// layer: the forward products of layers `2..L` and the softmax, the loss,
+/// and the backward products down to `dz1`. This engine fills `a1` by one
+/// more product; the sparse engine's deep path fills it from each row's
+/// non-zero pixels and shares the rest.
+///
+/// One block of rows at a time (`rows x width` arrays, reused from block to
+/// block); the caller computes the first layer's own gradient from
+/// [`Above::dz1`].
+#[derive(Default)]
+pub(crate) struct Above {
+    /// Each hidden layer's output `a1 .. a(L-1)` (`rows x width`).
+    acts: Vec<Array2<f32>>,
+    /// The last layer's logits, then probabilities, then `dzL` (`rows x 10`).
+    out: Array2<f32>,
+    /// `da` of each hidden layer, gated into its `dz` in place.
+    deltas: Vec<Array2<f32>>,
+    /// Column sums of one block (a bias gradient).
+    sums: Vec<f32>,
+}
+
+impl Above {
+    /// Size the arrays for `rows` rows of model `m`.
+    pub(crate) fn prepare(&mut self, rows: usize, m: &Mlp) {
         let last = m.layers.len() - 1;
         let widths = m.layers[..last].iter().map(|l| l.outputs());
         if self.acts.len() != last
@@ -56,9 +85,89 @@ impl Workspace {
         if self.out.dim() != (rows, classes) {
             self.out = Array2::zeros((rows, classes));
         }
-        if self.dw1_t.ncols() != m.hidden() {
-            self.dw1_t = Array2::zeros((FEATURES, m.hidden()));
+    }
+
+    /// `a1 = relu(z1)` (`rows x h1`, standard layout), for the caller to
+    /// fill before [`Above::forward`].
+    pub(crate) fn a1_mut(&mut self) -> &mut Array2<f32> {
+        &mut self.acts[0]
+    }
+
+    /// From `a1` up: `acts[l] = relu(a(l-1) wl^T + bl)` for the hidden
+    /// layers above the first, then the class probabilities
+    /// `softmax(a(L-1) wL^T + bL)`, row by row.
+    pub(crate) fn forward(&mut self, m: &Mlp) {
+        let last = m.layers.len() - 1;
+        for (l, layer) in m.layers[..last].iter().enumerate().skip(1) {
+            let (done, rest) = self.acts.split_at_mut(l);
+            let a = &mut rest[0];
+            // Seed the output with the bias and let gemm add the product (beta = 1).
+            seed_rows(a, &layer.b);
+            general_mat_mul(1.0, &done[l - 1], &layer.w.t(), 1.0, a);
+            relu(a);
         }
+
+        let layer = &m.layers[last];
+        seed_rows(&mut self.out, &layer.b);
+        general_mat_mul(1.0, &self.acts[last - 1], &layer.w.t(), 1.0, &mut self.out);
+        let classes = layer.outputs();
+        for row in slice_mut(&mut self.out).chunks_exact_mut(classes) {
+            softmax_in_place(row);
+        }
+    }
+
+    /// The class probabilities [`Above::forward`] left (`rows x 10`).
+    pub(crate) fn probabilities(&self) -> &Array2<f32> {
+        &self.out
+    }
+
+    /// After [`Above::forward`]: the loss and accuracy counts against
+    /// labels `y`, the gradients of layers `2..L` added into `g`, and `dz1`
+    /// (the gradient at the first layer's outputs, ReLU applied) left for
+    /// [`Above::dz1`].
+    pub(crate) fn backward(&mut self, m: &Mlp, y: &[u8], g: &mut Gradients) -> BatchStats {
+        // Loss, accuracy, then dzL = p - onehot(y), in place over p.
+        let mut stats = BatchStats {
+            rows: y.len(),
+            ..Default::default()
+        };
+        for (mut row, &label) in self.out.rows_mut().into_iter().zip(y) {
+            let p = row.as_slice_mut().expect("standard layout");
+            let label = label as usize;
+            stats.loss_sum -= (p[label].max(f32::MIN_POSITIVE) as f64).ln();
+            stats.correct += (argmax(p) == label) as usize;
+            p[label] -= 1.0;
+        }
+
+        // From the last layer down: dwl += dzl^T a(l-1), dbl += column sums
+        // of dzl, and for l > 1 the next dz = (dzl wl) gated by the ReLU
+        // (a > 0 exactly where z > 0).
+        let last = m.layers.len() - 1;
+        for l in (1..=last).rev() {
+            let (below, from) = self.deltas.split_at_mut(l);
+            let dz = if l == last { &self.out } else { &from[0] };
+            let input = &self.acts[l - 1];
+            let gl = &mut g.layers[l];
+            general_mat_mul(1.0, &dz.t(), input, 1.0, &mut gl.w);
+            add_column_sums(dz, &mut gl.b, &mut self.sums);
+
+            let da = &mut below[l - 1];
+            general_mat_mul(1.0, dz, &m.layers[l].w, 0.0, da);
+            for (d, &a) in slice_mut(da).iter_mut().zip(slice(input)) {
+                *d = if a <= 0.0 { 0.0 } else { *d };
+            }
+        }
+        stats
+    }
+
+    /// `dz1` (`rows x h1`), after [`Above::backward`].
+    pub(crate) fn dz1(&self) -> &Array2<f32> {
+        &self.deltas[0]
+    }
+
+    /// `db1 += ` the column sums of `dz1`, after [`Above::backward`].
+    pub(crate) fn add_b1_gradient(&mut self, db1: &mut Array1<f32>) {
+        add_column_sums(&self.deltas[0], db1, &mut self.sums);
     }
 }
 
@@ -92,34 +201,20 @@ const PAGE: usize = 4096;
 /// How far ahead [`to_f32`] prefetches, in pages.
 const PREFETCH_PAGES: usize = 2;
 
-/// Forward pass into the workspace: `ws.acts[l] = relu(a(l-1) wl^T + bl)`
-/// for the hidden layers, `ws.out = softmax(a(L-1) wL^T + bL)`
-/// (probabilities, row by row).
+/// Forward pass into the workspace: `a1 = relu(x w1^T + b1)`, then
+/// [`Above::forward`] (the probabilities in `ws.above`).
 fn forward(m: &Mlp, pixels: &[u8], ws: &mut Workspace) {
     let rows = pixels.len() / FEATURES;
     ws.prepare(rows, m);
     to_f32(pixels, &mut ws.x);
 
-    let last = m.layers.len() - 1;
-    for (l, layer) in m.layers[..last].iter().enumerate() {
-        let (done, rest) = ws.acts.split_at_mut(l);
-        let input = if l == 0 { &ws.x } else { &done[l - 1] };
-        let a = &mut rest[0];
-        // Seed the output with the bias and let gemm add the product (beta = 1).
-        seed_rows(a, &layer.b);
-        general_mat_mul(1.0, input, &layer.w.t(), 1.0, a);
-        for v in slice_mut(a) {
-            *v = v.max(0.0);
-        }
-    }
-
-    let layer = &m.layers[last];
-    seed_rows(&mut ws.out, &layer.b);
-    general_mat_mul(1.0, &ws.acts[last - 1], &layer.w.t(), 1.0, &mut ws.out);
-    let classes = layer.outputs();
-    for row in slice_mut(&mut ws.out).chunks_exact_mut(classes) {
-        softmax_in_place(row);
-    }
+    let layer = &m.layers[0];
+    let a = ws.above.a1_mut();
+    // Seed the output with the bias and let gemm add the product (beta = 1).
+    seed_rows(a, &layer.b);
+    general_mat_mul(1.0, &ws.x, &layer.w.t(), 1.0, a);
+    relu(a);
+    ws.above.forward(m);
 }
 
 // The small element-wise steps below work on plain slices of the
@@ -134,6 +229,13 @@ fn slice_mut(a: &mut Array2<f32>) -> &mut [f32] {
 
 fn slice(a: &Array2<f32>) -> &[f32] {
     a.as_slice().expect("workspace arrays are standard layout")
+}
+
+/// `max(v, 0)` in place.
+fn relu(a: &mut Array2<f32>) {
+    for v in slice_mut(a) {
+        *v = v.max(0.0);
+    }
 }
 
 /// Every row of `out` set to `bias`.
@@ -195,7 +297,7 @@ impl Engine for BlasEngine {
             let blocks = x.chunks(ROW_BLOCK * FEATURES);
             for (xb, mut ob) in blocks.zip(out.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)) {
                 forward(m, xb, ws);
-                ob.assign(&ws.out);
+                ob.assign(ws.above.probabilities());
             }
         });
         out
@@ -214,38 +316,7 @@ fn accumulate_block(m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStat
     WORKSPACE.with(|ws| {
         let ws = &mut *ws.borrow_mut();
         forward(m, x, ws);
-
-        // Loss, accuracy, then dzL = p - onehot(y), in place over p.
-        let mut stats = BatchStats {
-            rows: y.len(),
-            ..Default::default()
-        };
-        for (mut row, &label) in ws.out.rows_mut().into_iter().zip(y) {
-            let p = row.as_slice_mut().expect("standard layout");
-            let label = label as usize;
-            stats.loss_sum -= (p[label].max(f32::MIN_POSITIVE) as f64).ln();
-            stats.correct += (argmax(p) == label) as usize;
-            p[label] -= 1.0;
-        }
-
-        // From the last layer down: dwl += dzl^T a(l-1), dbl += column sums
-        // of dzl, and for l > 1 the next dz = (dzl wl) gated by the ReLU
-        // (a > 0 exactly where z > 0).
-        let last = m.layers.len() - 1;
-        for l in (1..=last).rev() {
-            let (below, from) = ws.deltas.split_at_mut(l);
-            let dz = if l == last { &ws.out } else { &from[0] };
-            let input = &ws.acts[l - 1];
-            let gl = &mut g.layers[l];
-            general_mat_mul(1.0, &dz.t(), input, 1.0, &mut gl.w);
-            add_column_sums(dz, &mut gl.b, &mut ws.sums);
-
-            let da = &mut below[l - 1];
-            general_mat_mul(1.0, dz, &m.layers[l].w, 0.0, da);
-            for (d, &a) in slice_mut(da).iter_mut().zip(slice(input)) {
-                *d = if a <= 0.0 { 0.0 } else { *d };
-            }
-        }
+        let stats = ws.above.backward(m, y, g);
 
         // dw1 += dz1^T x. From DW1_TRANSPOSED_ROWS rows up it is taken as
         // its transpose x^T dz1 (a 784 x h1 result) and added back
@@ -255,7 +326,7 @@ fn accumulate_block(m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStat
         // side as the result's rows. Below it, the transposed add (a few us)
         // costs more than it saves: 32 rows take 6.1 us directly and 6.4
         // transposed, and mini-batch epochs ran 6% slower.
-        let dz1 = &ws.deltas[0];
+        let dz1 = ws.above.dz1();
         let g1 = &mut g.layers[0];
         if ws.x.nrows() >= DW1_TRANSPOSED_ROWS {
             general_mat_mul(1.0, &ws.x.t(), dz1, 0.0, &mut ws.dw1_t);
@@ -263,7 +334,7 @@ fn accumulate_block(m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStat
         } else {
             general_mat_mul(1.0, &dz1.t(), &ws.x, 1.0, &mut g1.w);
         }
-        add_column_sums(dz1, &mut g1.b, &mut ws.sums);
+        ws.above.add_b1_gradient(&mut g1.b);
         stats
     })
 }

@@ -1,7 +1,9 @@
 //! The sparse engine against the f64 oracle, on the same terms as the blas
 //! engine (tests/engines.rs): probabilities, loss and accuracy counts, and
 //! every gradient block, for narrow (H <= 16, one 16-lane chunk) and wide
-//! (several chunks, H not a multiple of 16) networks.
+//! (several chunks, H not a multiple of 16) networks, and for deep ones
+//! (two and three hidden layers: the sparse first layer under the dense
+//! products).
 
 use crate::testutil::{max_rel_diff, random_batch, tolerance};
 use mnist_blas::data::FEATURES;
@@ -13,7 +15,14 @@ fn as_f64(a: &[f32]) -> Vec<f64> {
 }
 
 fn compare_with_oracle(x: &[u8], y: &[u8], hidden: usize, init: Init, seed: u64) {
-    let m = Mlp::init(&Layers::one(hidden), init, seed).unwrap();
+    compare_layers_with_oracle(x, y, &Layers::one(hidden), init, seed);
+}
+
+/// Probabilities, loss and accuracy counts, and every layer's weight and
+/// bias gradients of the sparse engine against the f64 oracle, for a model
+/// of hidden widths `layers`.
+fn compare_layers_with_oracle(x: &[u8], y: &[u8], layers: &Layers, init: Init, seed: u64) {
+    let m = Mlp::init(layers, init, seed).unwrap();
     let fast = SparseEngine.probabilities(&m, x);
     let slow = NaiveEngine.probabilities(&m, x);
     assert_eq!(fast.dim(), slow.dim());
@@ -21,43 +30,52 @@ fn compare_with_oracle(x: &[u8], y: &[u8], hidden: usize, init: Init, seed: u64)
         fast.iter().map(|&v| v as f64),
         slow.iter().map(|&v| v as f64),
     );
-    assert!(d < tolerance::F32_VS_F64, "probabilities differ by {d}");
-
-    let (oracle, ostats) = naive::gradients(&m, x, y);
-    let mut g = Mlp::zeros(&Layers::one(hidden));
-    let stats = SparseEngine.accumulate(&m, x, y, &mut g);
-    assert_eq!(stats.rows, ostats.rows);
-    assert_eq!(stats.correct, ostats.correct);
-    assert!((stats.loss_sum - ostats.loss_sum).abs() / ostats.loss_sum < 1e-5);
-    let blocks = [
-        (
-            "w1",
-            as_f64(g.layers[0].w.as_slice().unwrap()),
-            oracle.layers[0].w.iter().copied().collect::<Vec<_>>(),
-        ),
-        (
-            "b1",
-            as_f64(g.layers[0].b.as_slice().unwrap()),
-            oracle.layers[0].b.to_vec(),
-        ),
-        (
-            "w2",
-            as_f64(g.layers[1].w.as_slice().unwrap()),
-            oracle.layers[1].w.iter().copied().collect(),
-        ),
-        (
-            "b2",
-            as_f64(g.layers[1].b.as_slice().unwrap()),
-            oracle.layers[1].b.to_vec(),
-        ),
-    ];
-    for (name, a, b) in blocks {
-        let d = max_rel_diff(a, b);
+    assert!(
+        d < tolerance::F32_VS_F64,
+        "{layers}: probabilities differ by {d}"
+    );
+    // The oracle's own forward pass, row by row, for the same probabilities.
+    for (r, row) in x.chunks_exact(FEATURES).enumerate().step_by(37) {
+        let want = naive::forward_row(&m, row).probs;
+        let got = fast.row(r).iter().map(|&v| v as f64).collect::<Vec<_>>();
+        let d = max_rel_diff(got, want);
         assert!(
             d < tolerance::F32_VS_F64,
-            "{name}: sparse vs naive differ by {d} (rows {}, hidden {hidden})",
-            y.len()
+            "{layers}: row {r} differs by {d}"
         );
+    }
+
+    let (oracle, ostats) = naive::gradients(&m, x, y);
+    let mut g = Mlp::zeros(layers);
+    let stats = SparseEngine.accumulate(&m, x, y, &mut g);
+    assert_eq!(stats.rows, ostats.rows);
+    assert_eq!(stats.correct, ostats.correct, "{layers}");
+    assert!(
+        (stats.loss_sum - ostats.loss_sum).abs() / ostats.loss_sum < 1e-5,
+        "{layers}: loss {} vs {}",
+        stats.loss_sum,
+        ostats.loss_sum
+    );
+    assert_eq!(g.layers.len(), oracle.layers.len());
+    for (l, (got, want)) in g.layers.iter().zip(&oracle.layers).enumerate() {
+        let blocks = [
+            (
+                "w",
+                as_f64(got.w.as_slice().unwrap()),
+                want.w.iter().copied().collect::<Vec<_>>(),
+            ),
+            ("b", as_f64(got.b.as_slice().unwrap()), want.b.to_vec()),
+        ];
+        for (name, a, b) in blocks {
+            assert!(b.iter().any(|&v| v != 0.0), "{name}{}: all zero", l + 1);
+            let d = max_rel_diff(a, b);
+            assert!(
+                d < tolerance::F32_VS_F64,
+                "{name}{}: sparse vs naive differ by {d} (rows {}, layers {layers})",
+                l + 1,
+                y.len()
+            );
+        }
     }
 }
 
@@ -370,5 +388,144 @@ fn resident_trainers_report_divergence() {
                 got.map(|o| o.steps)
             );
         }
+    }
+}
+
+/// Deep models (two and three hidden layers): the first layer over the
+/// non-zeros, the rest as dense products. Against the oracle at one row,
+/// a few, one full block of 256 and two blocks (300), widths that fill
+/// 16-lane chunks exactly and that do not.
+#[test]
+fn deep_sparse_matches_naive() {
+    for (rows, layers, init, seed) in [
+        (1, "32-16", Init::He, 31),
+        (9, "24-16-12", Init::Uniform, 32),
+        (256, "32-16", Init::Uniform, 33),
+        (300, "24-16-12", Init::He, 34),
+        (70, "200-20", Init::He, 35),
+    ] {
+        let (x, y) = random_batch(rows, seed);
+        let layers = Layers::parse(layers).unwrap();
+        compare_layers_with_oracle(&x, &y, &layers, init, seed);
+    }
+}
+
+/// Blank rows (no non-zeros), a full row and a last-pixel-only row in a
+/// deep model, and the workspace reused across widths and depths: each
+/// call sees only its own model.
+#[test]
+fn deep_sparse_handles_blank_full_rows_and_changing_shapes() {
+    let (mut x, y) = random_batch(40, 36);
+    x[..FEATURES].fill(0);
+    x[3 * FEATURES..4 * FEATURES].fill(255);
+    x[5 * FEATURES..6 * FEATURES].fill(0);
+    x[6 * FEATURES - 1] = 9;
+    for (layers, init, seed) in [
+        ("24-16-12", Init::He, 37),
+        ("32-16", Init::Uniform, 38),
+        ("10", Init::He, 39),
+        ("32-16", Init::He, 40),
+        ("33-16", Init::He, 41),
+    ] {
+        let layers = Layers::parse(layers).unwrap();
+        compare_layers_with_oracle(&x, &y, &layers, init, seed);
+    }
+}
+
+/// `accumulate` adds to what is there: twice from zero is exactly twice
+/// once (a sum added to itself doubles exactly), for two and three hidden
+/// layers.
+#[test]
+fn deep_sparse_accumulate_adds_exactly() {
+    let (x, y) = random_batch(60, 42);
+    for layers in ["32-16", "24-16-12"] {
+        let layers = Layers::parse(layers).unwrap();
+        let m = Mlp::init(&layers, Init::He, 42).unwrap();
+        let mut once = Mlp::zeros(&layers);
+        let a = SparseEngine.accumulate(&m, &x, &y, &mut once);
+        let mut twice = Mlp::zeros(&layers);
+        let b = SparseEngine.accumulate(&m, &x, &y, &mut twice);
+        SparseEngine.accumulate(&m, &x, &y, &mut twice);
+        assert_eq!(a, b, "{layers}: the same rows, the same counts");
+        once.scale(2.0);
+        assert_eq!(bits(&twice), bits(&once), "{layers}");
+    }
+}
+
+/// The deep path keeps a transposed copy of the last `w1` it saw; a model
+/// that differs in one first-layer weight must not be served the stale copy.
+#[test]
+fn deep_sparse_sees_a_one_weight_change() {
+    let (x, y) = random_batch(40, 43);
+    let layers = Layers::parse("32-16").unwrap();
+    let m = Mlp::init(&layers, Init::He, 43).unwrap();
+    let mut changed = m.clone();
+    // A pixel lit in some row, so the change reaches the gradients.
+    let lit = (0..FEATURES).find(|&i| x[i] != 0).unwrap();
+    changed.layers[0].w[[3, lit]] += 0.25;
+    let run = |model: &Mlp| {
+        let mut g = Mlp::zeros(&model.shape());
+        SparseEngine.accumulate(model, &x, &y, &mut g);
+        (bits(&g), SparseEngine.probabilities(model, &x))
+    };
+    let after_m = {
+        run(&m);
+        run(&changed)
+    };
+    // Another width forces a fresh copy.
+    run(&Mlp::init(&Layers::parse("24-16").unwrap(), Init::He, 1).unwrap());
+    let fresh = run(&changed);
+    assert_eq!(after_m.0, fresh.0);
+    assert_eq!(after_m.1, fresh.1);
+    assert_ne!(run(&m).0, fresh.0);
+}
+
+/// Mini-batch training of a deep model on the sparse engine gives the same
+/// bits on 1 and 2 threads: batches of one shard (64) and of two (300),
+/// the second split across the threads.
+#[test]
+fn deep_sparse_training_is_bit_identical_on_1_and_2_threads() {
+    use mnist_blas::engine::EngineKind;
+    use mnist_blas::optim::OptimizerKind;
+    use mnist_blas::train::{self, LrSchedule, Schedule, Silent, TrainConfig};
+    let data = crate::testutil::random_dataset(700, 44);
+    let layers = Layers::parse("32-16").unwrap();
+    for batch_size in [64, 300] {
+        let cfg = TrainConfig {
+            layers: layers.clone(),
+            weight_decay: 0.0,
+            init: Init::He,
+            optimizer: OptimizerKind::Adam,
+            lr: 0.01,
+            lr_schedule: LrSchedule::Constant,
+            momentum: 0.9,
+            schedule: Schedule::MiniBatch {
+                epochs: 1,
+                batch_size,
+            },
+            seed: 5,
+            engine: EngineKind::Sparse,
+            log_every: 1,
+        };
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| train::train(&cfg, &data, None, &mut Silent).unwrap())
+        };
+        let (one, two) = (run(1), run(2));
+        assert_eq!(
+            one.steps,
+            700usize.div_ceil(batch_size),
+            "batch {batch_size}"
+        );
+        assert_eq!(bits(&one.model), bits(&two.model), "batch {batch_size}");
+        let start = Mlp::init(&layers, Init::He, 5).unwrap();
+        assert_ne!(
+            bits(&one.model),
+            bits(&start),
+            "batch {batch_size}: nothing trained"
+        );
     }
 }

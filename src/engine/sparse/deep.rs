@@ -1,16 +1,372 @@
-//! Models with more than one hidden layer.
+//! Models with more than one hidden layer: the sparse first layer, and the
+//! layers above it as the dense engine's products.
 //!
-//! FIXME(helper): the sparse first layer for deep models; until then the
-//! dense engine's products.
+//! Rows go in blocks of at most [`SHARD_ROWS`]. For each block:
+//!
+//! - the rows' non-zero pixels are gathered once, by row ([`RowSet`]) and
+//!   then by pixel ([`Columns`]);
+//! - forward, `z1 = b1 + sum over non-zeros of value * w1[:, i]` row by
+//!   row, with `w1` transposed and padded (`w1t`, as [`super::layout`]
+//!   keeps it) so each non-zero reads one contiguous run of weights; then
+//!   the ReLU, into `a1`;
+//! - [`Above`] (shared with [`crate::engine::blas`]) runs layers `2..L`, the
+//!   softmax and loss, and the backward products down to `dz1`, through
+//!   OpenBLAS in the blas build;
+//! - `db1` is `dz1`'s column sums ([`Above::add_b1_gradient`]), and `dw1`
+//!   is summed pixel by pixel over the non-zeros only: pixel `i`'s column
+//!   is the sum of `value * dz1[row]` over the rows that have it lit, one
+//!   contiguous run of `h1` sums; sixteen such columns at a time are added
+//!   into the model-layout gradient by 16 x 16 block transposes.
+//!
+//! Each thread keeps its workspace between calls, so training allocates
+//! nothing once the first block is seen; `w1t` is rebuilt only when `w1`'s
+//! bits change (a full-batch step hands each thread the same weights for
+//! many shards). Every sum runs in a fixed order (pixels ascending within a
+//! row, rows ascending within a pixel), so a block always gives the same
+//! bits, on any thread and at any vector width; the first layer's sums are
+//! ordered differently from the blas engine's, so the two agree to f32
+//! rounding, not bit for bit.
 
-use crate::engine::{BatchStats, Engine};
+use super::gather::NonZeros;
+use super::layout::{
+    add_columns_transposed, lanes, lanes_mut, slot, transpose_in, Chunk, LANES, PIXEL_SLOTS, ZERO,
+};
+use super::prepared::Columns;
+use super::row_set::RowSet;
+use super::workspace::same_slice_bits;
+use crate::data::FEATURES;
+use crate::engine::blas::Above;
+use crate::engine::{BatchStats, SHARD_ROWS};
 use crate::model::{Gradients, Mlp};
-use ndarray::Array2;
+use crate::simd::multiversion;
+use ndarray::{Array2, Axis};
+use std::cell::RefCell;
 
-pub(super) fn accumulate(m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStats {
-    crate::engine::blas::BlasEngine.accumulate(m, x, y, g)
+/// One thread's state for deep models, reused from call to call.
+#[derive(Default)]
+struct Workspace {
+    /// First-layer width `h1`, and `Hp / 16` chunks of it.
+    hidden: usize,
+    chunks: usize,
+    /// `w1` transposed, padded: pixel `i`'s weights are chunks
+    /// `i * chunks..(i + 1) * chunks` ([`PIXEL_SLOTS`] rows, the last unused).
+    w1t: Vec<Chunk>,
+    /// The `w1` that `w1t` holds (empty before the first).
+    loaded: Vec<f32>,
+    b1: Vec<Chunk>,
+    /// One row's first-layer sums.
+    z: Vec<Chunk>,
+    /// The layers above the first.
+    above: Above,
+    /// The block's non-zeros by row and by pixel.
+    by_row: RowSet<f32>,
+    columns: Columns,
+    /// One row's non-zeros, as they are gathered.
+    nz: NonZeros,
+    /// The block's `dz1`, padded (`rows x chunks`): the rows aligned to
+    /// cache lines, which `dz1` as [`Above`] leaves it need not be.
+    dz1: Vec<Chunk>,
+    /// Sixteen pixels' columns of the block's `dw1` (`16 x chunks`).
+    cols: Vec<Chunk>,
 }
 
+impl Workspace {
+    /// Make the first layer of `m` the one in `w1t` and `b1`.
+    fn load(&mut self, m: &Mlp) {
+        let first = &m.layers[0];
+        let h = first.outputs();
+        if self.hidden != h || self.w1t.is_empty() {
+            let chunks = h.div_ceil(LANES);
+            self.hidden = h;
+            self.chunks = chunks;
+            self.w1t = vec![ZERO; PIXEL_SLOTS * chunks];
+            self.b1 = vec![ZERO; chunks];
+            self.z = vec![ZERO; chunks];
+            self.cols = vec![ZERO; LANES * chunks];
+            // Padding lanes are 0 only in rows laid out for this width.
+            self.dz1.clear();
+            self.loaded.clear();
+        }
+        let w1 = first.w.as_slice().expect("standard layout");
+        if !same_slice_bits(&self.loaded, w1) {
+            transpose_in(w1, h, &mut self.w1t);
+            self.loaded.clear();
+            self.loaded.extend_from_slice(w1);
+        }
+        for (j, &b) in first.b.iter().enumerate() {
+            self.b1[j / LANES][j % LANES] = b;
+        }
+    }
+
+    /// Forward and backward over one block of rows, adding the summed
+    /// gradients into `g`.
+    fn accumulate_block(&mut self, m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStats {
+        self.by_row.regather(x, &mut self.nz);
+        self.columns.sort(&self.by_row);
+        self.above.prepare(y.len(), m);
+        let a1 = self.above.a1_mut().as_slice_mut().expect("standard layout");
+        let z = &mut self.z;
+        forward_rows(&self.w1t, &self.b1, &self.by_row, z, self.hidden, a1);
+        self.above.forward(m);
+        let stats = self.above.backward(m, y, g);
+        let g1 = &mut g.layers[0];
+        self.above.add_b1_gradient(&mut g1.b);
+        let dz1 = self.above.dz1().as_slice().expect("standard layout");
+        let (h, chunks) = (self.hidden, self.chunks);
+        let w = g1.w.as_slice_mut().expect("standard layout");
+        w1_gradient(
+            dz1,
+            h,
+            chunks,
+            &self.columns,
+            &mut self.dz1,
+            &mut self.cols,
+            w,
+        );
+        stats
+    }
+}
+
+thread_local! {
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
+/// [`crate::engine::Engine::accumulate`] for models of two hidden layers or more.
+pub(super) fn accumulate(m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStats {
+    debug_assert!(m.layers.len() > 2);
+    WORKSPACE.with(|ws| {
+        let ws = &mut *ws.borrow_mut();
+        ws.load(m);
+        let mut stats = BatchStats::default();
+        for (xb, yb) in x.chunks(SHARD_ROWS * FEATURES).zip(y.chunks(SHARD_ROWS)) {
+            stats.merge(ws.accumulate_block(m, xb, yb, g));
+        }
+        stats
+    })
+}
+
+/// [`crate::engine::Engine::probabilities`] for models of two hidden layers or more.
 pub(super) fn probabilities(m: &Mlp, x: &[u8]) -> Array2<f32> {
-    crate::engine::blas::BlasEngine.probabilities(m, x)
+    debug_assert!(m.layers.len() > 2);
+    let rows = x.len() / FEATURES;
+    let classes = m.layers.last().expect("a layer").outputs();
+    let mut out = Array2::zeros((rows, classes));
+    WORKSPACE.with(|ws| {
+        let ws = &mut *ws.borrow_mut();
+        ws.load(m);
+        let blocks = x.chunks(SHARD_ROWS * FEATURES);
+        for (xb, mut ob) in blocks.zip(out.axis_chunks_iter_mut(Axis(0), SHARD_ROWS)) {
+            ws.above.prepare(ob.nrows(), m);
+            let a1 = ws.above.a1_mut().as_slice_mut().expect("standard layout");
+            let (nz, z) = (&mut ws.nz, &mut ws.z);
+            forward_raw_rows(&ws.w1t, &ws.b1, xb, nz, z, ws.hidden, a1);
+            ws.above.forward(m);
+            ob.assign(ws.above.probabilities());
+        }
+    });
+    out
+}
+
+multiversion! {
+    /// `a1 = relu(z1)` of every row of a block (`a1` is `rows x h1`).
+    fn forward_rows(w1t: &[Chunk], b1: &[Chunk], rows: &RowSet<f32>, z: &mut [Chunk], h: usize, a1: &mut [f32]) {
+        forward_rows_inline(w1t, b1, rows, z, h, a1);
+    }
+}
+
+/// [`forward_rows`]' body, compiled into each caller.
+#[inline(always)]
+fn forward_rows_inline(
+    w1t: &[Chunk],
+    b1: &[Chunk],
+    rows: &RowSet<f32>,
+    z: &mut [Chunk],
+    h: usize,
+    a1: &mut [f32],
+) {
+    let (w1t, b1, z) = (lanes(w1t), lanes(b1), lanes_mut(z));
+    for (r, out) in a1.chunks_exact_mut(h).enumerate() {
+        let (index, value, _) = rows.row(r);
+        first_layer_row(w1t, b1, (index, value), z, out);
+    }
+}
+
+multiversion! {
+    /// [`forward_rows`] from raw rows (`rows x 784` bytes), gathering each
+    /// row's non-zeros into `nz` as it goes.
+    fn forward_raw_rows(w1t: &[Chunk], b1: &[Chunk], x: &[u8], nz: &mut NonZeros, z: &mut [Chunk], h: usize, a1: &mut [f32]) {
+        let (w1t, b1, z) = (lanes(w1t), lanes(b1), lanes_mut(z));
+        for (row, out) in x.chunks_exact(FEATURES).zip(a1.chunks_exact_mut(h)) {
+            nz.gather(row);
+            first_layer_row(w1t, b1, (nz.index(), nz.values()), z, out);
+        }
+    }
+}
+
+/// One row's `relu(b1 + sum of value * w1t[index])` into `out` (`h1`
+/// values), the sums kept in `z` (`Hp` lanes, in L1). Each lane's sum runs
+/// over the non-zeros in pixel order, then adds the bias.
+///
+/// Every loop here runs along a flat run of lanes, which the compiler turns
+/// into whole-register operations. (Written over 16-lane chunks, the loops
+/// were vectorised across the chunks or across the non-zeros instead,
+/// loading lane by lane with gathers.) Four non-zeros go into one pass over
+/// the sums, added one after another, so each sum is loaded and stored once
+/// per four.
+#[inline(always)]
+fn first_layer_row(
+    w1t: &[f32],
+    b1: &[f32],
+    (index, value): (&[u16], &[f32]),
+    z: &mut [f32],
+    out: &mut [f32],
+) {
+    let hp = b1.len();
+    let w1t = &w1t[..PIXEL_SLOTS * hp];
+    let z = &mut z[..hp];
+    z.fill(0.0);
+    let quads = index.chunks_exact(4).zip(value.chunks_exact(4));
+    for (i, v) in quads {
+        let (w0, w1) = (weights(w1t, hp, i[0]), weights(w1t, hp, i[1]));
+        let (w2, w3) = (weights(w1t, hp, i[2]), weights(w1t, hp, i[3]));
+        let lanes = z.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3);
+        for ((((s, &x0), &x1), &x2), &x3) in lanes {
+            *s = (((*s + v[0] * x0) + v[1] * x1) + v[2] * x2) + v[3] * x3;
+        }
+    }
+    let tail = index.len() / 4 * 4;
+    for (&i, &v) in index[tail..].iter().zip(&value[tail..]) {
+        for (s, &x) in z.iter_mut().zip(weights(w1t, hp, i)) {
+            *s += v * x;
+        }
+    }
+    for ((o, &s), &b) in out.iter_mut().zip(z.iter()).zip(b1) {
+        *o = (s + b).max(0.0);
+    }
+}
+
+/// Pixel `i`'s row of `w1t` (`hp` lanes).
+#[inline(always)]
+fn weights(w1t: &[f32], hp: usize, i: u16) -> &[f32] {
+    let at = slot(i) * hp;
+    &w1t[at..at + hp]
+}
+
+multiversion! {
+    /// `dw1 += ` the block's first-layer weight gradient, `w` being `dw1`
+    /// (`h1 x 784`). `dz1` (`rows x h1`) is first copied into aligned,
+    /// padded rows; then sixteen pixels at a time, each pixel's column is
+    /// summed over the rows that have it lit, into `cols` (`16 x chunks`,
+    /// in L1), and the sixteen columns are added into `w` by 16 x 16 block
+    /// transposes.
+    fn w1_gradient(dz1: &[f32], h: usize, chunks: usize, columns: &Columns, dz1_rows: &mut Vec<Chunk>, cols: &mut [Chunk], w: &mut [f32]) {
+        w1_gradient_inline(dz1, h, chunks, columns, dz1_rows, cols, w);
+    }
+}
+
+/// [`w1_gradient`]'s body, compiled into each caller.
+#[inline(always)]
+fn w1_gradient_inline(
+    dz1: &[f32],
+    h: usize,
+    chunks: usize,
+    columns: &Columns,
+    dz1_rows: &mut Vec<Chunk>,
+    cols: &mut [Chunk],
+    w: &mut [f32],
+) {
+    let rows = dz1.len() / h;
+    dz1_rows.resize(rows * chunks, ZERO);
+    let hp = chunks * LANES;
+    let padded = lanes_mut(&mut dz1_rows[..rows * chunks]);
+    for (from, to) in dz1.chunks_exact(h).zip(padded.chunks_exact_mut(hp)) {
+        to[..h].copy_from_slice(from);
+    }
+    let dz1 = lanes(&dz1_rows[..rows * chunks]);
+    let cols = &mut cols[..LANES * chunks];
+    for i0 in (0..FEATURES).step_by(LANES) {
+        for (p, column) in lanes_mut(cols).chunks_exact_mut(hp).enumerate() {
+            pixel_gradient(dz1, hp, columns.column(i0 + p), column);
+        }
+        add_columns_transposed(cols, i0, h, w);
+    }
+}
+
+/// One pixel's column of `dw1`: `out` = the sum over its `(row, value)`
+/// entries, rows ascending, of `value * dz1[row]` (`hp` lanes each). As in
+/// [`first_layer_row`], flat runs of lanes and four entries per pass.
+#[inline(always)]
+fn pixel_gradient(dz1: &[f32], hp: usize, (rows, values): (&[u16], &[f32]), out: &mut [f32]) {
+    let out = &mut out[..hp];
+    out.fill(0.0);
+    let quads = rows.chunks_exact(4).zip(values.chunks_exact(4));
+    for (r, v) in quads {
+        let (d0, d1) = (row_of(dz1, hp, r[0]), row_of(dz1, hp, r[1]));
+        let (d2, d3) = (row_of(dz1, hp, r[2]), row_of(dz1, hp, r[3]));
+        let lanes = out.iter_mut().zip(d0).zip(d1).zip(d2).zip(d3);
+        for ((((s, &x0), &x1), &x2), &x3) in lanes {
+            *s = (((*s + v[0] * x0) + v[1] * x1) + v[2] * x2) + v[3] * x3;
+        }
+    }
+    let tail = rows.len() / 4 * 4;
+    for (&r, &v) in rows[tail..].iter().zip(&values[tail..]) {
+        for (s, &x) in out.iter_mut().zip(row_of(dz1, hp, r)) {
+            *s += v * x;
+        }
+    }
+}
+
+/// Row `r` of `dz1` (`hp` lanes).
+#[inline(always)]
+fn row_of(dz1: &[f32], hp: usize, r: u16) -> &[f32] {
+    let at = r as usize * hp;
+    &dz1[at..at + hp]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Init, Layers};
+    use crate::testutil::random_batch;
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// The first layer's forward sums and weight gradient, compiled for the
+    /// widest vectors this CPU has and for the baseline, give the same
+    /// bits, as the module promises: widths of one chunk, several, and one
+    /// with a partial last chunk.
+    #[test]
+    fn the_first_layer_gives_the_same_bits_at_every_level() {
+        for (h, seed) in [(16, 1), (40, 2), (200, 3)] {
+            let layers = Layers::new(vec![h, 12]).unwrap();
+            let m = Mlp::init(&layers, Init::He, seed).unwrap();
+            let (x, _) = random_batch(90, seed);
+            let rows = x.len() / FEATURES;
+            let mut ws = Workspace::default();
+            ws.load(&m);
+            ws.by_row.regather(&x, &mut ws.nz);
+            ws.columns.sort(&ws.by_row);
+            let chunks = ws.chunks;
+
+            let mut best = vec![0.0; rows * h];
+            forward_rows(&ws.w1t, &ws.b1, &ws.by_row, &mut ws.z, h, &mut best);
+            let mut plain = vec![0.0; rows * h];
+            forward_rows_inline(&ws.w1t, &ws.b1, &ws.by_row, &mut ws.z, h, &mut plain);
+            assert!(best.iter().any(|&v| v > 0.0));
+            assert_eq!(bits(&best), bits(&plain), "forward, H={h}");
+
+            let dz1: Vec<f32> = (0..rows * h)
+                .map(|k| ((k * 7919) % 101) as f32 * 0.013 - 0.6)
+                .collect();
+            let mut best = vec![0.5; h * FEATURES];
+            let (d, c) = (&mut ws.dz1, &mut ws.cols);
+            w1_gradient(&dz1, h, chunks, &ws.columns, d, c, &mut best);
+            let mut plain = vec![0.5; h * FEATURES];
+            w1_gradient_inline(&dz1, h, chunks, &ws.columns, d, c, &mut plain);
+            assert!(best.iter().any(|&v| v != 0.5));
+            assert_eq!(bits(&best), bits(&plain), "dw1, H={h}");
+        }
+    }
 }

@@ -31,6 +31,26 @@ pub(super) struct Chunk(pub(super) [f32; LANES]);
 
 pub(super) const ZERO: Chunk = Chunk([0.0; LANES]);
 
+const _: () = assert!(std::mem::size_of::<Chunk>() == LANES * std::mem::size_of::<f32>());
+
+/// The lanes of `chunks`, one after another, as plain floats: for loops
+/// that run along whole rows of chunks, which the compiler vectorises best
+/// as one flat run.
+#[inline(always)]
+pub(super) fn lanes(chunks: &[Chunk]) -> &[f32] {
+    // SAFETY: a Chunk is `repr(C)` over `[f32; 16]` and exactly that size
+    // (asserted above), so `n` chunks are `16 n` consecutive, initialised,
+    // suitably aligned f32s, borrowed for as long as the chunks.
+    unsafe { std::slice::from_raw_parts(chunks.as_ptr().cast(), chunks.len() * LANES) }
+}
+
+/// [`lanes`], mutable.
+#[inline(always)]
+pub(super) fn lanes_mut(chunks: &mut [Chunk]) -> &mut [f32] {
+    // SAFETY: as for `lanes`; the borrow is exclusive.
+    unsafe { std::slice::from_raw_parts_mut(chunks.as_mut_ptr().cast(), chunks.len() * LANES) }
+}
+
 /// Pixel rows allocated in `w1t` and `g_w1t`: 784 rounded up to a power of
 /// two. The hot loops index them with `pixel & (PIXEL_SLOTS - 1)`, which the
 /// compiler can see is in bounds, so they carry no bounds checks; rows past
@@ -236,7 +256,7 @@ multiversion! {
 /// lanes, padding 0), one 16 x 16 block at a time. Runs once per step (per
 /// shard in full-batch training), where an element-by-element strided copy
 /// was a noticeable part of a small-batch step.
-fn transpose_in(w1: &[f32], h: usize, w1t: &mut [Chunk]) {
+pub(super) fn transpose_in(w1: &[f32], h: usize, w1t: &mut [Chunk]) {
     let chunks = h.div_ceil(LANES);
     for i0 in (0..FEATURES).step_by(LANES) {
         for c in 0..chunks {
@@ -273,26 +293,84 @@ multiversion! {
 fn transpose_out(w1t: &[Chunk], h: usize, w1: &mut [f32], combine: Combine) {
     let chunks = h.div_ceil(LANES);
     for i0 in (0..FEATURES).step_by(LANES) {
-        for c in 0..chunks {
-            let mut block = [ZERO; LANES];
-            for (p, row) in block.iter_mut().enumerate() {
-                *row = w1t[(i0 + p) * chunks + c];
-            }
-            transpose16(&mut block);
-            for (l, column) in block.iter().enumerate().take(h - c * LANES) {
-                let j = c * LANES + l;
-                let row = &mut w1[j * FEATURES + i0..j * FEATURES + i0 + LANES];
-                if combine == Combine::Add {
-                    for (w, &g) in row.iter_mut().zip(column.iter()) {
-                        *w += g;
-                    }
-                } else {
-                    row.copy_from_slice(&column.0);
-                }
+        let columns = &w1t[i0 * chunks..(i0 + LANES) * chunks];
+        columns_out(columns, i0, h, w1, combine);
+    }
+}
+}
+
+/// Sixteen pixels' rows of a padded transposed layout (`columns`, `16 x
+/// chunks`: pixels `i0..i0 + 16`) into their sixteen columns of `w1`
+/// (`h x 784`), added or copied, one 16 x 16 block at a time.
+#[inline(always)]
+fn columns_out(columns: &[Chunk], i0: usize, h: usize, w1: &mut [f32], combine: Combine) {
+    let chunks = h.div_ceil(LANES);
+    for c in 0..chunks {
+        let mut block = [ZERO; LANES];
+        for (p, row) in block.iter_mut().enumerate() {
+            *row = columns[p * chunks + c];
+        }
+        transpose16(&mut block);
+        let n = LANES.min(h - c * LANES);
+        let at = c * LANES * FEATURES + i0;
+        if combine == Combine::Add {
+            add_rows(&block, n, &mut w1[at..at + (n - 1) * FEATURES + LANES]);
+        } else {
+            for (l, column) in block.iter().enumerate().take(n) {
+                w1[at + l * FEATURES..at + l * FEATURES + LANES].copy_from_slice(&column.0);
             }
         }
     }
 }
+
+/// `w[l * 784..][..16] += block[l]` for the first `n` rows of `block`: a
+/// transposed block added into sixteen pixels of `n` rows of `w1`. With
+/// AVX-512, one vector add per row; otherwise lane by lane. (Left to the
+/// compiler, this loop was vectorised across the rows instead, with a
+/// gather and a scatter per lane.)
+#[inline(always)]
+fn add_rows(block: &[Chunk; LANES], n: usize, w: &mut [f32]) {
+    assert!(n >= 1 && w.len() >= (n - 1) * FEATURES + LANES);
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::Level::Avx512 {
+        // SAFETY: AVX-512F was detected; the lengths were checked above.
+        unsafe { add_rows_avx512(block, n, w) };
+        return;
+    }
+    for (l, column) in block.iter().enumerate().take(n) {
+        for (x, &g) in w[l * FEATURES..l * FEATURES + LANES]
+            .iter_mut()
+            .zip(column.iter())
+        {
+            *x += g;
+        }
+    }
+}
+
+/// [`add_rows`] with AVX-512: the same adds, one register per row.
+///
+/// # Safety
+///
+/// `w` holds at least `(n - 1) * 784 + 16` floats and `n <= 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn add_rows_avx512(block: &[Chunk; LANES], n: usize, w: &mut [f32]) {
+    use std::arch::x86_64::*;
+    for (l, column) in block.iter().enumerate().take(n) {
+        // SAFETY: row l's 16 floats lie within `w` (the caller's bound);
+        // every Chunk is 64-byte aligned.
+        unsafe {
+            let at = w.as_mut_ptr().add(l * FEATURES);
+            let sum = _mm512_add_ps(_mm512_loadu_ps(at), _mm512_load_ps(column.0.as_ptr()));
+            _mm512_storeu_ps(at, sum);
+        }
+    }
+}
+
+/// `w1 +=` sixteen pixels' gradient columns (see [`columns_out`]).
+#[inline(always)]
+pub(super) fn add_columns_transposed(columns: &[Chunk], i0: usize, h: usize, w1: &mut [f32]) {
+    columns_out(columns, i0, h, w1, Combine::Add);
 }
 
 /// Transposes a 16 x 16 block in place: with AVX-512, in registers (64

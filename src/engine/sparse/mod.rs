@@ -37,7 +37,11 @@
 //! - `resident.rs`: the resident trainer for batches over one shard;
 //! - `halves.rs`: the resident trainer for batches of up to one shard, `w1`
 //!   cut by pixel across two cores; `halves/helper.rs` is its helper
-//!   thread and the protocol the two threads follow.
+//!   thread and the protocol the two threads follow;
+//! - `deep.rs`: models with two hidden layers or more. The first layer is
+//!   computed over the non-zeros as above, the layers above it by the blas
+//!   engine's dense products ([`crate::engine::blas`]); the generic calls
+//!   only (no prepared rows, no resident trainer).
 
 use super::{BatchStats, Engine, EngineKind, PreparedRows, ResidentTrainer};
 use crate::data::{CLASSES, FEATURES};

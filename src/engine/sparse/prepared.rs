@@ -101,46 +101,68 @@ impl SparseRows {
 
 /// A row set's non-zeros sorted by pixel: pixel `i`'s rows, ascending, are
 /// `row[span(i)]`, and their values `value[span(i)]`.
-struct Columns {
+#[derive(Default)]
+pub(super) struct Columns {
     start: Vec<u32>,
     row: Vec<u16>,
     value: Vec<f32>,
+    /// Where each pixel's next entry goes, while sorting.
+    next: Vec<u32>,
 }
 
 impl Columns {
-    /// A counting sort by pixel; walking the rows in order keeps each
-    /// pixel's rows ascending.
     fn of(by_row: &RowSet<f32>) -> Columns {
+        let mut columns = Columns::default();
+        columns.sort(by_row);
+        columns
+    }
+
+    /// Replace these columns with `by_row`'s non-zeros (at most 65,536
+    /// rows), reusing the buffers. A counting sort by pixel; walking the
+    /// rows in order keeps each pixel's rows ascending.
+    pub(super) fn sort(&mut self, by_row: &RowSet<f32>) {
         let rows = by_row.len();
-        let mut per_pixel = vec![0u32; FEATURES];
+        assert!(rows <= u16::MAX as usize + 1, "row numbers are u16");
+        let per_pixel = &mut self.next;
+        per_pixel.clear();
+        per_pixel.resize(FEATURES, 0);
         for r in 0..rows {
             for &i in by_row.row(r).0 {
                 per_pixel[i as usize] += 1;
             }
         }
-        let mut start = Vec::with_capacity(FEATURES + 1);
-        start.push(0u32);
-        for &n in &per_pixel {
-            start.push(start.last().unwrap() + n);
+        self.start.clear();
+        self.start.push(0u32);
+        for &n in per_pixel.iter() {
+            self.start.push(self.start.last().unwrap() + n);
         }
-        let total = start[FEATURES] as usize;
-        let mut next: Vec<u32> = start[..FEATURES].to_vec();
-        let (mut row, mut value) = (vec![0u16; total], vec![0f32; total]);
+        let total = self.start[FEATURES] as usize;
+        // From here on, each pixel's next free place.
+        per_pixel.copy_from_slice(&self.start[..FEATURES]);
+        let next = per_pixel;
+        self.row.resize(total, 0);
+        self.value.resize(total, 0.0);
         for r in 0..rows {
             let (index, values, _) = by_row.row(r);
             for (&i, &v) in index.iter().zip(values) {
                 let at = &mut next[i as usize];
-                row[*at as usize] = r as u16;
-                value[*at as usize] = v;
+                self.row[*at as usize] = r as u16;
+                self.value[*at as usize] = v;
                 *at += 1;
             }
         }
-        Columns { start, row, value }
     }
 
     /// Pixel `i`'s entries.
     fn span(&self, i: usize) -> Range<usize> {
         self.start[i] as usize..self.start[i + 1] as usize
+    }
+
+    /// Pixel `i`'s rows, ascending, and their values.
+    #[inline(always)]
+    pub(super) fn column(&self, i: usize) -> (&[u16], &[f32]) {
+        let span = self.span(i);
+        (&self.row[span.clone()], &self.value[span])
     }
 }
 

@@ -28,7 +28,6 @@ pub(super) struct RowSet<V = u8> {
 impl<V: PixelValue> RowSet<V> {
     /// Rows `x` (`rows x 784` bytes), gathered in order by one thread.
     pub(super) fn gather(x: &[u8]) -> RowSet<V> {
-        let mut nz = NonZeros::default();
         let rows = x.len() / FEATURES;
         let mut set = RowSet {
             start: Vec::with_capacity(rows + 1),
@@ -37,15 +36,26 @@ impl<V: PixelValue> RowSet<V> {
             value: Vec::with_capacity(x.len() / 4),
             split: Vec::with_capacity(rows),
         };
-        set.start.push(0);
-        for row in x.chunks_exact(FEATURES) {
-            V::gather(&mut nz, row);
-            set.index.extend_from_slice(nz.index());
-            set.value.extend_from_slice(V::gathered(&nz));
-            set.start.push(set.index.len() as u32);
-            set.split.push(split_point(nz.index()) as u16);
-        }
+        set.regather(x, &mut NonZeros::default());
         set
+    }
+
+    /// [`RowSet::gather`] into this set's own buffers, replacing what they
+    /// held (`nz` is scratch): a set refilled block after block allocates
+    /// only while its blocks grow.
+    pub(super) fn regather(&mut self, x: &[u8], nz: &mut NonZeros) {
+        self.start.clear();
+        self.index.clear();
+        self.value.clear();
+        self.split.clear();
+        self.start.push(0);
+        for row in x.chunks_exact(FEATURES) {
+            V::gather(nz, row);
+            self.index.extend_from_slice(nz.index());
+            self.value.extend_from_slice(V::gathered(nz));
+            self.start.push(self.index.len() as u32);
+            self.split.push(split_point(nz.index()) as u16);
+        }
     }
 
     /// [`RowSet::gather`] on the rayon pool: the same result. Rows are

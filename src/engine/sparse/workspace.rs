@@ -49,18 +49,24 @@ impl Workspace {
 
 /// Bit-for-bit equality of two models' weights (`==` would take -0 for +0).
 fn same_bits(a: &Mlp, b: &Mlp) -> bool {
+    a.params()
+        .iter()
+        .zip(b.params())
+        .all(|(x, y)| same_slice_bits(x, y))
+}
+
+/// Bit-for-bit equality of two slices of weights.
+pub(super) fn same_slice_bits(x: &[f32], y: &[f32]) -> bool {
     // XORs folded over blocks (which vectorises), leaving at the first
     // block that differs: after an update that is the first block.
-    a.params().iter().zip(b.params()).all(|(x, y)| {
-        x.len() == y.len()
-            && x.chunks(64).zip(y.chunks(64)).all(|(x, y)| {
-                let diff = x
-                    .iter()
-                    .zip(y)
-                    .fold(0, |d, (p, q)| d | (p.to_bits() ^ q.to_bits()));
-                diff == 0
-            })
-    })
+    x.len() == y.len()
+        && x.chunks(64).zip(y.chunks(64)).all(|(x, y)| {
+            let diff = x
+                .iter()
+                .zip(y)
+                .fold(0, |d, (p, q)| d | (p.to_bits() ^ q.to_bits()));
+            diff == 0
+        })
 }
 
 thread_local! {
