@@ -47,7 +47,7 @@ pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> S
         "engine",
         engine_line(s.engine_used, &s.engine_reason, s.threads),
     );
-    line("blas", blas_line(s.engine_used));
+    line("blas", blas_line(s.engine_used, &s.layers));
     line("settings", settings_line(s));
     line(
         "time",
@@ -180,9 +180,12 @@ fn engine_line(engine: EngineKind, reason: &str, threads: usize) -> String {
 }
 
 /// Whether OpenBLAS is linked, its version, kernel and thread count.
-fn blas_line(engine: EngineKind) -> String {
+fn blas_line(engine: EngineKind, layers: &crate::model::Layers) -> String {
+    // The sparse engine runs the layers above a deep network's first on it.
     let unused = if engine == EngineKind::Blas {
         ""
+    } else if engine == EngineKind::Sparse && layers.depth() > 2 {
+        " (the layers above the first)"
     } else {
         " (not used by this engine)"
     };

@@ -5,15 +5,17 @@
 //! The sparse engine does about 5x fewer multiply-adds in the first layer
 //! of MNIST-like rows (80% of pixels exactly 0), but its loops over
 //! non-zeros cannot match an optimised dense product once the first layer
-//! is wide; its tuned paths (resident trainers) also exist only for one
-//! hidden layer. Measured on a 2-core AVX-512 machine (docs/performance.md):
-//! sparse is faster up to 128 hidden units at every batch size, dense
-//! products from 256 up.
+//! is wide. Measured on a 2-core AVX-512 machine (docs/performance.md): with
+//! one hidden layer (its resident trainers) sparse is faster up to 128 units
+//! at every batch size, dense products from 256 up. With two or more hidden
+//! layers (a sparse first layer under dense products) sparse saved about
+//! 20% while a batch of 128 ran on one core, but with the batch in two
+//! shards on two cores dense products were 5% faster at 256-128 and 512-256.
 
 use super::EngineKind;
 use crate::model::Layers;
 
-/// Widest first layer for which the sparse engine is chosen.
+/// Widest single hidden layer for which the sparse engine is chosen.
 pub const SPARSE_MAX_HIDDEN: usize = 128;
 /// Least fraction of zero pixels for which the sparse engine is chosen.
 pub const SPARSE_MIN_ZEROS: f64 = 0.5;

@@ -506,6 +506,7 @@ fn deep_sparse_training_is_bit_identical_on_1_and_2_threads() {
             seed: 5,
             engine: EngineKind::Sparse,
             log_every: 1,
+            early_stop: None,
         };
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
