@@ -118,7 +118,7 @@ def main():
                 # The fit's two big products (x w1^T and dz1^T x), the dense
                 # FLOPs the benches count, per second of fit (printed for the
                 # dense engine only: the sparse one skips most of them).
-                flops = 2 * 2 * js["train_rows"] * 784 * js["hidden"] * js["iterations"]
+                flops = 2 * 2 * js["train_rows"] * 784 * int(js["layers"].split("-")[0]) * js["iterations"]
                 row["gflops"] = flops / js["train_seconds"] / 1e9
             results[name].append(row)
             print(f"  run {r + 1}: {name:<28} wall {wall:6.2f} s", file=sys.stderr)

@@ -372,18 +372,25 @@ impl Mlp {
     /// by 1) for each layer i, the notebook's names and shapes, under
     /// [`crate::output`]'s policy.
     pub fn save_npz(&self, path: &Path) -> Result<(), WriteError> {
-        crate::output::write_npz(path, true, |npz| {
-            for (i, layer) in self.layers.iter().enumerate() {
-                let b = layer
-                    .b
-                    .view()
-                    .into_shape_with_order((layer.outputs(), 1))
-                    .expect("outputs elements");
-                npz.add_array(format!("w{}", i + 1), &layer.w)?;
-                npz.add_array(format!("b{}", i + 1), &b)?;
-            }
-            Ok(())
-        })
+        crate::output::write_npz(path, true, |npz| self.add_to_npz(npz))
+    }
+
+    /// Add `w1, b1, ..., wL, bL` as [`Mlp::save_npz`] writes them (a
+    /// checkpoint holds the same arrays).
+    pub(crate) fn add_to_npz<W: std::io::Write + Seek>(
+        &self,
+        npz: &mut ndarray_npy::NpzWriter<W>,
+    ) -> Result<(), ndarray_npy::WriteNpzError> {
+        for (i, layer) in self.layers.iter().enumerate() {
+            let b = layer
+                .b
+                .view()
+                .into_shape_with_order((layer.outputs(), 1))
+                .expect("outputs elements");
+            npz.add_array(format!("w{}", i + 1), &layer.w)?;
+            npz.add_array(format!("b{}", i + 1), &b)?;
+        }
+        Ok(())
     }
 
     /// Load a model written by [`Mlp::save_npz`] (or by numpy with the same

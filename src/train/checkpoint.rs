@@ -167,15 +167,7 @@ pub fn save(
     }
     // Uncompressed: checkpoints are written often and read rarely.
     crate::output::write_npz(path, false, |npz| {
-        for (i, layer) in state.model.layers.iter().enumerate() {
-            let b = layer
-                .b
-                .view()
-                .into_shape_with_order((layer.outputs(), 1))
-                .expect("outputs elements");
-            npz.add_array(format!("w{}", i + 1), &layer.w)?;
-            npz.add_array(format!("b{}", i + 1), &b)?;
-        }
+        state.model.add_to_npz(npz)?;
         for (prefix, g) in extra {
             for (i, layer) in g.layers.iter().enumerate() {
                 npz.add_array(format!("{prefix}_w{}", i + 1), &layer.w)?;
