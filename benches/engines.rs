@@ -10,7 +10,9 @@
 //! - `train_step`: one optimizer step exactly as the trainer takes it
 //!   (sharded over rayon, fixed-order reduction, SGD update); plus
 //!   `sparse_prepared`, the full-batch trainer's path, where the rows were
-//!   converted once before the first step (`Engine::prepare`, untimed).
+//!   converted once before the first step (`Engine::prepare`, untimed);
+//! - `depth`: `forward_backward` on one 256-row shard for a ladder of
+//!   shapes, one to three hidden layers ([`DEPTHS`]).
 //!
 //! Rows are real MNIST digits (`../shared`, else the repository sample,
 //! cycled), so the sparse engine sees real sparsity. OpenBLAS is pinned to
@@ -31,6 +33,9 @@ use std::time::Duration;
 const LADDER: [usize; 5] = [32, 64, 256, 1024, 8400];
 const ENGINES: [EngineKind; 3] = [EngineKind::Naive, EngineKind::Blas, EngineKind::Sparse];
 const HIDDEN: usize = 10;
+/// The `depth` group's shapes (hidden widths) and its rows (one shard).
+const DEPTHS: [&str; 4] = ["10", "256", "256-128", "256-128-64"];
+const DEPTH_ROWS: usize = 256;
 
 fn configure<'a>(
     c: &'a mut Criterion,
@@ -114,6 +119,24 @@ fn engines(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    let mut g = configure(c, "depth");
+    let (x, y) = common::head(&data, DEPTH_ROWS);
+    g.throughput(Throughput::Elements(DEPTH_ROWS as u64));
+    for shape in DEPTHS {
+        let layers = Layers::parse(shape).expect("a valid shape");
+        let model = Mlp::init(&layers, Init::He, 0).unwrap();
+        for kind in ENGINES {
+            let engine = kind.build();
+            let mut grads = Mlp::zeros(&layers);
+            g.bench_with_input(
+                BenchmarkId::new(kind.name(), shape),
+                &(x, y),
+                |b, (x, y)| b.iter(|| black_box(engine.accumulate(&model, x, y, &mut grads))),
+            );
+        }
+    }
+    g.finish();
 }
 
 /// The `train_step` entry for prepared sparse rows.
@@ -123,11 +146,11 @@ criterion_group!(benches, engines);
 
 /// Criterion's mean estimate (ns) of one benchmark from its saved results,
 /// if that benchmark ran in this invocation or an earlier one.
-fn mean_ns(dir: &Path, group: &str, engine: &str, rows: usize) -> Option<f64> {
+fn mean_ns(dir: &Path, group: &str, engine: &str, rung: impl ToString) -> Option<f64> {
     let file = dir
         .join(group)
         .join(engine)
-        .join(rows.to_string())
+        .join(rung.to_string())
         .join("new/estimates.json");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
     json["mean"]["point_estimate"].as_f64()
@@ -165,6 +188,22 @@ fn print_summary() {
                 ratio(b, s)
             );
         }
+    }
+    println!("\ndepth: forward_backward on {DEPTH_ROWS} rows, ns per row (mean), and speed-ups");
+    println!(
+        "{:>14} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "784-...-10", "naive", "blas", "sparse", "blas/naive", "sparse/blas"
+    );
+    for shape in DEPTHS {
+        let [n, b, s] = ENGINES.map(|e| mean_ns(&dir, "depth", e.name(), shape));
+        println!(
+            "{shape:>14} {} {} {} {} {}",
+            per_row(n, DEPTH_ROWS),
+            per_row(b, DEPTH_ROWS),
+            per_row(s, DEPTH_ROWS),
+            ratio(n, b),
+            ratio(b, s)
+        );
     }
     println!("\ntrain_step, sparse with the rows prepared once (full-batch training)");
     println!("{:>6} {:>10} {:>10}", "rows", "prepared", "blas/prep");
