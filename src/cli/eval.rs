@@ -1,9 +1,9 @@
 //! `mnist-blas eval`: accuracy, per-class precision/recall/F1, confusion matrix.
 
 use super::progress::{Display, Loading};
-use super::{check_exists, check_outputs, thread_pool};
+use super::{check_exists, check_outputs, scoring_engine, thread_pool};
 use crate::data::{self, Dataset, Expect, CLASSES, FEATURES};
-use crate::engine::{choice, Engine, EngineKind};
+use crate::engine::{Engine, EngineKind};
 use crate::metrics::{evaluate, ClassReport, Evaluation};
 use crate::model::Mlp;
 use crate::plot::{self, Misclassified};
@@ -99,11 +99,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 args.data.display()
             );
         }
-        let engine = choice::resolve(args.engine, &model.shape(), &set.pixels).kind;
-        if engine == EngineKind::Blas {
-            crate::threads::check_blas_memory(rayon::current_num_threads())?;
-        }
-        let engine = engine.build();
+        let engine = scoring_engine(args.engine, &model, &set.pixels)?;
         let eval = evaluate(engine.as_ref(), &model, &set);
         let per_class = eval.per_class();
         let wrote = draw(&args, engine.as_ref(), &model, &set, &eval)?;

@@ -82,6 +82,20 @@ pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
     crate::threads::pool(threads).context("cannot start the thread pool")
 }
 
+/// The engine to score `model` on rows `pixels` with: `kind`, or what
+/// `auto` picks; for OpenBLAS, after checking its buffers fit.
+pub(crate) fn scoring_engine(
+    kind: crate::engine::EngineKind,
+    model: &crate::model::Mlp,
+    pixels: &[u8],
+) -> Result<Box<dyn crate::engine::Engine>> {
+    let kind = crate::engine::choice::resolve(kind, &model.shape(), pixels).kind;
+    if kind == crate::engine::EngineKind::Blas {
+        crate::threads::check_blas_memory(rayon::current_num_threads())?;
+    }
+    Ok(kind.build())
+}
+
 /// Before any work starts: no output is an input or another output, and
 /// every output can be written (its directory exists and takes files).
 pub(crate) fn check_outputs(inputs: &[&Path], outputs: &[(&str, &Path)]) -> Result<()> {

@@ -1,8 +1,8 @@
 //! `mnist-blas predict`: label every row of a file, write a Kaggle submission.
 
-use super::{check_exists, check_outputs, thread_pool};
+use super::{check_exists, check_outputs, scoring_engine, thread_pool};
 use crate::data::{self, Expect};
-use crate::engine::{choice, EngineKind};
+use crate::engine::EngineKind;
 use crate::metrics::evaluate;
 use crate::model::Mlp;
 use crate::output::write_atomic;
@@ -46,11 +46,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let pool = thread_pool(args.threads)?;
     pool.install(|| {
         let set = data::load(&args.data, Expect::Unlabeled)?;
-        let engine = choice::resolve(args.engine, &model.shape(), &set.pixels).kind;
-        if engine == EngineKind::Blas {
-            crate::threads::check_blas_memory(rayon::current_num_threads())?;
-        }
-        let eval = evaluate(engine.build().as_ref(), &model, &set);
+        let engine = scoring_engine(args.engine, &model, &set.pixels)?;
+        let eval = evaluate(engine.as_ref(), &model, &set);
         write_atomic(&args.out, |w| {
             writeln!(w, "ImageId,Label")?;
             for (i, p) in eval.predictions.iter().enumerate() {

@@ -22,7 +22,7 @@ use crate::data::Dataset;
 use crate::engine::BatchStats;
 use crate::model::{Dense, Mlp, ModelError};
 use crate::npz::{show_shape, ArrayInfo, Dtype, Npz, NpzError};
-use crate::optim::{Optimizer, OptimizerKind};
+use crate::optim::OptimizerKind;
 use crate::output::WriteError;
 use crate::rng::{SeededRng, Stream};
 use crate::train::{
@@ -407,8 +407,7 @@ impl Checkpoint {
                 meta.shuffle_word_pos
             ))
         })?;
-        let mut optimizer = Optimizer::new(cfg.optimizer, cfg.lr, cfg.momentum, &cfg.layers);
-        optimizer.weight_decay = cfg.weight_decay;
+        let mut optimizer = cfg.optimizer();
         if optimizer.kind != meta.optimizer {
             return Err(bad(format!(
                 "holds {} optimizer state, the run uses {}",

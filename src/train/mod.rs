@@ -70,6 +70,16 @@ pub struct TrainConfig {
     pub early_stop: Option<usize>,
 }
 
+impl TrainConfig {
+    /// The optimizer of this run, before its first step.
+    pub fn optimizer(&self) -> crate::optim::Optimizer {
+        let mut optimizer =
+            crate::optim::Optimizer::new(self.optimizer, self.lr, self.momentum, &self.layers);
+        optimizer.weight_decay = self.weight_decay;
+        optimizer
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(

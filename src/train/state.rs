@@ -117,8 +117,7 @@ pub struct Best {
 impl TrainState {
     /// The state before the first step of a run of `cfg`.
     pub fn new(cfg: &TrainConfig) -> Result<TrainState, super::TrainError> {
-        let mut optimizer = Optimizer::new(cfg.optimizer, cfg.lr, cfg.momentum, &cfg.layers);
-        optimizer.weight_decay = cfg.weight_decay;
+        let optimizer = cfg.optimizer();
         Ok(TrainState {
             model: Mlp::init(&cfg.layers, cfg.init, cfg.seed)?,
             optimizer,
