@@ -20,8 +20,8 @@ use std::time::Instant;
     Prints the accuracy and mean loss, per-class precision, recall, F1 and support, and the\n\
     confusion matrix (rows: true label, columns: predicted).")]
 pub struct EvalArgs {
-    /// Model written by `train`.
-    #[arg(long, value_name = "PATH", default_value = "model.npz")]
+    /// Model written by `train`: a .npz file, or a run folder (its model.npz).
+    #[arg(long, value_name = "PATH", default_value = super::runs::LATEST_MODEL)]
     pub model: PathBuf,
     /// Labeled images: Kaggle train.csv, plain or .gz, or MNIST IDX images + labels.
     #[arg(long, value_name = "PATH")]
@@ -73,6 +73,10 @@ struct EvalSummary {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let started = Instant::now();
+    let args = EvalArgs {
+        model: super::runs::model_path(&args.model)?,
+        ..args
+    };
     check_exists(&args.model, "--model")?;
     check_exists(&args.data, "--data")?;
     let outputs: Vec<(&str, &std::path::Path)> = [

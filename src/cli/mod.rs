@@ -18,6 +18,7 @@ mod inspect;
 mod predict;
 mod progress;
 mod report;
+mod runs;
 mod signals;
 mod sweep;
 mod train;
@@ -27,7 +28,8 @@ pub use sweep::SweepArgs;
 
 use crate::train::TrainArgs;
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::Path;
 
 #[derive(Debug, Parser)]
@@ -66,15 +68,46 @@ enum Command {
 pub fn run() -> Result<()> {
     // Before any thread or BLAS call (it may set an environment variable).
     crate::threads::select_openblas_kernel()?;
-    let cli = Cli::parse();
+    let command = snake_case_aliases(Cli::command());
+    let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     match cli.command {
-        None => train::run(cli.train),
-        Some(Command::Train(args)) => train::run(args),
+        None => train::run(cli.train, &train_flags()),
+        Some(Command::Train(args)) => train::run(args, &train_flags()),
         Some(Command::Predict(args)) => predict::run(args),
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Sweep(args)) => sweep::run(*args),
     }
+}
+
+/// Every `--long-flag` also answers to `--long_flag`, the spelling of the
+/// `--json` keys and config files (W&B's `${args}` passes `--batch_size=102`).
+pub(crate) fn snake_case_aliases(command: clap::Command) -> clap::Command {
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    let mut command = command.mut_args(|arg| match arg.get_long() {
+        Some(long) if long.contains('-') => {
+            let alias = long.replace('-', "_");
+            arg.alias(alias)
+        }
+        _ => arg,
+    });
+    for name in names {
+        command = command.mut_subcommand(name, snake_case_aliases);
+    }
+    command
+}
+
+/// `train`'s flags as typed: the command line without the program name
+/// and a leading `train`.
+fn train_flags() -> Vec<OsString> {
+    let mut flags: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if flags.first().is_some_and(|f| f == "train") {
+        flags.remove(0);
+    }
+    flags
 }
 
 /// A rayon pool of `threads` threads (0: one per core); see [`crate::threads::pool`].

@@ -3,83 +3,278 @@
 //! resolution live in [`crate::train::args`], shared with the sweep.
 
 use super::progress::{Display, Loading, TrainProgress};
-use super::report::summary_screen;
-use super::{check_outputs, signals, thread_pool};
+use super::report::{summary_screen, thousands};
+use super::runs::{self, RunFolder};
+use super::{check_exists, check_outputs, signals, thread_pool};
 use crate::data::{self, DataSource};
 use crate::engine::{BatchStats, EngineKind};
 use crate::output::write_atomic;
 use crate::plot;
 use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::config::{self, RunConfig};
 use crate::train::{
     self, Checkpointing, Control, Observer, Plan, Preset, Record, RunError, RunOptions, RunReport,
     RunStart, Schedule, StepView, TrainArgs,
 };
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 use std::borrow::Cow;
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The examples under `mnist-blas train --help`.
 pub const EXAMPLES: &str = "Examples:
-  mnist-blas train                                   # data/train.csv, or the built-in sample
-  mnist-blas train --data train.csv.gz --plot curves.png
-  mnist-blas train --preset notebook --data train.csv.gz   # the Kaggle notebook's job, fixed
-  mnist-blas train --hidden 128 --epochs 20 --lr 0.002 --seed 3
-  mnist-blas train --optimizer sgd --batch-size full --iterations 500 --lr 0.1
+  mnist-blas train                      # data/train.csv, or the built-in sample
+  mnist-blas train --data train.csv.gz --plot --name first
+  mnist-blas train --preset notebook --data train.csv.gz  # the notebook, fixed
+  mnist-blas train --data train.csv.gz --layers 256-128 --epochs 15
+  mnist-blas train --config runs/first/config.toml --seed 2
+  mnist-blas train --resume runs/first/checkpoint.npz
+  mnist-blas train --layers 256-128 --print-config > deep.toml
   mnist-blas train --quiet --json | jq .heldout_accuracy
 
-Output: a log line per epoch (per 25 iterations for full batch) on stdout, a progress bar
-on stderr when it is a terminal, and a summary screen at the end (data, model, engine and
-OpenBLAS, settings, time split, throughput, final accuracies, files written). Piped or in
-CI there is no bar: plain lines only. `train` is the default subcommand: `mnist-blas
---epochs 3` is `mnist-blas train --epochs 3`.";
+Each run writes into a folder of its own, runs/NAME (--out-dir, --name):
+model.npz, metrics.csv (a row per epoch, written as it ends), config.toml
+(the settings: --config replays them, flags beside it override), report.json,
+checkpoint.npz when one is written, curves.png with --plot. runs/latest points
+at the last finished run: eval, predict and inspect read its model by default.
+Every flag also takes its --json key's spelling (--batch_size=128).
 
-/// The `--json` line: the run's report, with what this command wrote.
+Output: a log line per epoch (per 25 iterations for full batch), a progress
+bar on stderr in a terminal, and a summary at the end. `train` is the default
+subcommand: `mnist-blas --epochs 3` is `mnist-blas train --epochs 3`.";
+
+/// `train`'s flags alone, to parse a config's flags with the command
+/// line's (a flag given twice: the later one wins).
+#[derive(clap::Parser)]
+#[command(name = "mnist-blas train", args_override_self = true)]
+struct TrainOnly {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+impl TrainOnly {
+    fn parse_flags(flags: &[OsString]) -> Result<TrainArgs, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = super::snake_case_aliases(TrainOnly::command());
+        let program = OsString::from("mnist-blas train");
+        let matches = command.try_get_matches_from(std::iter::once(&program).chain(flags))?;
+        TrainOnly::from_arg_matches(&matches).map(|t| t.args)
+    }
+}
+
+/// The `--json` line (and a run folder's `report.json`): the run's
+/// report, with what this command wrote.
 #[derive(serde::Serialize)]
 struct TrainJson<'a> {
     command: &'static str,
     #[serde(flatten)]
     report: &'a RunReport,
+    run_folder: Option<&'a Path>,
     model: &'a Path,
     metrics: &'a Path,
     plot: Option<&'a Path>,
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
+/// Where this run's files go.
+struct Outputs {
+    folder: Option<RunFolder>,
+    model: PathBuf,
+    metrics: PathBuf,
+    plot: Option<PathBuf>,
+    checkpoint: PathBuf,
+}
+
+impl Outputs {
+    /// A run folder holds every file not given a path of its own; `--model`
+    /// and `--metrics` both given (and no `--out-dir`/`--name`) make none.
+    fn new(args: &TrainArgs, folder: Option<RunFolder>) -> Outputs {
+        let in_folder = |name: &str| folder.as_ref().map(|f| f.file(name));
+        let model = args
+            .model
+            .clone()
+            .or_else(|| in_folder(runs::MODEL))
+            .expect("a run folder when --model is not given");
+        let metrics = args
+            .metrics
+            .clone()
+            .or_else(|| in_folder("metrics.csv"))
+            .expect("a run folder when --metrics is not given");
+        let plot = match &args.plot {
+            None => None,
+            Some(Some(p)) => Some(p.clone()),
+            Some(None) => {
+                Some(in_folder("curves.png").unwrap_or_else(|| model.with_file_name("curves.png")))
+            }
+        };
+        let checkpoint = args
+            .checkpoint
+            .clone()
+            .or_else(|| args.resume.clone())
+            .or_else(|| in_folder("checkpoint.npz"))
+            .unwrap_or_else(|| checkpoint::default_path(&model));
+        Outputs {
+            folder,
+            model,
+            metrics,
+            plot,
+            checkpoint,
+        }
+    }
+}
+
+pub fn run(args: TrainArgs, command_line: &[OsString]) -> Result<()> {
     let started = Instant::now();
+    let (args, resume) = with_settings(args, command_line)?;
     let plan = args.resolve()?;
+    if args.print_config {
+        outln!("{}", settings(&args, &plan).to_toml().trim_end());
+        return Ok(());
+    }
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if args.quiet && matches!(plan.source, DataSource::BuiltinSample) {
+        eprintln!(
+            "warning: no --data and no data/train.csv: training on the sample of real digits built into the binary"
+        );
+    }
+    check_given_outputs(&args, &plan)?;
+    let folder = run_folder(&args, resume.as_ref())?;
+    let outputs = Outputs::new(&args, folder);
+    let result = train_into(&args, &plan, resume, &outputs, started);
+    if result.is_err() {
+        if let Some(f) = &outputs.folder {
+            f.discard_if_empty();
+        }
+    }
+    result
+}
+
+/// The settings of `--resume`'s checkpoint, then of `--config`, then the
+/// command line's flags: the arguments to run with, and the checkpoint.
+fn with_settings(
+    args: TrainArgs,
+    command_line: &[OsString],
+) -> Result<(TrainArgs, Option<Checkpoint>)> {
     let resume = match &args.resume {
-        Some(path) => Some(Checkpoint::load(path)?),
+        Some(path) => {
+            check_exists(path, "--resume")?;
+            Some(Checkpoint::load(path)?)
+        }
         None => None,
     };
-    check_train_outputs(&args, &plan)?;
+    let mut given = config::flags_given(command_line);
+    let mut from_file = Vec::new();
+    if let Some(path) = &args.config {
+        check_exists(path, "--config")?;
+        let file = RunConfig::load(path)?;
+        from_file = file.to_flags(&given);
+        // Alone, so that a bad value is blamed on the file.
+        if let Err(e) = TrainOnly::parse_flags(&from_file) {
+            bail!("{}: {}", path.display(), crate::sweep::clap_error_line(&e));
+        }
+        given.extend(config::flags_given(&from_file));
+    }
+    let mut flags = match resume.as_ref().and_then(|c| c.settings()) {
+        Some(settings) => settings.to_flags(&given),
+        None => Vec::new(),
+    };
+    if flags.is_empty() && from_file.is_empty() {
+        return Ok((args, resume));
+    }
+    flags.extend(from_file);
+    flags.extend(command_line.iter().cloned());
+    let args = TrainOnly::parse_flags(&flags)
+        .map_err(|e| anyhow::anyhow!(crate::sweep::clap_error_line(&e)))?;
+    Ok((args, resume))
+}
+
+/// The run's settings as a config file records them.
+fn settings(args: &TrainArgs, plan: &Plan) -> RunConfig {
+    RunConfig {
+        checkpoint_every: args.checkpoint_every.map(|n| n as u64),
+        ..RunConfig::of(plan)
+    }
+}
+
+/// The run folder: the resumed checkpoint's, when it is in one and no
+/// other is named; none when `--model` and `--metrics` say where both go;
+/// else a new one.
+fn run_folder(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<Option<RunFolder>> {
+    let named = args.out_dir.is_some() || args.name.is_some();
+    if let Some(ckpt) = resume {
+        let dir = match ckpt.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+        let asked = args.name.as_ref().map(|n| {
+            args.out_dir
+                .as_deref()
+                .unwrap_or(Path::new(runs::DEFAULT_PARENT))
+                .join(n)
+        });
+        let continues = match &asked {
+            None => !named,
+            Some(asked) => same(asked, &dir),
+        };
+        if runs::is_run_folder(&dir) && continues {
+            return Ok(Some(RunFolder::existing(&dir)));
+        }
+    }
+    if !named && args.model.is_some() && args.metrics.is_some() {
+        return Ok(None);
+    }
+    RunFolder::create(args.out_dir.as_deref(), args.name.as_deref()).map(Some)
+}
+
+/// Load, train, write: the run once its folder exists.
+fn train_into(
+    args: &TrainArgs,
+    plan: &Plan,
+    resume: Option<Checkpoint>,
+    outputs: &Outputs,
+    started: Instant,
+) -> Result<()> {
+    check_train_outputs(args, plan, outputs)?;
     let pool = thread_pool(plan.threads)?;
     pool.install(|| {
-        let display = Display::detect(args.quiet);
+        let machine = args.json_epochs;
+        let display = Display::detect(args.quiet || machine);
+        let say = |s: String| {
+            if !args.quiet && !machine {
+                outln!("{s}");
+            }
+        };
+        if let Some(f) = &outputs.folder {
+            say(format!("run folder: {}", f.path.display()));
+        }
         let loading = Loading::start(display, &plan.source.describe());
         let all = plan.source.load()?;
         loading.finish();
         let load_seconds = started.elapsed().as_secs_f64();
-        let say = |s: String| {
-            if !args.quiet {
-                outln!("{s}");
-            }
-        };
         say(format!(
             "data: {} ({} labeled rows, loaded in {load_seconds:.2} s)",
             plan.source.describe(),
-            all.len()
+            thousands(all.len())
         ));
         if let DataSource::BuiltinSample = plan.source {
             say(data::sample::HOW_TO_GET_FULL_DATA.to_string());
         }
+        if let Some(f) = &outputs.folder {
+            let path = f.file(runs::CONFIG);
+            let text = settings(args, plan).to_toml();
+            write_atomic(&path, |w| w.write_all(text.as_bytes()))?;
+        }
+        let earlier = resume.as_ref().map(|c| c.records()).unwrap_or_default();
+        let mut metrics = MetricsLog::open(&outputs.metrics, earlier)?;
         let stop = signals::install();
-        let checkpoint_path = checkpoint_path(&args);
         let options = RunOptions {
             resume,
             checkpoints: Some(Checkpointing {
-                path: checkpoint_path.clone(),
+                path: outputs.checkpoint.clone(),
                 every: args.checkpoint_every,
                 stop,
             }),
@@ -88,12 +283,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let units = plan.config.schedule.units();
         let mut progress = TrainProgress::new(display, full_batch, units);
         let mut console = Console {
-            plan: &plan,
+            plan,
             progress: &mut progress,
             say: &say,
+            metrics: &mut metrics,
+            json_epochs: machine,
         };
         let source_rows = all.len();
-        let done = match train::run(&plan, Cow::Owned(all), load_seconds, options, &mut console) {
+        let done = match train::run(plan, Cow::Owned(all), load_seconds, options, &mut console) {
             Err(RunError::Interrupted { at, path }) => {
                 return Err(signals::Interrupted(format!(
                     "interrupted {at}; wrote {}; resume with: {}",
@@ -105,66 +302,98 @@ pub fn run(args: TrainArgs) -> Result<()> {
             other => other?,
         };
         progress.finish();
-        let written = write_outputs(&args, &plan, &done)?;
+        metrics.finish()?;
+        let report = RunReport {
+            seconds: started.elapsed().as_secs_f64(),
+            ..done.report.clone()
+        };
+        let line = TrainJson {
+            command: "train",
+            report: &report,
+            run_folder: outputs.folder.as_ref().map(|f| f.path.as_path()),
+            model: &outputs.model,
+            metrics: &outputs.metrics,
+            plot: outputs.plot.as_deref(),
+        };
+        let written = write_outputs(plan, outputs, &done, &line)?;
         if plan.preset == Preset::Notebook || full_batch {
             notebook_lines(&done, &say);
         }
-        let report = RunReport {
-            seconds: started.elapsed().as_secs_f64(),
-            ..done.report
-        };
         say(summary_screen(&report, source_rows, &written));
+        if let Some(f) = &outputs.folder {
+            if let Some(warning) = f.mark_latest() {
+                eprintln!("warning: {warning}");
+            }
+        }
         if args.json {
-            let line = TrainJson {
-                command: "train",
-                report: &report,
-                model: &args.model,
-                metrics: &args.metrics,
-                plot: args.plot.as_deref(),
-            };
             outln!("{}", serde_json::to_string(&line)?);
         }
         Ok(())
     })
 }
 
-/// Every file `train` writes, checked before the data is even read; the
-/// checkpoint may be the file resumed from (that is its default).
-fn check_train_outputs(args: &TrainArgs, plan: &Plan) -> Result<()> {
-    let data: Vec<&Path> = match &plan.source {
+/// The paths the user named, checked before a run folder is made.
+fn check_given_outputs(args: &TrainArgs, plan: &Plan) -> Result<()> {
+    let mut outputs = vec![];
+    if let Some(p) = &args.model {
+        outputs.push(("--model", p.as_path()));
+    }
+    if let Some(p) = &args.metrics {
+        outputs.push(("--metrics", p.as_path()));
+    }
+    if let Some(Some(p)) = &args.plot {
+        outputs.push(("--plot", p.as_path()));
+    }
+    if let Some(p) = &args.checkpoint {
+        outputs.push(("--checkpoint", p.as_path()));
+    }
+    check_outputs(&inputs(plan), &outputs)
+}
+
+/// The files the run reads.
+fn inputs(plan: &Plan) -> Vec<&Path> {
+    match &plan.source {
         DataSource::File(p) => vec![p.as_path()],
         DataSource::BuiltinSample => vec![],
-    };
-    let checkpoint = checkpoint_path(args);
+    }
+}
+
+/// Every file `train` writes, checked before the data is even read; the
+/// checkpoint may be the file resumed from (that is its default).
+fn check_train_outputs(args: &TrainArgs, plan: &Plan, o: &Outputs) -> Result<()> {
     let mut outputs = vec![
-        ("--model", args.model.as_path()),
-        ("--metrics", args.metrics.as_path()),
+        ("--model", o.model.as_path()),
+        ("--metrics", o.metrics.as_path()),
     ];
-    if let Some(p) = &args.plot {
+    if let Some(p) = &o.plot {
         outputs.push(("--plot", p.as_path()));
     }
     if let Some(resume) = &args.resume {
         check_outputs(&[resume.as_path()], &outputs)?;
     }
-    outputs.push(("--checkpoint", checkpoint.as_path()));
-    check_outputs(&data, &outputs)
+    outputs.push(("--checkpoint", o.checkpoint.as_path()));
+    check_outputs(&inputs(plan), &outputs)
 }
 
-/// Where checkpoints go: `--checkpoint`, else the file being resumed, else
-/// next to the model (`model.ckpt.npz`).
-fn checkpoint_path(args: &TrainArgs) -> PathBuf {
-    args.checkpoint
-        .clone()
-        .or_else(|| args.resume.clone())
-        .unwrap_or_else(|| checkpoint::default_path(&args.model))
-}
-
-/// The model, the metrics CSV and the plot, if asked; the paths written.
-fn write_outputs<'a>(args: &'a TrainArgs, plan: &Plan, done: &train::Run) -> Result<Vec<&'a Path>> {
-    done.model.save_npz(&args.model)?;
-    write_metrics(&args.metrics, &done.records)?;
-    let mut written = vec![args.model.as_path(), args.metrics.as_path()];
-    if let Some(path) = &args.plot {
+/// The model (with its metadata), the plot if asked and the run folder's
+/// report; the paths written, metrics included.
+fn write_outputs<'a>(
+    plan: &Plan,
+    o: &'a Outputs,
+    done: &train::Run,
+    line: &TrainJson,
+) -> Result<Vec<&'a Path>> {
+    let meta = serde_json::json!({
+        "format": "mnist-blas model",
+        "version": env!("CARGO_PKG_VERSION"),
+        "shape": done.model.shape().to_string(),
+        "input": "784 pixels of a 28x28 image, row by row, ink 255 on background 0, divided by 255",
+        "output": "softmax probabilities of the classes 0-9",
+        "report": line,
+    });
+    done.model.save_npz_with_meta(&o.model, &meta.to_string())?;
+    let mut written = vec![o.model.as_path(), o.metrics.as_path()];
+    if let Some(path) = &o.plot {
         let c = &plan.config;
         let title = format!(
             "{}, {} {}, {}: held-out accuracy {:.4}",
@@ -177,6 +406,10 @@ fn write_outputs<'a>(args: &'a TrainArgs, plan: &Plan, done: &train::Run) -> Res
         let unit = c.schedule.unit();
         plot::learning_curves(path, &done.records, unit, &title)?;
         written.push(path.as_path());
+    }
+    if let Some(f) = &o.folder {
+        let json = serde_json::to_string_pretty(line)? + "\n";
+        write_atomic(&f.file("report.json"), |w| w.write_all(json.as_bytes()))?;
     }
     Ok(written)
 }
@@ -204,11 +437,15 @@ fn notebook_lines(done: &train::Run, say: &dyn Fn(String)) {
     ));
 }
 
-/// The progress display, plus the lines printed once the rows are split.
+/// The progress display, the metrics file and the lines printed once the
+/// rows are split.
 struct Console<'a> {
     plan: &'a Plan,
     progress: &'a mut TrainProgress,
     say: &'a dyn Fn(String),
+    metrics: &'a mut MetricsLog,
+    /// `--json-epochs`: a JSON line per record on stdout.
+    json_epochs: bool,
 }
 
 impl Observer for Console<'_> {
@@ -216,21 +453,29 @@ impl Observer for Console<'_> {
         let c = &self.plan.config;
         (self.say)(format!(
             "split: {} train / {} held out (--split {}, seed {})",
-            start.train_rows, start.heldout_rows, self.plan.split, c.seed
+            thousands(start.train_rows),
+            thousands(start.heldout_rows),
+            self.plan.split,
+            c.seed
         ));
         let schedule = match c.schedule {
-            Schedule::FullBatch { iterations } => format!("full batch, {iterations} iterations"),
+            Schedule::FullBatch { iterations } => {
+                format!("full batch, {}", plural(iterations, "iteration"))
+            }
             Schedule::MiniBatch { epochs, batch_size } => {
-                format!("batch {batch_size}, {epochs} epochs")
+                format!("batch {batch_size}, {}", plural(epochs, "epoch"))
             }
         };
         (self.say)(format!(
-            "model: {}, init {}; optimizer {} lr {} ({}); {schedule}; engine {} on {}; {} thread(s)",
+            "model: {}, init {}; {} lr {} ({}); {schedule}",
             c.layers,
             c.init.name(),
             c.optimizer.name(),
             c.lr,
             c.lr_schedule.name(),
+        ));
+        (self.say)(format!(
+            "engine: {} on {}, {}",
             start.engine.kind,
             match start.engine.kind {
                 // The full OpenBLAS build line is in the summary at the end.
@@ -239,13 +484,13 @@ impl Observer for Console<'_> {
                 EngineKind::Naive => "f64 loops".into(),
                 EngineKind::Auto => unreachable!("resolved before the start"),
             },
-            rayon::current_num_threads(),
+            plural(rayon::current_num_threads(), "thread"),
         ));
         if let Some((path, completed, steps)) = &start.resumed {
             (self.say)(format!(
-                "resuming from {}: {completed} {}s done, step {steps}",
+                "resuming from {}: {} done, step {steps}",
                 path.display(),
-                c.schedule.unit()
+                plural(*completed, c.schedule.unit())
             ));
         }
     }
@@ -253,6 +498,18 @@ impl Observer for Console<'_> {
         self.progress.on_step(done, total, stats);
     }
     fn on_record(&mut self, record: &Record) {
+        self.metrics.append(record);
+        if self.json_epochs {
+            let line = EpochJson {
+                event: "record",
+                unit: self.plan.config.schedule.unit(),
+                record,
+            };
+            outln!(
+                "{}",
+                serde_json::to_string(&line).expect("a record serialises")
+            );
+        }
         self.progress.on_record(record);
     }
     fn after_step(&mut self, state: &mut StepView) -> Control {
@@ -260,27 +517,91 @@ impl Observer for Console<'_> {
     }
 }
 
-/// The per-record metrics CSV, written atomically.
-fn write_metrics(path: &Path, records: &[Record]) -> Result<()> {
-    write_atomic(path, |w| {
-        writeln!(
-            w,
-            "step,train_loss,train_accuracy,heldout_loss,heldout_accuracy,seconds"
-        )?;
-        let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
-        for r in records {
-            writeln!(
-                w,
-                "{},{},{},{},{},{:.6}",
-                r.step,
-                r.train_loss,
-                r.train_accuracy,
-                opt(r.heldout_loss),
-                opt(r.heldout_accuracy),
-                r.seconds
-            )?;
+/// A `--json-epochs` line.
+#[derive(serde::Serialize)]
+struct EpochJson<'a> {
+    event: &'static str,
+    /// `epoch` (mini-batch) or `iteration` (full batch): what `step` counts.
+    unit: &'static str,
+    #[serde(flatten)]
+    record: &'a Record,
+}
+
+/// `count noun`, with the noun plural unless the count is 1.
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", thousands(count))
+    }
+}
+
+/// The metrics CSV, a row per record, flushed as each one ends so that
+/// `tail -f` (or an optimiser deciding to prune) can follow the run.
+struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+    /// The first write that failed; the run ends with it.
+    error: Option<std::io::Error>,
+}
+
+impl MetricsLog {
+    const HEADER: &'static str =
+        "step,train_loss,train_accuracy,heldout_loss,heldout_accuracy,seconds";
+
+    /// Start the file: the header, then the `earlier` records of a resumed run.
+    fn open(path: &Path, earlier: &[Record]) -> Result<MetricsLog> {
+        let file = crate::output::open_live(path)?;
+        let mut log = MetricsLog {
+            path: path.to_path_buf(),
+            file,
+            error: None,
+        };
+        log.write(format!("{}\n", Self::HEADER));
+        for r in earlier {
+            log.append(r);
         }
-        Ok(())
-    })
-    .with_context(|| "writing the metrics file")
+        Ok(log)
+    }
+
+    fn append(&mut self, r: &Record) {
+        let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        self.write(format!(
+            "{},{},{},{},{},{:.6}\n",
+            r.step,
+            r.train_loss,
+            r.train_accuracy,
+            opt(r.heldout_loss),
+            opt(r.heldout_accuracy),
+            r.seconds
+        ));
+    }
+
+    /// One whole row per write (a reader never sees half of one from us).
+    fn write(&mut self, row: String) {
+        if self.error.is_none() {
+            if let Err(e) = self.file.write_all(row.as_bytes()) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// The first write error, if any, naming the file; else sync it.
+    fn finish(self) -> Result<()> {
+        let result = match self.error {
+            Some(e) => Err(e),
+            // Pipes and terminals cannot sync; that is no failure.
+            None => match self.file.sync_all() {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+                other => other,
+            },
+        };
+        result.map_err(|e| {
+            crate::output::WriteError {
+                path: self.path.clone(),
+                source: e,
+            }
+            .into()
+        })
+    }
 }

@@ -246,6 +246,28 @@ impl Mlp {
         crate::output::write_npz(path, true, |npz| self.add_to_npz(npz))
     }
 
+    /// [`Mlp::save_npz`] plus an array `meta`: `meta_json` as UTF-8 bytes
+    /// (uint8), which numpy loads only when asked:
+    /// `json.loads(bytes(np.load("model.npz")["meta"]))`.
+    pub fn save_npz_with_meta(&self, path: &Path, meta_json: &str) -> Result<(), WriteError> {
+        crate::output::write_npz(path, true, |npz| {
+            self.add_to_npz(npz)?;
+            npz.add_array(META, &ndarray::Array1::from(meta_json.as_bytes().to_vec()))
+        })
+    }
+
+    /// The `meta` array [`Mlp::save_npz_with_meta`] wrote, if the file has
+    /// one and it is text (at most 1 MiB read).
+    pub fn read_meta(path: &Path) -> Option<String> {
+        let mut npz = Npz::open(path).ok()?;
+        if !npz.contains(META) {
+            return None;
+        }
+        let info = npz.info(META).ok()?;
+        let bytes = npz.read_u8(&info, 1 << 20).ok()?;
+        String::from_utf8(bytes.iter().copied().collect()).ok()
+    }
+
     /// Add `w1, b1, ..., wL, bL` as [`Mlp::save_npz`] writes them (a
     /// checkpoint holds the same arrays).
     pub(crate) fn add_to_npz<W: std::io::Write + Seek>(
@@ -312,6 +334,9 @@ impl Mlp {
         Ok(m)
     }
 }
+
+/// The name of a model file's metadata array (JSON text as uint8).
+pub const META: &str = "meta";
 
 /// The headers of `w1, b1, ..., wL, bL`, checked against each other: `w1`
 /// has 784 columns, each `wi` as many columns as `w(i-1)` has rows, `bi`

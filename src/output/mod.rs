@@ -171,6 +171,48 @@ where
     write_atomic(path, |w| w.write_all(&bytes))
 }
 
+/// Open `path` for a file written as a run goes (metrics, one row per
+/// epoch), under the module's policy: a regular file (or a new one) is
+/// replaced at once by a new empty file, so the old one is gone whole and
+/// `tail -f` follows the new rows; a device, FIFO or standard descriptor is
+/// written in place. The caller writes and flushes as it goes.
+pub fn open_live(path: &Path) -> Result<File, WriteError> {
+    let wrap = |e| WriteError::new(path, e);
+    let file = match destination(path).map_err(wrap)? {
+        Destination::Descriptor(fd) => {
+            if fd == 1 {
+                io::stdout().flush().map_err(wrap)?;
+            }
+            // SAFETY: as in `write_descriptor`: a fresh descriptor we own.
+            let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+            if dup == -1 {
+                return Err(wrap(io::Error::last_os_error()));
+            }
+            // SAFETY: `dup` is a fresh descriptor nothing else owns.
+            unsafe { File::from_raw_fd(dup) }
+        }
+        Destination::InPlace => OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(path)
+            .map_err(wrap)?,
+        Destination::Replace { target, existing } => {
+            let (dir, name) = dir_and_name(&target);
+            remove_stale_temps(&dir, name);
+            if existing.is_some() {
+                check_writable(&target).map_err(wrap)?;
+            }
+            let tmp = locked_temp(&dir, name).map_err(wrap)?;
+            if let Some(m) = &existing {
+                keep_owner_and_mode(tmp.as_file(), m).map_err(wrap)?;
+            }
+            tmp.persist(&target).map_err(|e| wrap(e.error))?
+        }
+    };
+    Ok(file)
+}
+
 /// Check, before any work, that [`write_atomic`] could write `path`: the
 /// path is not a directory or a symlink loop, its directory exists and
 /// takes a new file (one is created and removed), an existing file or

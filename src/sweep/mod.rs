@@ -199,7 +199,7 @@ pub fn plan(configs: Vec<Config>, data: &DataFingerprint) -> Vec<RunSpec> {
 }
 
 /// clap's error without usage and help hints, on one line.
-fn clap_error_line(e: &clap::Error) -> String {
+pub(crate) fn clap_error_line(e: &clap::Error) -> String {
     e.render()
         .to_string()
         .lines()

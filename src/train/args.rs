@@ -114,18 +114,18 @@ pub struct TrainArgs {
     pub optimizer: Option<OptimizerKind>,
     /// Learning rate [default: 0.005 for adam (0.004 with two or more hidden
     /// layers), 0.1 otherwise].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Learning-rate schedule [default: cosine; notebook: constant].
     #[arg(long, value_enum)]
     pub lr_schedule: Option<LrSchedule>,
-    /// Momentum coefficient for `--optimizer momentum`.
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f32,
+    /// Momentum coefficient for `--optimizer momentum` [default: 0.9].
+    #[arg(long, allow_negative_numbers = true)]
+    pub momentum: Option<f32>,
     /// Decoupled weight decay for `--optimizer adam` (AdamW, as PyTorch's):
     /// each step multiplies every parameter by 1 - lr * DECAY first
     /// [default: 0; 0.1 for adam with two or more hidden layers].
-    #[arg(long, value_name = "DECAY")]
+    #[arg(long, value_name = "DECAY", allow_negative_numbers = true)]
     pub weight_decay: Option<f32>,
     /// Passes over the training set (mini-batch training) [default: 10].
     #[arg(long)]
@@ -144,7 +144,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Fraction of the rows that trains; the rest is held out [default: 0.8; notebook: 0.2].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub split: Option<f64>,
     /// Arithmetic engine.
     #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
@@ -161,18 +161,41 @@ pub struct TrainArgs {
     /// lowest, as Keras' EarlyStopping(patience=N, restore_best_weights=True).
     #[arg(long, value_name = "N")]
     pub early_stop: Option<usize>,
-    /// Where to write the trained model (.npz, the notebook's names and shapes).
-    #[arg(long, value_name = "PATH", default_value = "model.npz")]
-    pub model: PathBuf,
-    /// Where to write the per-epoch (per-record) metrics CSV.
-    #[arg(long, value_name = "PATH", default_value = "metrics.csv")]
-    pub metrics: PathBuf,
-    /// Also draw the learning curves (loss and accuracy, train vs held out) as a PNG.
+    /// Folder that holds the run folders [default: runs]. Each run writes
+    /// into its own folder DIR/NAME and points DIR/latest at it when done.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// The run folder's name [default: the start time, 2026-11-30_17-05-09].
+    /// An existing run folder is never reused (except by --resume).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Write the trained model here instead of the run folder's model.npz
+    /// (.npz, the notebook's names and shapes). With --metrics too and no
+    /// --out-dir or --name, no run folder is made.
     #[arg(long, value_name = "PATH")]
-    pub plot: Option<PathBuf>,
+    pub model: Option<PathBuf>,
+    /// Write the metrics CSV (a row per epoch or logged iteration, flushed
+    /// as each one ends) here instead of the run folder's metrics.csv.
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
+    /// Also draw the learning curves (loss and accuracy, train vs held out)
+    /// as a PNG: to PATH, or to curves.png in the run folder.
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    pub plot: Option<Option<PathBuf>>,
+    /// Start from the settings in FILE (a run folder's config.toml, or
+    /// TOML keyed by flag names); flags given beside it override them.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the resolved settings as a config file (TOML) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// End stdout with one JSON line: accuracies, timings, every hyperparameter.
     #[arg(long)]
     pub json: bool,
+    /// Print one JSON line per epoch (per logged iteration for full batch)
+    /// on stdout as it ends, flushed, instead of the log lines and summary.
+    #[arg(long)]
+    pub json_epochs: bool,
     /// Print nothing but errors (and the JSON line with --json).
     #[arg(long, short)]
     pub quiet: bool,
@@ -180,12 +203,14 @@ pub struct TrainArgs {
     /// (mini-batch) or iterations (full-batch). Ctrl-C always writes one.
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<usize>,
-    /// Checkpoint file [default: beside --model, e.g. model.ckpt.npz; with
-    /// --resume, the file resumed from].
+    /// Checkpoint file [default: checkpoint.npz in the run folder (without
+    /// one: beside --model, e.g. m.ckpt.npz); with --resume, the file
+    /// resumed from].
     #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<PathBuf>,
-    /// Continue the run saved in CHECKPOINT; give the flags of the run that
-    /// wrote it. Ends bit-identical to a run never stopped.
+    /// Continue the run saved in CHECKPOINT, with the settings it carries
+    /// (and in its run folder, if it is in one). Ends bit-identical to a
+    /// run never stopped.
     #[arg(long, value_name = "CHECKPOINT")]
     pub resume: Option<PathBuf>,
 }
@@ -200,6 +225,9 @@ pub struct Plan {
     pub source: DataSource,
     pub preset: Preset,
     pub heldout_eval: HeldoutEval,
+    /// Settings given that have no effect on this run, one line each, for
+    /// the command to print as warnings.
+    pub warnings: Vec<String>,
 }
 
 impl TrainArgs {
@@ -236,8 +264,9 @@ impl TrainArgs {
         if !(split > 0.0 && split < 1.0) {
             refuse!("--split is the training fraction and must be strictly between 0 and 1, found {split}");
         }
-        if !(0.0..1.0).contains(&self.momentum) {
-            refuse!("--momentum must be in [0, 1), found {}", self.momentum);
+        let momentum = self.momentum.unwrap_or(0.9);
+        if !(0.0..1.0).contains(&momentum) {
+            refuse!("--momentum must be in [0, 1), found {momentum}");
         }
         if !(weight_decay.is_finite() && weight_decay >= 0.0) {
             refuse!("--weight-decay must be a number >= 0, found {weight_decay}");
@@ -269,6 +298,18 @@ impl TrainArgs {
             HeldoutEval::Records
         });
         self.check_early_stop(heldout_eval)?;
+        let mut warnings = Vec::new();
+        if self.momentum.is_some() && optimizer != OptimizerKind::Momentum {
+            warnings.push(format!(
+                "--momentum has no effect with --optimizer {} (only --optimizer momentum uses it)",
+                optimizer.name()
+            ));
+        }
+        if self.log_every.is_some() && !matches!(schedule, Schedule::FullBatch { .. }) {
+            warnings.push(
+                "--log-every has no effect on mini-batch training (it records every epoch)".into(),
+            );
+        }
         Ok(Plan {
             config: TrainConfig {
                 layers,
@@ -280,7 +321,7 @@ impl TrainArgs {
                 } else {
                     LrSchedule::Cosine
                 }),
-                momentum: self.momentum,
+                momentum,
                 weight_decay,
                 schedule,
                 seed: self.seed,
@@ -293,6 +334,7 @@ impl TrainArgs {
             source,
             preset: self.preset,
             heldout_eval,
+            warnings,
         })
     }
 

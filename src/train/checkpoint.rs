@@ -25,6 +25,7 @@ use crate::npz::{show_shape, ArrayInfo, Dtype, Npz, NpzError};
 use crate::optim::OptimizerKind;
 use crate::output::WriteError;
 use crate::rng::{SeededRng, Stream};
+use crate::train::config::RunConfig;
 use crate::train::{
     Best, Control, Observer, Position, Record, Schedule, StepView, TrainConfig, TrainState,
 };
@@ -98,6 +99,10 @@ impl From<ModelError> for CheckpointError {
 struct Meta {
     format: u32,
     config: serde_json::Value,
+    /// The run's settings as flags (`--resume CKPT` alone replays them);
+    /// absent from checkpoints written before they were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    settings: Option<RunConfig>,
     identity: RunIdentity,
     optimizer: OptimizerKind,
     optimizer_steps: u64,
@@ -133,6 +138,7 @@ pub struct Checkpoint {
 pub fn save(
     path: &Path,
     cfg: &TrainConfig,
+    settings: Option<&RunConfig>,
     identity: &RunIdentity,
     state: &TrainState,
 ) -> Result<(), WriteError> {
@@ -140,6 +146,7 @@ pub fn save(
     let meta = Meta {
         format: FORMAT,
         config: serde_json::to_value(cfg).expect("config serialises"),
+        settings: settings.cloned(),
         identity: identity.clone(),
         optimizer: state.optimizer.kind,
         optimizer_steps: state.optimizer.t,
@@ -270,6 +277,16 @@ impl Checkpoint {
     }
 
     /// Optimizer steps taken when the checkpoint was written.
+    /// The records (epochs or logged iterations) up to the checkpoint.
+    pub fn records(&self) -> &[Record] {
+        &self.meta.records
+    }
+
+    /// The settings of the run that wrote it, if it kept them.
+    pub fn settings(&self) -> Option<&RunConfig> {
+        self.meta.settings.as_ref()
+    }
+
     pub fn steps(&self) -> usize {
         self.meta.steps
     }
@@ -590,6 +607,7 @@ pub struct Checkpointer<'a> {
     pub path: PathBuf,
     pub every: Option<usize>,
     pub config: &'a TrainConfig,
+    pub settings: Option<RunConfig>,
     pub identity: RunIdentity,
     pub stop: &'a AtomicBool,
     /// Position of the last checkpoint written.
@@ -614,6 +632,7 @@ impl<'a> Checkpointer<'a> {
             path,
             every,
             config,
+            settings: None,
             identity,
             stop,
             written: None,
@@ -642,7 +661,13 @@ impl Observer for Checkpointer<'_> {
             .every
             .is_some_and(|n| p.batch_in_epoch == 0 && p.completed.is_multiple_of(n.max(1)));
         if due || stop {
-            if let Err(e) = save(&self.path, self.config, &self.identity, state.state()) {
+            if let Err(e) = save(
+                &self.path,
+                self.config,
+                self.settings.as_ref(),
+                &self.identity,
+                state.state(),
+            ) {
                 self.error = Some(e);
                 return Control::Stop;
             }

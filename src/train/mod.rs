@@ -11,6 +11,7 @@
 
 pub mod args;
 pub mod checkpoint;
+pub mod config;
 mod full_batch;
 mod minibatch;
 pub mod run;
@@ -22,6 +23,7 @@ mod step;
 mod tests;
 
 pub use args::{BatchSize, HeldoutEval, Plan, PlanError, Preset, TrainArgs};
+pub use config::RunConfig;
 pub use run::{run, Checkpointing, Run, RunError, RunOptions, RunReport, RunStart};
 pub use schedule::{LrSchedule, Schedule, WARMUP_FRACTION};
 pub use state::{Best, Control, Observer, Position, Record, Silent, StepView, TrainState};

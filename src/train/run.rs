@@ -18,6 +18,7 @@ use crate::model::{Layers, Mlp};
 use crate::optim::OptimizerKind;
 use crate::output::WriteError;
 use crate::train::checkpoint::{Checkpoint, CheckpointError, Checkpointer, RunIdentity};
+use crate::train::config::RunConfig;
 use crate::train::{Control, LrSchedule};
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -78,13 +79,18 @@ pub struct RunReport {
     /// is the last step's). The final accuracies and losses are this model's.
     pub restored_step: Option<usize>,
     pub load_seconds: f64,
+    /// Training time in this process.
     pub train_seconds: f64,
+    /// Training time of the part of the run before `--resume` (0 when the
+    /// run did not resume).
+    pub earlier_train_seconds: f64,
     pub eval_seconds: f64,
     /// Load, train and evaluate.
     pub seconds: f64,
     /// Training rows processed (rows per step, summed over the steps).
     pub samples: usize,
-    /// `samples` / `train_seconds` (held-out checks included in the time).
+    /// `samples` / `train_seconds` (held-out checks included in the time),
+    /// both of this process.
     pub samples_per_second: f64,
 }
 
@@ -208,6 +214,7 @@ pub fn run(
             (ckpt.into_state(cfg)?, Some(resumed))
         }
     };
+    let earlier_seconds = state.seconds;
     let mut counting = Counting {
         inner: observer,
         samples: 0,
@@ -230,6 +237,10 @@ pub fn run(
                 identity.expect("computed when checkpointing"),
                 c.stop,
             );
+            writer.settings = Some(RunConfig {
+                checkpoint_every: c.every.map(|n| n as u64),
+                ..RunConfig::of(plan)
+            });
             let outcome = super::train_from(cfg, state, &train_set, scored, &mut writer)?;
             check_checkpoints(cfg, c, writer, outcome.stopped, train_set.len())?;
             outcome
@@ -246,8 +257,11 @@ pub fn run(
         parts,
         &outcome,
         samples,
-        load_seconds,
-        started,
+        Timing {
+            load_seconds,
+            started,
+            earlier_seconds,
+        },
     );
     Ok(Run {
         model: outcome.model,
@@ -289,6 +303,14 @@ struct Parts<'a> {
     heldout: &'a Dataset,
 }
 
+/// When the run's parts happened.
+struct Timing {
+    load_seconds: f64,
+    started: Instant,
+    /// Training seconds before a resume.
+    earlier_seconds: f64,
+}
+
 /// Score the trained model on both parts and fill in the report.
 fn report(
     plan: &Plan,
@@ -296,9 +318,13 @@ fn report(
     parts: Parts,
     outcome: &TrainOutcome,
     samples: usize,
-    load_seconds: f64,
-    started: Instant,
+    timing: Timing,
 ) -> RunReport {
+    let Timing {
+        load_seconds,
+        started,
+        earlier_seconds,
+    } = timing;
     let cfg = &plan.config;
     let eval_start = Instant::now();
     let engine = engine_used.kind.build();
@@ -348,11 +374,12 @@ fn report(
         early_stopped_at: outcome.early_stopped_at,
         restored_step: outcome.restored_step,
         load_seconds,
-        train_seconds: outcome.seconds,
+        train_seconds: outcome.seconds - earlier_seconds,
+        earlier_train_seconds: earlier_seconds,
         eval_seconds,
         seconds: load_seconds + started.elapsed().as_secs_f64(),
         samples,
-        samples_per_second: samples as f64 / outcome.seconds.max(1e-9),
+        samples_per_second: samples as f64 / (outcome.seconds - earlier_seconds).max(1e-9),
     }
 }
 

@@ -246,7 +246,7 @@ fn a_resumed_run_stops_at_the_same_epoch_with_the_same_weights() {
             assert!(first.stopped);
             assert_eq!((first.early_stopped_at, first.restored_step), (None, None));
             let state = stop.state.expect("stopped");
-            checkpoint::save(&path, &cfg, &identity, &state).unwrap();
+            checkpoint::save(&path, &cfg, None, &identity, &state).unwrap();
             let ckpt = Checkpoint::load(&path).unwrap();
             ckpt.check_matches(&cfg, &identity).unwrap();
             let loaded = ckpt.into_state(&cfg).unwrap();
@@ -294,7 +294,14 @@ fn a_checkpoint_resumes_only_with_the_same_patience() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt.npz");
     let identity = RunIdentity::of(0.8, &train_set);
-    checkpoint::save(&path, &cfg, &identity, &TrainState::new(&cfg).unwrap()).unwrap();
+    checkpoint::save(
+        &path,
+        &cfg,
+        None,
+        &identity,
+        &TrainState::new(&cfg).unwrap(),
+    )
+    .unwrap();
     let ckpt = Checkpoint::load(&path).unwrap();
     let off = config(mini_batch(3), EngineKind::Blas, None);
     let e = ckpt.check_matches(&off, &identity).unwrap_err().to_string();

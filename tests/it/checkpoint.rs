@@ -98,7 +98,7 @@ fn resume_matches_uninterrupted(cfg: &TrainConfig, data: &Dataset, stop_at: usiz
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt.npz");
     let identity = RunIdentity::of(0.8, data);
-    checkpoint::save(&path, cfg, &identity, &state).unwrap();
+    checkpoint::save(&path, cfg, None, &identity, &state).unwrap();
     let ckpt = Checkpoint::load(&path).unwrap();
     assert_eq!(ckpt.steps(), stop_at);
     ckpt.check_matches(cfg, &identity).unwrap();
@@ -202,7 +202,7 @@ fn checkpoint_of_another_run_is_refused_naming_the_difference() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.npz");
     let identity = RunIdentity::of(0.8, &data);
-    checkpoint::save(&path, &cfg, &identity, &stop.state.unwrap()).unwrap();
+    checkpoint::save(&path, &cfg, None, &identity, &stop.state.unwrap()).unwrap();
     let ckpt = Checkpoint::load(&path).unwrap();
 
     let mut other = cfg.clone();
@@ -272,7 +272,7 @@ fn tampered_checkpoint_state_is_refused() {
         let mut s = state.clone();
         tamper(&mut s);
         let path = dir.path().join("t.npz");
-        checkpoint::save(&path, &cfg, &identity, &s).unwrap();
+        checkpoint::save(&path, &cfg, None, &identity, &s).unwrap();
         match Checkpoint::load(&path) {
             Ok(ckpt) => ckpt.check_matches(&cfg, &identity).unwrap_err().to_string(),
             Err(e) => e.to_string(),
@@ -280,7 +280,7 @@ fn tampered_checkpoint_state_is_refused() {
     };
     // The untouched state is accepted.
     let path = dir.path().join("ok.npz");
-    checkpoint::save(&path, &cfg, &identity, &state).unwrap();
+    checkpoint::save(&path, &cfg, None, &identity, &state).unwrap();
     Checkpoint::load(&path)
         .unwrap()
         .check_matches(&cfg, &identity)
@@ -319,6 +319,10 @@ const RUN: &[&str] = &[
     "--seed",
     "4",
     "--quiet",
+    "--model",
+    "model.npz",
+    "--metrics",
+    "metrics.csv",
 ];
 
 fn spawn(dir: &Path, extra: &[&str]) -> Child {
