@@ -33,6 +33,7 @@ mod numpy_deep;
 mod numpy_fixture;
 mod output;
 mod outputs_checked;
+mod predict_columns;
 mod simd_level;
 mod sparse;
 mod sweep;
