@@ -3,6 +3,7 @@
 use crate::data::{Dataset, CLASSES, FEATURES};
 use crate::engine::{argmax, BatchStats, Engine};
 use crate::model::Mlp;
+use ndarray::Array2;
 use rayon::prelude::*;
 
 /// Rows per parallel evaluation chunk.
@@ -57,6 +58,22 @@ pub struct ClassReport {
     pub recall: f64,
     pub f1: f64,
     pub support: usize,
+}
+
+/// The class probabilities of every row of `data`, `rows x CLASSES`,
+/// computed in the same parallel chunks as [`evaluate`]: each row's arg-max
+/// (the first on ties) is `evaluate`'s prediction for it.
+pub fn probabilities(engine: &dyn Engine, model: &Mlp, data: &Dataset) -> Array2<f32> {
+    let chunks: Vec<Array2<f32>> = data
+        .pixels
+        .par_chunks(EVAL_ROWS * FEATURES)
+        .map(|x| engine.probabilities(model, x))
+        .collect();
+    let mut all = Vec::with_capacity(data.len() * CLASSES);
+    for chunk in &chunks {
+        all.extend(chunk.iter());
+    }
+    Array2::from_shape_vec((data.len(), CLASSES), all).expect("one row of probabilities per image")
 }
 
 /// Predict every row of `data` (in parallel chunks) and, when it has labels,

@@ -1,9 +1,10 @@
-//! `mnist-blas predict`: label every row of a file, write a Kaggle submission.
+//! `mnist-blas predict`: label every row of a file, write a Kaggle submission
+//! (and, on request, each image's class probabilities).
 
 use super::{check_exists, check_outputs, scoring_engine, thread_pool};
-use crate::data::{self, Expect};
-use crate::engine::EngineKind;
-use crate::metrics::evaluate;
+use crate::data::{self, Expect, CLASSES};
+use crate::engine::{argmax, EngineKind};
+use crate::metrics::probabilities;
 use crate::model::Mlp;
 use crate::output::write_atomic;
 use anyhow::Result;
@@ -14,9 +15,16 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:\n  \
     mnist-blas predict --data test.csv.gz                  # model.npz -> submission.csv\n  \
     mnist-blas predict --model m.npz --data test.csv --out sub.csv\n  \
-    mnist-blas predict --data t10k-images-idx3-ubyte.gz --out t10k-predictions.csv\n\n\
+    mnist-blas predict --data t10k-images-idx3-ubyte.gz --out t10k-predictions.csv\n  \
+    mnist-blas predict --data test.csv --out probs.csv --probabilities --top-k 3\n\n\
     The submission is Kaggle's format: a header `ImageId,Label`, then one row per image,\n\
-    ImageId counting from 1 in file order.")]
+    ImageId counting from 1 in file order. Label is the most probable class (the lower\n\
+    digit on a tie).\n\n\
+    --probabilities adds columns p0..p9 after Label: the model's softmax probability of\n\
+    each digit, 6 decimals. --top-k K adds top1,p_top1,...,topK,p_topK: the K most\n\
+    probable digits, most probable first (the lower digit first on a tie), each with its\n\
+    probability; top1 is Label. The two may be combined (p0..p9 come first). Kaggle\n\
+    accepts only the two columns: submit a file written without these flags.")]
 pub struct PredictArgs {
     /// Model written by `train`.
     #[arg(long, value_name = "PATH", default_value = "model.npz")]
@@ -27,6 +35,13 @@ pub struct PredictArgs {
     /// Submission to write: `ImageId,Label`, ImageId from 1.
     #[arg(long, value_name = "PATH", default_value = "submission.csv")]
     pub out: PathBuf,
+    /// Also write columns p0..p9: each digit's probability (not for Kaggle).
+    #[arg(long)]
+    pub probabilities: bool,
+    /// Also write the K most probable digits and their probabilities,
+    /// columns top1,p_top1,...,topK,p_topK (1 to 10; not for Kaggle).
+    #[arg(long, value_name = "K", value_parser = parse_top_k, allow_negative_numbers = true)]
+    pub top_k: Option<usize>,
     /// Arithmetic engine.
     #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
     pub engine: EngineKind,
@@ -38,6 +53,16 @@ pub struct PredictArgs {
     pub quiet: bool,
 }
 
+/// `--top-k`: a count of classes, 1 to [`CLASSES`].
+fn parse_top_k(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(k) if (1..=CLASSES).contains(&k) => Ok(k),
+        _ => Err(format!(
+            "expected a whole number from 1 to {CLASSES} (the number of classes)"
+        )),
+    }
+}
+
 pub fn run(args: PredictArgs) -> Result<()> {
     check_exists(&args.model, "--model")?;
     check_exists(&args.data, "--data")?;
@@ -47,11 +72,34 @@ pub fn run(args: PredictArgs) -> Result<()> {
     pool.install(|| {
         let set = data::load(&args.data, Expect::Unlabeled)?;
         let engine = scoring_engine(args.engine, &model, &set.pixels)?;
-        let eval = evaluate(engine.as_ref(), &model, &set);
+        let probs = probabilities(engine.as_ref(), &model, &set);
+        let top_k = args.top_k.unwrap_or(0);
+        let mut unsure = 0;
         write_atomic(&args.out, |w| {
-            writeln!(w, "ImageId,Label")?;
-            for (i, p) in eval.predictions.iter().enumerate() {
-                writeln!(w, "{},{}", i + 1, p)?;
+            write!(w, "ImageId,Label")?;
+            if args.probabilities {
+                for c in 0..CLASSES {
+                    write!(w, ",p{c}")?;
+                }
+            }
+            for r in 1..=top_k {
+                write!(w, ",top{r},p_top{r}")?;
+            }
+            writeln!(w)?;
+            for (i, row) in probs.rows().into_iter().enumerate() {
+                let row = row.as_slice().expect("standard layout");
+                let label = argmax(row);
+                unsure += (row[label] < 0.5) as usize;
+                write!(w, "{},{}", i + 1, label)?;
+                if args.probabilities {
+                    for p in row {
+                        write!(w, ",{p:.6}")?;
+                    }
+                }
+                for &c in &ranked(row)[..top_k] {
+                    write!(w, ",{c},{:.6}", row[c])?;
+                }
+                writeln!(w)?;
             }
             Ok(())
         })?;
@@ -63,7 +111,64 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 args.model.display(),
                 args.out.display()
             );
+            if unsure == 0 {
+                outln!("no prediction below 50% confidence");
+            } else {
+                outln!(
+                    "{unsure} of {} predictions below 50% confidence{}",
+                    set.len(),
+                    if args.probabilities {
+                        ""
+                    } else {
+                        "; see --probabilities"
+                    }
+                );
+            }
         }
         Ok(())
     })
+}
+
+/// The classes from most to least probable. Each rank takes the most
+/// probable class left, the lower one on a tie, by the same comparison as
+/// [`argmax`]: the first is always the row's label.
+fn ranked(p: &[f32]) -> [usize; CLASSES] {
+    let mut order = [0; CLASSES];
+    let mut taken = [false; CLASSES];
+    for slot in order.iter_mut() {
+        let mut best = None;
+        for c in (0..CLASSES).filter(|&c| !taken[c]) {
+            if best.is_none_or(|b: usize| p[c] > p[b]) {
+                best = Some(c);
+            }
+        }
+        let best = best.expect("a class is left for every rank");
+        taken[best] = true;
+        *slot = best;
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranked_orders_by_probability_and_breaks_ties_by_the_lower_class() {
+        let p = [0.1, 0.3, 0.0, 0.3, 0.05, 0.05, 0.1, 0.0, 0.1, 0.0];
+        assert_eq!(ranked(&p), [1, 3, 0, 6, 8, 4, 5, 2, 7, 9]);
+        assert_eq!(ranked(&p)[0], argmax(&p));
+        // All equal: the classes in order, as argmax picks class 0.
+        assert_eq!(ranked(&[0.1; CLASSES]), std::array::from_fn(|c| c));
+    }
+
+    #[test]
+    fn top_k_takes_1_to_10_only() {
+        assert_eq!(parse_top_k("1"), Ok(1));
+        assert_eq!(parse_top_k("10"), Ok(10));
+        for bad in ["0", "11", "-1", "three", ""] {
+            let err = parse_top_k(bad).unwrap_err();
+            assert!(err.contains("from 1 to 10"), "{err}");
+        }
+    }
 }

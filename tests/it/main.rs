@@ -33,6 +33,7 @@ mod numpy_deep;
 mod numpy_fixture;
 mod output;
 mod outputs_checked;
+mod predict_columns;
 mod readme_tour;
 mod runs;
 mod simd_level;
