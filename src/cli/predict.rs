@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:\n  \
-    mnist-blas predict --data test.csv.gz                  # model.npz -> submission.csv\n  \
-    mnist-blas predict --model m.npz --data test.csv --out sub.csv\n  \
+    mnist-blas predict --data test.csv          # latest run's model -> submission.csv\n  \
+    mnist-blas predict --model runs/first --data test.csv --out sub.csv\n  \
     mnist-blas predict --data t10k-images-idx3-ubyte.gz --out t10k-predictions.csv\n  \
     mnist-blas predict --data test.csv --out probs.csv --probabilities --top-k 3\n\n\
     The submission is Kaggle's format: a header `ImageId,Label`, then one row per image,\n\
@@ -26,8 +26,8 @@ use std::path::PathBuf;
     probability; top1 is Label. The two may be combined (p0..p9 come first). Kaggle\n\
     accepts only the two columns: submit a file written without these flags.")]
 pub struct PredictArgs {
-    /// Model written by `train`.
-    #[arg(long, value_name = "PATH", default_value = "model.npz")]
+    /// Model written by `train`: a .npz file, or a run folder (its model.npz).
+    #[arg(long, value_name = "PATH", default_value = super::runs::LATEST_MODEL)]
     pub model: PathBuf,
     /// Images to label: Kaggle test.csv (or train.csv), plain or .gz, or MNIST IDX images.
     #[arg(long, value_name = "PATH")]
@@ -64,6 +64,10 @@ fn parse_top_k(s: &str) -> Result<usize, String> {
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
+    let args = PredictArgs {
+        model: super::runs::model_path(&args.model)?,
+        ..args
+    };
     check_exists(&args.model, "--model")?;
     check_exists(&args.data, "--data")?;
     check_outputs(&[&args.model, &args.data], &[("--out", args.out.as_path())])?;
