@@ -12,7 +12,8 @@
 //!       |-> model         the network Mlp, its init and its .npz file
 //!       |-> metrics       accuracy, loss, confusion matrix
 //!            |-> data     Kaggle CSV and MNIST IDX into a Dataset
-//! leaves: rng, output (safe writes), npz (bounded reads), threads, simd, plot
+//! leaves: rng, output (safe writes), npz (bounded reads), threads, simd, plot,
+//!         text (counts in human output)
 //! ```
 //!
 //! - [`data`]: reading Kaggle CSV and MNIST IDX files into a [`data::Dataset`];
@@ -42,6 +43,7 @@ pub mod sweep;
 /// include this file by path).
 #[cfg(test)]
 mod testutil;
+pub(crate) mod text;
 pub mod threads;
 pub mod train;
 

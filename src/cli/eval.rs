@@ -7,23 +7,26 @@ use crate::engine::{Engine, EngineKind};
 use crate::metrics::{evaluate, ClassReport, Evaluation};
 use crate::model::Mlp;
 use crate::plot::{self, Misclassified};
+use crate::text::{plural, thousands};
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:\n  \
-    mnist-blas eval --data ../shared/data/mnist-idx/t10k-images-idx3-ubyte.gz\n  \
-    mnist-blas eval --model m.npz --data train.csv.gz --json | jq .accuracy\n  \
-    mnist-blas eval --data train.csv.gz --plot confusion.png --errors-png errors.png\n  \
-    mnist-blas eval --data train.csv.gz --weights-png weights.png   # same picture as `inspect`\n\n\
-    Prints the accuracy and mean loss, per-class precision, recall, F1 and support, and the\n\
-    confusion matrix (rows: true label, columns: predicted).")]
+    mnist-blas eval --data t10k-images-idx3-ubyte.gz\n  \
+    mnist-blas eval --model model.npz --data train.csv --json | jq .accuracy\n  \
+    mnist-blas eval --data t10k-images-idx3-ubyte.gz --plot confusion.png \\\n      \
+        --errors-png errors.png\n  \
+    mnist-blas eval --data train.csv --weights-png weights.png   # as `inspect`\n\n\
+    Prints the accuracy and mean loss, per-class precision, recall, F1 and\n\
+    support, and the confusion matrix (rows: true label, columns: predicted).")]
 pub struct EvalArgs {
     /// Model written by `train`: a .npz file, or a run folder (its model.npz).
     #[arg(long, value_name = "PATH", default_value = super::runs::LATEST_MODEL)]
     pub model: PathBuf,
-    /// Labeled images: Kaggle train.csv, plain or .gz, or MNIST IDX images + labels.
+    /// Labeled images: Kaggle train.csv, plain or .gz, or MNIST IDX images
+    /// (labels read from the file beside it).
     #[arg(long, value_name = "PATH")]
     pub data: PathBuf,
     /// Arithmetic engine.
@@ -143,10 +146,10 @@ fn draw(
     let mut wrote = Vec::new();
     if let Some(path) = &args.plot {
         let title = format!(
-            "{}: accuracy {:.4} on {} images",
+            "{}: accuracy {:.4} on {}",
             file_name(&args.data),
             eval.stats.accuracy(),
-            eval.stats.rows
+            plural(eval.stats.rows, "image")
         );
         plot::confusion_heatmap(path, &eval.confusion, &title)?;
         wrote.push(path.clone());
@@ -155,9 +158,10 @@ fn draw(
         let worst = most_confident_errors(engine, model, set, eval, args.errors as usize);
         let wrong = eval.stats.rows - eval.stats.correct;
         let title = format!(
-            "{}: the {} most confident of {wrong} errors",
+            "{}: the {} most confident of {}",
             file_name(&args.data),
-            worst.len()
+            thousands(worst.len()),
+            plural(wrong, "error")
         );
         plot::worst_misclassified(path, &worst, &title)?;
         wrote.push(path.clone());
@@ -187,8 +191,8 @@ fn report_text(
         "{}: accuracy {:.4} ({} / {}), loss {:.4}",
         args.data.display(),
         eval.stats.accuracy(),
-        eval.stats.correct,
-        eval.stats.rows,
+        thousands(eval.stats.correct),
+        thousands(eval.stats.rows),
         eval.stats.mean_loss()
     );
     let _ = writeln!(out, "\nclass  precision  recall     f1  support");
@@ -196,7 +200,11 @@ fn report_text(
         let _ = writeln!(
             out,
             "{:>5}  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}",
-            c.class, c.precision, c.recall, c.f1, c.support
+            c.class,
+            c.precision,
+            c.recall,
+            c.f1,
+            thousands(c.support)
         );
     }
     let mean =
@@ -207,17 +215,20 @@ fn report_text(
         mean(|c| c.precision),
         mean(|c| c.recall),
         mean(|c| c.f1),
-        eval.stats.rows
+        thousands(eval.stats.rows)
     );
     let _ = writeln!(out, "\nconfusion (rows: true label, columns: predicted)");
+    // A space and five digits ("4,132") a column, wider if a count needs it.
+    let largest = eval.confusion.iter().flatten().max().copied().unwrap_or(0);
+    let w = thousands(largest).len().max(5) + 1;
     let _ = write!(out, "     ");
     for p in 0..CLASSES {
-        let _ = write!(out, "{p:>6}");
+        let _ = write!(out, "{p:>w$}");
     }
     for (t, row) in eval.confusion.iter().enumerate() {
         let _ = write!(out, "\n{t:>5}");
-        for n in row {
-            let _ = write!(out, "{n:>6}");
+        for &n in row {
+            let _ = write!(out, "{:>w$}", thousands(n));
         }
     }
     if !wrote.is_empty() {

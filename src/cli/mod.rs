@@ -40,7 +40,17 @@ use std::path::Path;
     long_about = "Train dense networks (784-h1-...-hk-10) on MNIST-style data (Kaggle \
                   digit-recognizer CSV or MNIST IDX files), fast, on OpenBLAS.\n\nWith no subcommand, `train` runs.",
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  mnist-blas                                  # train on data/train.csv or the shipped sample\n  mnist-blas --preset notebook --data train.csv.gz\n  mnist-blas --data train.csv.gz --layers 256-128 --epochs 15\n  mnist-blas predict --model model.npz --data test.csv --out submission.csv\n  mnist-blas eval --model model.npz --data t10k-images-idx3-ubyte.gz --plot confusion.png\n  mnist-blas inspect --model model.npz --out weights.png\n\nEach subcommand has its own --help with examples."
+    // Help and examples read at 80 columns, in a wider terminal or piped too.
+    max_term_width = 80,
+    after_help = "Examples:\n  \
+        mnist-blas                    # train on data/train.csv or the built-in sample\n  \
+        mnist-blas --preset notebook --data train.csv\n  \
+        mnist-blas --data train.csv --layers 256-128 --epochs 15\n  \
+        mnist-blas predict --model model.npz --data test.csv --out submission.csv\n  \
+        mnist-blas eval --model model.npz --data t10k-images-idx3-ubyte.gz \\\n      \
+            --plot confusion.png\n  \
+        mnist-blas inspect --model model.npz --out weights.png\n\n\
+        Each subcommand has its own --help with examples."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -4,25 +4,40 @@
 
 use super::progress::human_count;
 use crate::engine::EngineKind;
+use crate::text::{plural, thousands};
 use crate::train::{HeldoutEval, RunReport};
 use std::fmt::Write;
 use std::path::Path;
 
 /// Width of the rule above the summary.
 const RULE: usize = 78;
+/// Columns of the summary's lines: a terminal's 80 (each line ends with
+/// its newline, not at the edge).
+pub(crate) const WIDTH: usize = 80;
+/// Where the values start, after `key:` and padding.
+const VALUE_COLUMN: usize = 12;
 
 /// The summary screen (several lines, no trailing newline); `source_rows`
 /// is the size of the loaded file, `written` the files the run wrote.
+/// Values too long for [`WIDTH`] go on continuation lines that start at
+/// the value column.
 pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> String {
     let mut out = String::new();
     let title = "-- summary ";
     let _ = writeln!(out, "{title}{}", "-".repeat(RULE - title.len()));
     let mut line = |key: &str, value: String| {
-        let _ = writeln!(out, "{:<12}{value}", format!("{key}:"));
+        for (i, part) in wrap(&value, WIDTH - VALUE_COLUMN).iter().enumerate() {
+            let key = if i == 0 {
+                format!("{key}:")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "{key:<VALUE_COLUMN$}{part}");
+        }
     };
     line(
         "data",
-        format!("{} ({} rows)", s.data, thousands(source_rows)),
+        format!("{} ({})", s.data, plural(source_rows, "row")),
     );
     line(
         "split",
@@ -37,9 +52,9 @@ pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> S
     line(
         "model",
         format!(
-            "{} ({} parameters), init {}",
+            "{} ({}), init {}",
             s.layers,
-            thousands(s.layers.params()),
+            plural(s.layers.params(), "parameter"),
             serde_name(&s.init)
         ),
     );
@@ -59,9 +74,9 @@ pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> S
     line(
         "throughput",
         format!(
-            "{} samples/s ({} samples in {:.2} s{})",
+            "{} samples/s ({} in {:.2} s{})",
             human_count(s.samples_per_second),
-            thousands(s.samples),
+            plural(s.samples, "sample"),
             s.train_seconds,
             match s.heldout_eval {
                 HeldoutEval::Records => ", held-out checks included",
@@ -114,15 +129,17 @@ fn settings_line(s: &RunReport) -> String {
         (Some(it), _, _) => {
             let _ = write!(
                 settings,
-                ", full batch, {} iterations{stopped}",
-                thousands(it)
+                ", full batch, {}{stopped}",
+                plural(it, "iteration")
             );
         }
         (_, Some(epochs), Some(batch)) => {
             let _ = write!(
                 settings,
-                ", batch {batch}, {epochs} epochs{stopped} = {} steps",
-                thousands(s.steps)
+                ", batch {}, {}{stopped} = {}",
+                thousands(batch),
+                plural(epochs, "epoch"),
+                plural(s.steps, "step")
             );
         }
         _ => {}
@@ -139,23 +156,24 @@ fn early_stop_line(s: &RunReport) -> Option<String> {
         (Some(it), _) => ("iteration", it, "record"),
         (_, epochs) => ("epoch", epochs.unwrap_or_default(), "epoch"),
     };
-    let plural = if patience == 1 { "" } else { "s" };
     let kept = match s.restored_step {
         Some(b) => format!("restored {unit} {b}'s weights"),
         None => "kept the last weights".into(),
     };
+    let patience = plural(patience, counted);
     Some(match (s.early_stopped_at, s.restored_step) {
         (Some(at), Some(b)) => format!(
-            "no held-out improvement for {patience} {counted}{plural} after {unit} {b}, \
+            "no held-out improvement for {patience} after {unit} {b}, \
              stopped at {unit} {at} of {total}; {kept}"
         ),
         (Some(at), None) => format!(
-            "no held-out improvement for {patience} {counted}{plural}, stopped at {unit} {at} \
+            "no held-out improvement for {patience}, stopped at {unit} {at} \
              of {total}; {kept}"
         ),
         (None, _) => format!(
-            "ran all {total} {unit}s (never {patience} {counted}{plural} without held-out \
-             improvement); {kept}"
+            "ran {} {} (never {patience} without held-out improvement); {kept}",
+            if total == 1 { "its" } else { "all" },
+            plural(total, unit)
         ),
     })
 }
@@ -174,8 +192,9 @@ fn engine_line(engine: EngineKind, reason: &str, threads: usize) -> String {
         format!("; auto: {reason}")
     };
     format!(
-        "{} ({what}{why}), batches sharded over {threads} rayon thread(s)",
-        engine.name()
+        "{} ({what}{why}), batches sharded over {}",
+        engine.name(),
+        plural(threads, "rayon thread")
     )
 }
 
@@ -202,8 +221,9 @@ fn blas_line(engine: EngineKind, layers: &crate::model::Layers) -> String {
                 None => format!("kernel {core}"),
             };
             format!(
-                "{} linked ({kernel}; {threads} thread(s): rayon owns the cores){unused}",
-                crate::threads::openblas_version()
+                "{} linked ({kernel}; {}: rayon owns the cores){unused}",
+                crate::threads::openblas_version(),
+                plural(threads, "thread")
             )
         }
         None => format!(
@@ -220,17 +240,37 @@ fn serde_name<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
-/// 3360000 -> "3,360,000".
-pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
+/// `text` in lines of at most `width` columns, broken at spaces (the
+/// space dropped); a word longer than a line (a long path) is cut.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    let mut line_len = 0;
+    for word in text.split(' ') {
+        let mut word: Vec<char> = word.chars().collect();
+        if line_len > 0 && line_len + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+            line_len = 0;
         }
-        out.push(c);
+        while word.len() > width {
+            let rest = word.split_off(width);
+            if line_len > 0 {
+                lines.push(std::mem::take(&mut line));
+            }
+            lines.push(word.iter().collect());
+            line_len = 0;
+            word = rest;
+        }
+        if line_len > 0 {
+            line.push(' ');
+            line_len += 1;
+        }
+        line.extend(word.iter());
+        line_len += word.len();
     }
-    out
+    lines.push(line);
+    lines
 }
 
 #[cfg(test)]
@@ -238,10 +278,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn thousands_groups_digits() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(7960), "7,960");
-        assert_eq!(thousands(3_360_000), "3,360,000");
+    fn wrap_breaks_at_spaces_and_cuts_only_overlong_words() {
+        assert_eq!(wrap("", 10), [""]);
+        assert_eq!(wrap("short", 10), ["short"]);
+        assert_eq!(wrap("aaa bbb ccc", 7), ["aaa bbb", "ccc"]);
+        assert_eq!(wrap("aaa bbb ccc", 11), ["aaa bbb ccc"]);
+        assert_eq!(
+            wrap("wrote: /a/very/long/path.npz, m.csv", 10),
+            ["wrote:", "/a/very/lo", "ng/path.np", "z, m.csv"]
+        );
+        // Joined with spaces, the pieces of a text without long words are
+        // the text.
+        let text = "sparse (f32 over each image's non-zero pixels; auto: 81% of \
+                    pixels are 0, 10 hidden units <= 128), batches sharded over 2 \
+                    rayon threads";
+        let lines = wrap(text, 68);
+        assert!(lines.len() > 1 && lines.iter().all(|l| l.chars().count() <= 68));
+        assert_eq!(lines.join(" "), text);
     }
 }

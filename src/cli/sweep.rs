@@ -5,12 +5,15 @@
 
 use super::signals;
 use crate::data::Dataset;
+use crate::engine::EngineKind;
 use crate::sweep::grid::{expand_grid, sample_random, Axis, Flags};
 use crate::sweep::lock::ResultsLock;
 use crate::sweep::repair::repair;
 use crate::sweep::results::{read_curves, read_results, ResultPaths, RunResult, FAILED, OK};
 use crate::sweep::run::{self, Outcome};
 use crate::sweep::{self, plot, summary, DataFingerprint, RunSpec, SweepError};
+use crate::text::{plural, thousands};
+use crate::train::Preset;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,10 +22,14 @@ use std::time::Instant;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:\n  \
-    mnist-blas sweep --data train.csv.gz --lr 0.05,0.1,0.2 --batch-size 32,128 --optimizer sgd,adam --seed 1,2,3\n  \
-    mnist-blas sweep --data train.csv.gz --samples 20 --lr 1e-4:0.3 --hidden 10:64 --seed 1,2\n  \
-    mnist-blas sweep --data train.csv.gz --lr 0.1,0.2 --axis lr-schedule=constant,cosine -- --split 0.9\n  \
-    mnist-blas sweep --data /abs/train.csv.gz --lr 0.1,0.2 --emit-commands --out-dir runs > jobs.txt\n  \
+    mnist-blas sweep --data train.csv --lr 0.05,0.1,0.2 --batch-size 32,128 \\\n      \
+        --optimizer sgd,adam --seed 1,2,3\n  \
+    mnist-blas sweep --data train.csv --samples 20 --lr 1e-4:0.3 \\\n      \
+        --hidden 10:64 --seed 1,2\n  \
+    mnist-blas sweep --data train.csv --lr 0.1,0.2 \\\n      \
+        --axis lr-schedule=constant,cosine -- --early-stop 3\n  \
+    mnist-blas sweep --data \"$PWD/train.csv\" --lr 0.1,0.2 --emit-commands \\\n      \
+        --out-dir runs > jobs.txt\n  \
     parallel < jobs.txt && mnist-blas sweep --collect runs\n\n\
     Every run is the `mnist-blas train` run with the same flags: same split, init, shuffles and \
     final evaluation, bit for bit. Re-running a sweep skips the runs already in --results (a run's \
@@ -34,9 +41,9 @@ pub struct SweepArgs {
     /// Training data, as for `train`; read once for all runs.
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
-    /// Settings bundle for every run, as for `train` (default, notebook).
-    #[arg(long, value_name = "NAME")]
-    pub preset: Option<String>,
+    /// Settings bundle for every run, as for `train`.
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub preset: Option<Preset>,
 
     /// Hidden widths to sweep, e.g. `10,32,64` (random search: `10:128`).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
@@ -44,19 +51,21 @@ pub struct SweepArgs {
     /// Network shapes to sweep, e.g. `128,256-128,512-256` (a list only).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub layers: Vec<String>,
-    /// Initialisations to sweep: `uniform,he`.
+    /// Initialisations to sweep: `uniform,he,orthogonal`.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub init: Vec<String>,
     /// Optimizers to sweep: `sgd,momentum,adam`.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub optimizer: Vec<String>,
-    /// Learning rates to sweep, e.g. `0.05,0.1,0.2` (random search: `1e-4:0.3`, log-uniform).
+    /// Learning rates to sweep, e.g. `0.05,0.1,0.2` (random search:
+    /// `1e-4:0.3`, log-uniform).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub lr: Vec<String>,
     /// Momentum coefficients to sweep (random search: `0.5:0.99`).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub momentum: Vec<String>,
-    /// Batch sizes to sweep, e.g. `32,128,full` (random search: `16:512`, log-uniform).
+    /// Batch sizes to sweep, e.g. `32,128,full` (random search: `16:512`,
+    /// log-uniform).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub batch_size: Vec<String>,
     /// Epoch counts to sweep (random search: `5:20`).
@@ -66,7 +75,8 @@ pub struct SweepArgs {
     /// sampled configuration runs with each listed seed.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub seed: Vec<String>,
-    /// Any other `train` flag to sweep, as `FLAG=V1,V2` (e.g. `iterations=100,500`).
+    /// Any other `train` flag to sweep, as `FLAG=V1,V2` (e.g.
+    /// `iterations=100,500`, `engine=blas,sparse`).
     #[arg(long = "axis", value_name = "FLAG=LIST")]
     pub axes: Vec<String>,
 
@@ -76,9 +86,9 @@ pub struct SweepArgs {
     /// Full-batch gradient steps for every run, as for `train`.
     #[arg(long, value_name = "N")]
     pub iterations: Option<String>,
-    /// Arithmetic engine for every run (blas, sparse, naive).
-    #[arg(long, value_name = "ENGINE")]
-    pub engine: Option<String>,
+    /// Arithmetic engine for every run, as for `train` [default: auto].
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub engine: Option<EngineKind>,
     /// Full-batch: record metrics every N iterations, as for `train`.
     #[arg(long, value_name = "N")]
     pub log_every: Option<String>,
@@ -104,7 +114,8 @@ pub struct SweepArgs {
     /// One JSON line per run [default: the results path with .jsonl].
     #[arg(long, value_name = "PATH")]
     pub json_lines: Option<PathBuf>,
-    /// Per-epoch metrics of every run [default: RESULTS-curves.csv].
+    /// Per-epoch metrics of every run [default: for --results X.csv,
+    /// X-curves.csv].
     #[arg(long, value_name = "PATH")]
     pub curves: Option<PathBuf>,
     /// The summary plot [default: the results path with .png].
@@ -220,10 +231,10 @@ impl SweepArgs {
             }
         };
         add("data", self.data.as_ref().map(|p| p.display().to_string()));
-        add("preset", self.preset.clone());
+        add("preset", self.preset.map(|p| value_name(&p)));
         add("split", self.split.clone());
         add("iterations", self.iterations.clone());
-        add("engine", self.engine.clone());
+        add("engine", self.engine.map(|e| value_name(&e)));
         add("log-every", self.log_every.clone());
         f
     }
@@ -409,21 +420,22 @@ impl Sweep<'_> {
         let total = self.specs.len();
         let repeated = match self.proposed - total {
             0 => String::new(),
-            n => format!(" ({n} repeated dropped)"),
+            n => format!(" ({} repeated dropped)", thousands(n)),
         };
         self.args.say(format!(
-            "sweep: {total} configurations{repeated}; {} already in {} (skipped), {} to run on {} worker(s) x {} thread(s)",
-            total - todo.len(),
+            "sweep: {}{repeated}; {} already in {} (skipped), {} to run on {} x {}",
+            plural(total, "configuration"),
+            thousands(total - todo.len()),
             self.paths.results.display(),
-            todo.len(),
-            self.args.jobs().min(todo.len().max(1)),
-            self.args.threads_per_run
+            thousands(todo.len()),
+            plural(self.args.jobs().min(todo.len().max(1)), "worker"),
+            plural(self.args.threads_per_run, "thread")
         ));
         let source = &self.specs[0].plan.source;
         self.args.say(format!(
-            "data: {} ({} labeled rows, loaded once in {:.2} s)",
+            "data: {} ({}, loaded once in {:.2} s)",
             source.describe(),
-            data.all.len(),
+            plural(data.all.len(), "labeled row"),
             data.seconds
         ));
     }
@@ -480,15 +492,20 @@ impl Sweep<'_> {
             Ok(o) if o.stopped => {
                 report(true)?;
                 Err(signals::Interrupted(format!(
-                    "interrupted: {} of {todo} run(s) finished and recorded, {} stopped unfinished (not recorded); \
+                    "interrupted: {} of {} finished and recorded, {} stopped unfinished (not recorded); \
                      run the same command again to run the rest",
-                    o.finished, o.unrecorded
+                    thousands(o.finished),
+                    plural(todo, "run"),
+                    thousands(o.unrecorded)
                 ))
                 .into())
             }
             Ok(_) => {
                 report(true)?;
-                outln!("sweep wall time: {wall:.1} s for {todo} run(s) (data loaded once)");
+                outln!(
+                    "sweep wall time: {wall:.1} s for {} (data loaded once)",
+                    plural(todo, "run")
+                );
                 Ok(())
             }
         }
@@ -516,24 +533,28 @@ fn report(
     let swept = summary::swept_params(&rows);
     let ok = rows.iter().filter(|r| r.is_ok()).count();
     outln!(
-        "\n{} run(s) in this sweep: {ok} ok, {} failed; results: {}, {}, {}",
-        rows.len(),
-        rows.len() - ok,
+        "\n{} in this sweep: {} ok, {} failed; results: {}, {}, {}",
+        plural(rows.len(), "run"),
+        thousands(ok),
+        thousands(rows.len() - ok),
         paths.results.display(),
         paths.json_lines.display(),
         paths.curves.display()
     );
     if rows.len() < keys.len() {
         outln!(
-            "{} run(s) of this sweep not recorded yet",
-            keys.len() - rows.len()
+            "{} of this sweep not recorded yet",
+            plural(keys.len() - rows.len(), "run")
         );
     }
     for r in rows.iter().filter(|r| !r.is_ok()) {
         outln!("  failed {}: {}", r.key(), r.text("error"));
     }
     if ok > 0 {
-        outln!("\nbest {} by held-out accuracy:", args.top.min(ok));
+        outln!(
+            "\nbest {} by held-out accuracy:",
+            plural(args.top.min(ok), "run")
+        );
         outln!("{}", summary::top_table(&rows, &swept, args.top).trim_end());
         let groups = summary::seed_groups(&rows, &swept);
         if groups.iter().any(|g| g.runs > 1) {
@@ -560,9 +581,8 @@ fn emit(args: &SweepArgs, specs: &[RunSpec]) -> Result<()> {
         );
     }
     eprintln!(
-        "{} command{}; each writes {}/run-KEY.json; then: mnist-blas sweep --collect {}",
-        specs.len(),
-        if specs.len() == 1 { "" } else { "s" },
+        "{}; each writes {}/run-KEY.json; then: mnist-blas sweep --collect {}",
+        plural(specs.len(), "command"),
         dir.display(),
         dir.display()
     );
@@ -601,12 +621,21 @@ fn collect(args: &SweepArgs, dir: &Path, paths: &ResultPaths, plot_path: &Path) 
     }
     if !args.quiet {
         outln!(
-            "collected {added} new run(s) from {} into {}; {} already there; {pending} not finished yet",
+            "collected {} from {} into {}; {} already there; {} not finished yet",
+            plural(added, "new run"),
             dir.display(),
             paths.results.display(),
-            found.len() - added - pending
+            thousands(found.len() - added - pending),
+            thousands(pending)
         );
     }
     let keys: Vec<String> = found.iter().map(|(p, _)| p.key()).collect();
     report(args, paths, plot_path, &keys, true)
+}
+
+/// A flag's value as `train` reads it back (`notebook`, `sparse`).
+fn value_name<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
 }

@@ -171,7 +171,8 @@ impl PreparedRows {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
-    /// The fastest for the network's shape and the data (see [`choice`]).
+    /// The fastest for the network's shape and the data, by a fixed rule
+    /// (no timing: the same run always gets the same engine).
     Auto,
     /// f32 matrix products (OpenBLAS when built with `--features blas`).
     Blas,

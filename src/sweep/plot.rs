@@ -9,6 +9,7 @@ use super::results::{CurvePoint, RunResult};
 use super::summary::ranked;
 use super::SweepError;
 use crate::plot::{Area, DrawResult};
+use crate::text::{plural, thousands};
 use plotters::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
@@ -55,11 +56,12 @@ pub fn plot_sweep(
         let failed = rows.iter().filter(|r| !r.is_ok()).count();
         let heading = if failed > 0 {
             format!(
-                "{title}  ({} runs, {failed} failed and not shown)",
-                rows.len()
+                "{title}  ({}, {} failed and not shown)",
+                plural(rows.len(), "run"),
+                thousands(failed)
             )
         } else {
-            format!("{title}  ({} runs)", rows.len())
+            format!("{title}  ({})", plural(rows.len(), "run"))
         };
         let root = root.titled(&heading, (crate::plot::FONT_NAME, 22))?;
         let areas = root.split_evenly((nrows, cols));

@@ -19,6 +19,7 @@
 
 use super::results::{append_text, read_results, ResultPaths};
 use super::SweepError;
+use crate::text::plural;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::Path;
@@ -51,8 +52,9 @@ pub fn repair(paths: &ResultPaths) -> Result<Vec<String>, SweepError> {
             let n = lines.iter().filter(|l| l.start >= keep).count();
             cut(path, keep)?;
             notes.push(format!(
-                "{}: dropped {n} line(s) of runs with no row in {name} (stopped before their row was written; they run again)",
-                path.display()
+                "{}: dropped {} of runs with no row in {name} (stopped before their row was written; they run again)",
+                path.display(),
+                plural(n, "line")
             ));
         }
     }
@@ -163,9 +165,9 @@ fn drop_partial_last(
         "no final newline"
     };
     notes.push(format!(
-        "{}: dropped a partial last line ({why}, {} bytes: `{shown}...`)",
+        "{}: dropped a partial last line ({why}, {}: `{shown}...`)",
         path.display(),
-        bytes.len() - last.start
+        plural(bytes.len() - last.start, "byte")
     ));
     Ok(())
 }
@@ -208,9 +210,9 @@ fn rebuild_json_lines(
     }
     append_text(path, &missing)?;
     notes.push(format!(
-        "{}: {} run(s) of {} had no JSON line; rebuilt from their rows",
+        "{}: {} of {} had no JSON line; rebuilt from their rows",
         path.display(),
-        missing.lines().count(),
+        plural(missing.lines().count(), "run"),
         paths.results.display()
     ));
     Ok(())

@@ -8,6 +8,7 @@
 //! writes leaves, `sweep::repair` drops before the next sweep appends.
 
 use super::{RunSpec, SweepError};
+use crate::text::{plural, thousands};
 use crate::train::{Record, RunReport};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -305,10 +306,10 @@ impl ResultPaths {
             return Err(SweepError::file(
                 path,
                 format!(
-                    "its columns differ from this sweep's (found {} columns, this sweep writes {}: {}); \
+                    "its columns differ from this sweep's (found {}, this sweep writes {}: {}); \
                      give another --results file",
-                    found.len(),
-                    header.len(),
+                    plural(found.len(), "column"),
+                    thousands(header.len()),
                     header.join(",")
                 ),
             ));

@@ -25,6 +25,29 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// Columns the summary screen's values start at: its continuation lines
+/// (a value too long for 80 columns) start with this many spaces.
+pub const SUMMARY_VALUE_COLUMN: usize = 12;
+
+/// `out` with each continuation line of the summary screen joined back to
+/// the line it continues, with a space: every value on one line.
+pub fn unwrapped(out: &str) -> String {
+    let indent = " ".repeat(SUMMARY_VALUE_COLUMN);
+    let mut joined = String::new();
+    for line in out.lines() {
+        match line.strip_prefix(&indent) {
+            Some(rest) if !joined.is_empty() && !rest.starts_with(' ') => {
+                joined.pop();
+                joined.push(' ');
+                joined.push_str(rest);
+            }
+            _ => joined.push_str(line),
+        }
+        joined.push('\n');
+    }
+    joined
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

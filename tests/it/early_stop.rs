@@ -3,7 +3,7 @@
 //! reports both, resumes from a checkpoint to the same end, and refuses
 //! settings under which nothing would be watched.
 
-use crate::common::{last_json, run_in, stderr, stdout};
+use crate::common::{last_json, run_in, stderr, stdout, unwrapped};
 use crate::sweep::csv_rows;
 use mnist_blas::model::Mlp;
 use mnist_blas::train::checkpoint::Checkpoint;
@@ -147,8 +147,8 @@ fn stops_after_patience_and_returns_the_best_epochs_weights() {
 #[test]
 fn the_summary_says_where_it_stopped_and_what_it_kept() {
     let b = base();
-    let line = b
-        .stdout
+    let summary = unwrapped(&b.stdout);
+    let line = summary
         .lines()
         .find(|l| l.starts_with("early stop:"))
         .unwrap_or_else(|| panic!("no early-stop line: {}", b.stdout));
@@ -162,7 +162,7 @@ fn the_summary_says_where_it_stopped_and_what_it_kept() {
         )
     );
     assert!(
-        b.stdout.contains("25 epochs (stopped early) = "),
+        summary.contains("25 epochs (stopped early) = "),
         "{}",
         b.stdout
     );

@@ -2,7 +2,7 @@
 //! clean output when piped, and the pictures (`train --plot`, `eval --plot`,
 //! `eval --errors-png`, `eval --weights-png`, `inspect`).
 
-use crate::common::{last_json, run_in, text};
+use crate::common::{last_json, run_in, text, unwrapped};
 use std::path::Path;
 
 /// Width and height of a PNG file, after checking its signature and that
@@ -55,15 +55,32 @@ fn piped_train_prints_plain_lines_a_summary_and_json_and_draws_curves() {
     assert!(!out.contains('\u{1b}') && !err.contains('\u{1b}'));
     assert!(!out.contains('\r') && !err.contains('\r'));
 
-    // The per-epoch log and the summary screen.
+    // The per-epoch log and the summary screen, whose long values go on
+    // continuation lines: no line wider than 80 columns.
     assert!(out.contains("epoch    1: train accuracy"), "{out}");
     assert!(out.contains("epoch    2: train accuracy"), "{out}");
+    let (_, summary) = out.split_once("-- summary").expect("a summary");
+    for line in summary.lines().take_while(|l| !l.starts_with('{')) {
+        assert!(line.chars().count() <= 80, "wider than 80 columns: {line}");
+    }
+    let engine_line = out
+        .lines()
+        .position(|l| l.starts_with("engine:"))
+        .expect("an engine line");
+    assert!(
+        out.lines()
+            .nth(engine_line + 1)
+            .unwrap()
+            .starts_with("            "),
+        "the engine's long value continues under it:\n{out}"
+    );
+    let out = unwrapped(&out);
     for key in [
         "-- summary",
         "data:       built-in sample (6,000 rows)",
         "split:      4,800 train / 1,200 held out (--split 0.8, seed 0)",
         "model:      784-10-10 (7,960 parameters), init he",
-        "engine:     sparse (f32 over each image's non-zero pixels; auto: 81% of pixels are 0, 10 hidden units <= 128)",
+        "engine:     sparse (f32 over each image's non-zero pixels; auto: 81% of pixels are 0, 10 hidden units <= 128), batches sharded over ",
         "blas:       OpenBLAS",
         "settings:   adam lr 0.005 (cosine schedule), batch 32, 2 epochs = 300 steps",
         "time:       load ",

@@ -219,7 +219,7 @@ fn resuming_skips_the_runs_already_in_the_results() {
         third.contains("3 already in sweep-results.csv (skipped), 0 to run"),
         "{third}"
     );
-    assert!(third.contains("3 run(s) in this sweep: 3 ok"), "{third}");
+    assert!(third.contains("3 runs in this sweep: 3 ok"), "{third}");
     assert_eq!(csv_rows(&results).len(), 3);
     assert_eq!(json_lines(&dir.path().join("sweep-results.jsonl")).len(), 3);
 }
@@ -417,7 +417,7 @@ fn emitted_commands_run_and_collect_into_the_same_results() {
         &["sweep", "--collect", "runs", "--results", "c.csv"],
     ));
     assert!(
-        out.contains("collected 3 new run(s)") && out.contains("1 not finished"),
+        out.contains("collected 3 new runs") && out.contains("1 not finished"),
         "{out}"
     );
     ok(&run_in(

@@ -58,6 +58,11 @@ fn files_agree(dir: &Path) -> HashSet<String> {
     keys
 }
 
+/// "1 run", "3 runs": how the sweep counts runs.
+fn runs(n: usize) -> String {
+    format!("{n} run{}", if n == 1 { "" } else { "s" })
+}
+
 /// Cut `path` to `len` bytes in place.
 fn truncate(path: &Path, len: usize) {
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
@@ -85,7 +90,7 @@ fn a_partial_json_line_is_dropped_and_rebuilt_from_its_csv_row() {
     );
     assert!(
         e.contains(
-            "warning: sweep-results.jsonl: 1 run(s) of sweep-results.csv had no JSON line; rebuilt from their rows"
+            "warning: sweep-results.jsonl: 1 run of sweep-results.csv had no JSON line; rebuilt from their rows"
         ),
         "{e}"
     );
@@ -123,7 +128,7 @@ fn a_partial_csv_row_is_dropped_and_its_run_redone() {
     for file in ["sweep-results.jsonl", "sweep-results-curves.csv"] {
         assert!(
             e.contains(&format!(
-                "warning: {file}: dropped 1 line(s) of runs with no row in sweep-results.csv"
+                "warning: {file}: dropped 1 line of runs with no row in sweep-results.csv"
             )),
             "{e}"
         );
@@ -165,8 +170,8 @@ fn a_full_disk_stops_the_sweep_with_one_error_line_and_no_row() {
             "{flag}: {e}"
         );
         let o = stdout(&out);
-        assert!(o.contains("0 run(s) in this sweep"), "{o}");
-        assert!(o.contains("2 run(s) of this sweep not recorded yet"), "{o}");
+        assert!(o.contains("0 runs in this sweep"), "{o}");
+        assert!(o.contains("2 runs of this sweep not recorded yet"), "{o}");
         // The run's row is the last write: never made. A file written
         // before the failing one is cut back to its length before the run.
         let results = d.join("sweep-results.csv");
@@ -210,7 +215,7 @@ fn data_replaced_in_place_is_run_again() {
     };
     assert_eq!(rows_of(new), lines.len() / 2 - 1, "trained on the new data");
     // The summary reports the new run only.
-    assert!(out.contains("1 run(s) in this sweep: 1 ok"), "{out}");
+    assert!(out.contains("1 run in this sweep: 1 ok"), "{out}");
     let acc: f64 = new["heldout_accuracy"].parse().unwrap();
     let table_row = out
         .lines()
@@ -293,13 +298,13 @@ fn sigterm_stops_the_sweep_with_its_summary_and_a_rerun_finishes() {
     let recorded = files_agree(d).len();
     assert!((1..6).contains(&recorded), "{recorded}");
     assert!(
-        rest.contains(&format!("{recorded} run(s) in this sweep: {recorded} ok")),
+        rest.contains(&format!("{} in this sweep: {recorded} ok", runs(recorded))),
         "{rest}"
     );
     assert!(
         rest.contains(&format!(
-            "{} run(s) of this sweep not recorded yet",
-            6 - recorded
+            "{} of this sweep not recorded yet",
+            runs(6 - recorded)
         )),
         "{rest}"
     );
