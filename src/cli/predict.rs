@@ -13,18 +13,18 @@ use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:\n  \
-    mnist-blas predict --data test.csv          # latest run's model -> submission.csv\n  \
-    mnist-blas predict --model runs/first --data test.csv --out sub.csv\n  \
+    mnist-blas predict --data test.csv   # the latest run's model -> submission.csv\n  \
+    mnist-blas predict --model runs/first --data test.csv --out submission.csv\n  \
     mnist-blas predict --data t10k-images-idx3-ubyte.gz --out t10k-predictions.csv\n  \
     mnist-blas predict --data test.csv --out probs.csv --probabilities --top-k 3\n\n\
-    The submission is Kaggle's format: a header `ImageId,Label`, then one row per image,\n\
-    ImageId counting from 1 in file order. Label is the most probable class (the lower\n\
-    digit on a tie).\n\n\
-    --probabilities adds columns p0..p9 after Label: the model's softmax probability of\n\
-    each digit, 6 decimals. --top-k K adds top1,p_top1,...,topK,p_topK: the K most\n\
-    probable digits, most probable first (the lower digit first on a tie), each with its\n\
-    probability; top1 is Label. The two may be combined (p0..p9 come first). Kaggle\n\
-    accepts only the two columns: submit a file written without these flags.")]
+    The submission is Kaggle's format: a header `ImageId,Label`, then one row per \
+    image, ImageId counting from 1 in file order. Label is the most probable class \
+    (the lower digit on a tie).\n\n\
+    --probabilities adds columns p0..p9 after Label: the model's softmax probability \
+    of each digit, 6 decimals. --top-k K adds top1,p_top1,...,topK,p_topK: the K most \
+    probable digits, most probable first (the lower digit first on a tie), each with \
+    its probability; top1 is Label. The two may be combined (p0..p9 come first). \
+    Kaggle accepts only the two columns: submit a file written without these flags.")]
 pub struct PredictArgs {
     /// Model written by `train`: a .npz file, or a run folder (its model.npz).
     #[arg(long, value_name = "PATH", default_value = super::runs::LATEST_MODEL)]
@@ -109,8 +109,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
         })?;
         if !args.quiet {
             outln!(
-                "predicted {} images of {} with {}; wrote {}",
-                set.len(),
+                "predicted {} of {} with {}; wrote {}",
+                crate::text::plural(set.len(), "image"),
                 args.data.display(),
                 args.model.display(),
                 args.out.display()

@@ -3,13 +3,14 @@
 //! resolution live in [`crate::train::args`], shared with the sweep.
 
 use super::progress::{Display, Loading, TrainProgress};
-use super::report::{summary_screen, thousands};
+use super::report::summary_screen;
 use super::runs::{self, RunFolder};
 use super::{check_exists, check_outputs, signals, thread_pool};
 use crate::data::{self, DataSource};
 use crate::engine::{BatchStats, EngineKind};
 use crate::output::write_atomic;
 use crate::plot;
+use crate::text::{plural, thousands};
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::config::{self, RunConfig};
 use crate::train::{
@@ -26,23 +27,23 @@ use std::time::Instant;
 /// The examples under `mnist-blas train --help`.
 pub const EXAMPLES: &str = "Examples:
   mnist-blas train                      # data/train.csv, or the built-in sample
-  mnist-blas train --data train.csv.gz --plot --name first
-  mnist-blas train --preset notebook --data train.csv.gz  # the notebook, fixed
-  mnist-blas train --data train.csv.gz --layers 256-128 --epochs 15
+  mnist-blas train --data train.csv --plot --name first
+  mnist-blas train --preset notebook --data train.csv  # the notebook, fixed
+  mnist-blas train --data train.csv --layers 256-128 --epochs 15
   mnist-blas train --config runs/first/config.toml --seed 2
   mnist-blas train --resume runs/first/checkpoint.npz
   mnist-blas train --layers 256-128 --print-config > deep.toml
   mnist-blas train --quiet --json | jq .heldout_accuracy
 
-Each run writes into a folder of its own, runs/NAME (--out-dir, --name):
-model.npz, metrics.csv (a row per epoch, written as it ends), config.toml
-(the settings: --config replays them, flags beside it override), report.json,
-checkpoint.npz when one is written, curves.png with --plot. runs/latest points
-at the last finished run: eval, predict and inspect read its model by default.
+Each run writes into a folder of its own, runs/NAME (--out-dir, --name): \
+model.npz, metrics.csv (a row per epoch, written as it ends), config.toml (the \
+settings: --config replays them, flags beside it override), report.json, \
+checkpoint.npz when one is written, curves.png with --plot. runs/latest points \
+at the last finished run: eval, predict and inspect read its model by default. \
 Every flag also takes its --json key's spelling (--batch_size=128).
 
-Output: a log line per epoch (per 25 iterations for full batch), a progress
-bar on stderr in a terminal, and a summary at the end. `train` is the default
+Output: a log line per epoch (per 25 iterations for full batch), a progress \
+bar on stderr in a terminal, and a summary at the end. `train` is the default \
 subcommand: `mnist-blas --epochs 3` is `mnist-blas train --epochs 3`.";
 
 /// `train`'s flags alone, to parse a config's flags with the command
@@ -256,9 +257,9 @@ fn train_into(
         loading.finish();
         let load_seconds = started.elapsed().as_secs_f64();
         say(format!(
-            "data: {} ({} labeled rows, loaded in {load_seconds:.2} s)",
+            "data: {} ({}, loaded in {load_seconds:.2} s)",
             plan.source.describe(),
-            thousands(all.len())
+            plural(all.len(), "labeled row")
         ));
         if let DataSource::BuiltinSample = plan.source {
             say(data::sample::HOW_TO_GET_FULL_DATA.to_string());
@@ -430,10 +431,11 @@ fn notebook_lines(done: &train::Run, say: &dyn Fn(String)) {
         }
     };
     say(format!(
-        "Test set: {} accurate results on a {} images set ({:.2}%) after {iterations} iterations",
-        r.heldout_correct,
-        r.heldout_rows,
+        "Test set: {} accurate results on a {} images set ({:.2}%) after {}",
+        thousands(r.heldout_correct),
+        thousands(r.heldout_rows),
         r.heldout_accuracy * 100.0,
+        plural(iterations, "iteration"),
     ));
 }
 
@@ -463,7 +465,7 @@ impl Observer for Console<'_> {
                 format!("full batch, {}", plural(iterations, "iteration"))
             }
             Schedule::MiniBatch { epochs, batch_size } => {
-                format!("batch {batch_size}, {}", plural(epochs, "epoch"))
+                format!("batch {}, {}", thousands(batch_size), plural(epochs, "epoch"))
             }
         };
         (self.say)(format!(
@@ -488,9 +490,10 @@ impl Observer for Console<'_> {
         ));
         if let Some((path, completed, steps)) = &start.resumed {
             (self.say)(format!(
-                "resuming from {}: {} done, step {steps}",
+                "resuming from {}: {} done, step {}",
                 path.display(),
-                plural(*completed, c.schedule.unit())
+                plural(*completed, c.schedule.unit()),
+                thousands(*steps)
             ));
         }
     }
@@ -525,15 +528,6 @@ struct EpochJson<'a> {
     unit: &'static str,
     #[serde(flatten)]
     record: &'a Record,
-}
-
-/// `count noun`, with the noun plural unless the count is 1.
-fn plural(count: usize, noun: &str) -> String {
-    if count == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{} {noun}s", thousands(count))
-    }
 }
 
 /// The metrics CSV, a row per record, flushed as each one ends so that
