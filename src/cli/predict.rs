@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:\n  \
-    mnist-blas predict --data test.csv   # the latest run's model -> submission.csv\n  \
+    mnist-blas predict --data test.csv     # runs/latest's model -> submission.csv\n  \
     mnist-blas predict --model runs/first --data test.csv --out submission.csv\n  \
     mnist-blas predict --data t10k-images-idx3-ubyte.gz --out t10k-predictions.csv\n  \
     mnist-blas predict --data test.csv --out probs.csv --probabilities --top-k 3\n\n\
