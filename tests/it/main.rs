@@ -28,6 +28,7 @@ mod early_stop;
 mod engines;
 mod experience;
 mod fuzz_regressions;
+mod inspect_units;
 mod npz_hostile;
 mod numpy_deep;
 mod numpy_fixture;
