@@ -13,7 +13,7 @@
 use crate::data::{CLASSES, FEATURES};
 use crate::model::Mlp;
 use crate::train::Record;
-use image::codecs::png::PngEncoder;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ColorType, ImageEncoder};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -73,7 +73,9 @@ pub fn render(
         root.present().map_err(|e| fail(e.to_string()))?;
     }
     let mut png = Vec::new();
-    PngEncoder::new(&mut png)
+    // Best compression: pictures land in repositories and READMEs, and
+    // drawing them costs more than compressing them harder.
+    PngEncoder::new_with_quality(&mut png, CompressionType::Best, FilterType::Adaptive)
         .write_image(&pixels, w, h, ColorType::Rgb8)
         .map_err(|e| fail(e.to_string()))?;
     crate::output::write_atomic(path, |f| f.write_all(&png)).map_err(|e| fail(e.reason()))
@@ -442,8 +444,57 @@ fn robust_scale(magnitudes: impl Iterator<Item = f32>) -> f32 {
     m[at].max(1e-12)
 }
 
-/// Largest number of hidden units drawn by [`hidden_weights`].
-pub const MAX_UNITS_DRAWN: usize = 100;
+/// Largest number of hidden units drawn by [`hidden_weights`]: an 8 x 8
+/// grid of tiles large enough to read.
+pub const MAX_UNITS_DRAWN: usize = 64;
+
+/// How [`units_by_size`] orders the units, for titles and notes.
+pub const UNIT_ORDER: &str = "largest |w_in|*|w_out| first";
+
+/// One first-layer unit's weight sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnitSize {
+    pub unit: usize,
+    /// Norm of its input weights (its row of w1).
+    pub w_in: f64,
+    /// Norm of its output weights (its column of w2).
+    pub w_out: f64,
+}
+
+impl UnitSize {
+    /// `|w_in| * |w_out|`: a ReLU unit's contribution to the next layer is
+    /// at most its output weights' norm times its input's, and moving a
+    /// factor from one side to the other changes nothing, so the product
+    /// (not either norm) is what the unit weighs. A dead or pruned unit has
+    /// zero on one side and sinks to the end.
+    pub fn score(&self) -> f64 {
+        self.w_in * self.w_out
+    }
+}
+
+/// Every first-layer unit, by [`UnitSize::score`], largest first (equal
+/// scores by index; a non-finite score last).
+pub fn units_by_size(model: &Mlp) -> Vec<UnitSize> {
+    let norm =
+        |v: ndarray::ArrayView1<f32>| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let mut units: Vec<UnitSize> = (0..model.hidden())
+        .map(|unit| UnitSize {
+            unit,
+            w_in: norm(model.first().w.row(unit)),
+            w_out: norm(model.layers[1].w.column(unit)),
+        })
+        .collect();
+    let key = |u: &UnitSize| {
+        let s = u.score();
+        if s.is_finite() {
+            s
+        } else {
+            f64::NEG_INFINITY
+        }
+    };
+    units.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.unit.cmp(&b.unit)));
+    units
+}
 
 /// Pixels inked in fewer than this fraction of the images are greyed out in
 /// [`hidden_weights`] when the ink is known.
@@ -465,10 +516,12 @@ pub fn ink_fraction(pixels: &[u8]) -> Vec<f64> {
         .collect()
 }
 
-/// Each hidden unit's 784 input weights as a 28x28 image: red where a lit
-/// pixel raises the unit's input, blue where it lowers it. Under each tile:
-/// the digit the unit votes for most (largest outgoing weight) and against
-/// most. `name` (the model file) heads the title.
+/// The first-layer units' 784 input weights, each as a 28x28 image: red
+/// where a lit pixel raises the unit's input, blue where it lowers it.
+/// The [`MAX_UNITS_DRAWN`] largest units by [`units_by_size`] are drawn,
+/// largest first, each labelled with its index. Under each tile: the digit
+/// the unit votes for most (largest outgoing weight) and against most.
+/// `name` (the model file) heads the title.
 ///
 /// With `ink` (per-pixel fraction of images inked, from [`ink_fraction`]),
 /// pixels almost never inked are drawn grey and left out of the colour
@@ -482,10 +535,16 @@ pub fn hidden_weights(
     name: &str,
     ink: Option<&[f64]>,
 ) -> Result<(), PlotError> {
-    let units = model.hidden().min(MAX_UNITS_DRAWN);
+    let drawn: Vec<usize> = units_by_size(model)
+        .iter()
+        .take(MAX_UNITS_DRAWN)
+        .map(|u| u.unit)
+        .collect();
+    let units = drawn.len();
     let title = format!(
-        "{name}: {}, input weights of {units} first-layer unit(s)",
-        model.shape()
+        "{name}: {}, input weights of {}, {UNIT_ORDER}",
+        model.shape(),
+        units_shown(units, model.hidden())
     );
     let votes = model.class_votes();
     let (scale, cols) = match units {
@@ -518,7 +577,7 @@ pub fn hidden_weights(
             (width / 2, 46),
             centered(12, MUTED),
         ))?;
-        for j in 0..units {
+        for (slot, &j) in drawn.iter().enumerate() {
             let w = model.first().w.row(j);
             let shown = |i: usize| ink.is_none_or(|f| f[i] >= RARE_INK);
             let max_abs = robust_scale(
@@ -527,8 +586,8 @@ pub fn hidden_weights(
                     .filter(|&(i, _)| shown(i))
                     .map(|(_, v)| v.abs()),
             );
-            let x0 = left + (j % cols) as i32 * cell_w + 10;
-            let y0 = top + (j / cols) as i32 * cell_h;
+            let x0 = left + (slot % cols) as i32 * cell_w + 10;
+            let y0 = top + (slot / cols) as i32 * cell_h;
             for (i, &v) in w.iter().enumerate() {
                 let t = (v / max_abs).clamp(-1.0, 1.0) as f64;
                 let color = if !shown(i) {
@@ -562,7 +621,7 @@ pub fn hidden_weights(
             let cx = x0 + 14 * scale;
             let small = scale < 4;
             root.draw(&Text::new(
-                format!("unit {j}"),
+                format!("#{}  unit {j}", slot + 1),
                 (cx, y0 + 28 * scale + 11),
                 centered(if small { 11 } else { 14 }, INK),
             ))?;
@@ -574,6 +633,15 @@ pub fn hidden_weights(
         }
         Ok(())
     })
+}
+
+/// `all 10 units` or `64 of 512 units`.
+pub fn units_shown(shown: usize, of: usize) -> String {
+    match (shown, of) {
+        (1, 1) => "its one unit".into(),
+        (s, o) if s == o => format!("all {o} units"),
+        (s, o) => format!("{s} of {o} units"),
+    }
 }
 
 #[cfg(test)]
@@ -588,6 +656,28 @@ mod tests {
         assert_eq!(shade(c, 2.0), c, "clamped");
         assert_eq!(text_on(RGBColor(8, 81, 156)), WHITE);
         assert_eq!(text_on(WHITE), INK);
+    }
+
+    #[test]
+    fn units_rank_by_input_norm_times_output_norm() {
+        let mut m = Mlp::zeros(&crate::model::Layers::one(4));
+        // Unit 0: big input weights, no output weights (a dead end).
+        m.layers[0].w.row_mut(0).fill(1.0);
+        // Unit 1: |w_in| 2, |w_out| 3; unit 2: |w_in| 0.5, |w_out| 24 (the
+        // same unit rescaled by 1/4 and 4, plus a factor 2); unit 3: 1 * 1.
+        m.layers[0].w[[1, 5]] = 2.0;
+        m.layers[1].w[[7, 1]] = 3.0;
+        m.layers[0].w[[2, 5]] = 0.5;
+        m.layers[1].w[[7, 2]] = 24.0;
+        m.layers[0].w[[3, 9]] = 1.0;
+        m.layers[1].w[[2, 3]] = 1.0;
+        let ranked = units_by_size(&m);
+        let order: Vec<usize> = ranked.iter().map(|u| u.unit).collect();
+        assert_eq!(order, [2, 1, 3, 0]);
+        assert_eq!(ranked[0].score(), 12.0);
+        assert_eq!(ranked[1].score(), 6.0);
+        assert_eq!(units_shown(64, 512), "64 of 512 units");
+        assert_eq!(units_shown(10, 10), "all 10 units");
     }
 
     #[test]

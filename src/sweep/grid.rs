@@ -54,6 +54,20 @@ const RANGE_KINDS: &[(&str, Scale, bool)] = &[
     ("seed", Scale::Linear, true),
 ];
 
+/// How random search draws the values of a results column (`batch_size`
+/// is `--batch-size`, `layers` of one width is `--hidden`): its scale and
+/// whether it is an integer; `None` for columns only drawn from lists.
+pub(crate) fn column_scale(column: &str) -> Option<(Scale, bool)> {
+    let flag = match column {
+        "layers" => "hidden".to_string(),
+        c => c.replace('_', "-"),
+    };
+    RANGE_KINDS
+        .iter()
+        .find(|(f, _, _)| *f == flag)
+        .map(|&(_, scale, integer)| (scale, integer))
+}
+
 impl Axis {
     /// Parse the values given for `flag`: a list (`0.05,0.1` arrives already
     /// split into items) or a single `lo:hi` range.

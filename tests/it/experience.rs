@@ -195,16 +195,15 @@ fn eval_and_inspect_draw_their_pictures() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("784-10-10, 7960 parameters"), "{out}");
-    // One row per hidden unit in the unit table (after the layer table,
-    // whose rows in the pure-Rust build have six fields too).
+    // One row per hidden unit in the unit table (after the layer table).
     let units = out
-        .split_once("\nunit ")
+        .split_once("\nrank  unit ")
         .map(|(_, t)| t)
         .unwrap_or_else(|| panic!("no unit table: {out}"));
     assert_eq!(
         units
             .lines()
-            .filter(|l| l.split_whitespace().count() == 6
+            .filter(|l| l.split_whitespace().count() == 8
                 && l.split_whitespace()
                     .next()
                     .unwrap()
