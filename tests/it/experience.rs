@@ -194,7 +194,7 @@ fn eval_and_inspect_draw_their_pictures() {
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
-    assert!(out.contains("784-10-10, 7960 parameters"), "{out}");
+    assert!(out.contains("784-10-10, 7,960 parameters"), "{out}");
     // One row per hidden unit in the unit table (after the layer table).
     let units = out
         .split_once("\nrank  unit ")
