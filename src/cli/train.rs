@@ -3,7 +3,7 @@
 //! resolution live in [`crate::train::args`], shared with the sweep.
 
 use super::progress::{Display, Loading, TrainProgress};
-use super::report::summary_screen;
+use super::report::{no_heldout, split_text, summary_screen};
 use super::{check_outputs, signals, thread_pool};
 use crate::data::{self, DataSource};
 use crate::engine::{BatchStats, EngineKind};
@@ -57,6 +57,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let pool = thread_pool(plan.threads)?;
     pool.install(|| {
         let display = Display::detect(args.quiet);
+        // --val-data first: it is usually the smaller file, and a bad one
+        // is refused before the training data is read.
+        let val = match &plan.val_data {
+            Some(path) => Some(train::run::load_val_data(path)?),
+            None => None,
+        };
         let loading = Loading::start(display, &plan.source.describe());
         let all = plan.source.load()?;
         loading.finish();
@@ -74,6 +80,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if let DataSource::BuiltinSample = plan.source {
             say(data::sample::HOW_TO_GET_FULL_DATA.to_string());
         }
+        if let (Some(path), Some(val)) = (&plan.val_data, &val) {
+            say(format!(
+                "val data: {} ({} labeled rows, held out)",
+                path.display(),
+                val.len()
+            ));
+        }
+        let val = val.map(Cow::Owned);
         let stop = signals::install();
         let checkpoint_path = checkpoint_path(&args);
         let options = RunOptions {
@@ -83,6 +97,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 every: args.checkpoint_every,
                 stop,
             }),
+            val,
         };
         let full_batch = matches!(plan.config.schedule, Schedule::FullBatch { .. });
         let units = plan.config.schedule.units();
@@ -131,10 +146,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
 /// Every file `train` writes, checked before the data is even read; the
 /// checkpoint may be the file resumed from (that is its default).
 fn check_train_outputs(args: &TrainArgs, plan: &Plan) -> Result<()> {
-    let data: Vec<&Path> = match &plan.source {
+    let mut data: Vec<&Path> = match &plan.source {
         DataSource::File(p) => vec![p.as_path()],
         DataSource::BuiltinSample => vec![],
     };
+    data.extend(plan.val_data.as_deref());
     let checkpoint = checkpoint_path(args);
     let mut outputs = vec![
         ("--model", args.model.as_path()),
@@ -166,13 +182,16 @@ fn write_outputs<'a>(args: &'a TrainArgs, plan: &Plan, done: &train::Run) -> Res
     let mut written = vec![args.model.as_path(), args.metrics.as_path()];
     if let Some(path) = &args.plot {
         let c = &plan.config;
+        let accuracy = match done.report.heldout_accuracy {
+            Some(a) => format!("held-out accuracy {a:.4}"),
+            None => format!("train accuracy {:.4}", done.report.train_accuracy),
+        };
         let title = format!(
-            "{}, {} {}, {}: held-out accuracy {:.4}",
+            "{}, {} {}, {}: {accuracy}",
             c.layers,
             c.optimizer.name(),
             c.lr,
             plan.source.describe(),
-            done.report.heldout_accuracy
         );
         let unit = c.schedule.unit();
         plot::learning_curves(path, &done.records, unit, &title)?;
@@ -196,12 +215,14 @@ fn notebook_lines(done: &train::Run, say: &dyn Fn(String)) {
             epoch * r.train_rows.div_ceil(batch.clamp(1, r.train_rows.max(1)))
         }
     };
-    say(format!(
-        "Test set: {} accurate results on a {} images set ({:.2}%) after {iterations} iterations",
-        r.heldout_correct,
-        r.heldout_rows,
-        r.heldout_accuracy * 100.0,
-    ));
+    match (r.heldout_correct, r.heldout_accuracy) {
+        (Some(correct), Some(accuracy)) => say(format!(
+            "Test set: {correct} accurate results on a {} images set ({:.2}%) after {iterations} iterations",
+            r.heldout_rows,
+            accuracy * 100.0,
+        )),
+        _ => say(format!("Test set: {}", no_heldout(r.split))),
+    }
 }
 
 /// The progress display, plus the lines printed once the rows are split.
@@ -215,8 +236,18 @@ impl Observer for Console<'_> {
     fn on_start(&mut self, start: &RunStart) {
         let c = &self.plan.config;
         (self.say)(format!(
-            "split: {} train / {} held out (--split {}, seed {})",
-            start.train_rows, start.heldout_rows, self.plan.split, c.seed
+            "split: {}",
+            split_text(
+                (start.train_rows, start.heldout_rows),
+                self.plan.split,
+                self.plan
+                    .val_data
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .as_deref(),
+                c.seed,
+                |n| n.to_string(),
+            )
         ));
         let schedule = match c.schedule {
             Schedule::FullBatch { iterations } => format!("full batch, {iterations} iterations"),

@@ -183,8 +183,9 @@ fn text_value(column: &str, text: &str) -> Value {
     if text.is_empty() {
         return Value::Null;
     }
-    // `layers` is text even when it looks like a number (`10`).
-    if ["model", "metrics", "plot", "layers"].contains(&column) {
+    // `layers` is text even when it looks like a number (`10`), and so are
+    // paths.
+    if ["model", "metrics", "plot", "layers", "val_data"].contains(&column) {
         return Value::String(text.to_string());
     }
     serde_json::from_str::<serde_json::Number>(text)

@@ -35,5 +35,6 @@ mod output;
 mod outputs_checked;
 mod simd_level;
 mod sparse;
+mod split_val;
 mod sweep;
 mod sweep_safety;
