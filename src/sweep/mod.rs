@@ -234,10 +234,8 @@ fn clap_error_line(e: &clap::Error) -> String {
 
 /// The resolved configuration as `(name, value)` columns: `TrainConfig`'s
 /// fields as `train` serializes them (nested objects such as the schedule
-/// flattened), plus `split`, and `val_data` only for configurations with
-/// `--val-data` (so a sweep without it keeps the columns of older results
-/// files); every schedule column present (null if unused) so that
-/// full-batch and mini-batch rows share one header.
+/// flattened), plus `split`; every schedule column present (null if unused)
+/// so that full-batch and mini-batch rows share one header.
 pub fn config_params(r: &Plan) -> Vec<(String, Value)> {
     // Through the JSON text, so f32 values keep their short form (0.1, not
     // 0.10000000149011612 as `to_value` would widen them).
@@ -253,9 +251,6 @@ pub fn config_params(r: &Plan) -> Vec<(String, Value)> {
         }
     }
     out.push(("split".into(), serde_json::json!(r.split)));
-    if let Some(p) = &r.val_data {
-        out.push(("val_data".into(), Value::String(p.display().to_string())));
-    }
     for name in ["iterations", "epochs", "batch_size"] {
         if !out.iter().any(|(n, _)| n == name) {
             out.push((name.into(), Value::Null));
@@ -275,7 +270,7 @@ fn params_text(params: &[(String, Value)]) -> String {
 /// 16 hex digits of FNV-1a over the data (its path and the fingerprint of
 /// its rows) and the hyperparameters: equal keys mean equal runs (the
 /// preset and thread count only fill in or speed up). With `--val-data`
-/// the key covers its rows too (and its path, a parameter). Results written
+/// the key covers its path and rows too. Results written
 /// before keys covered the data's content simply match no key: their runs
 /// run again.
 pub fn run_key(
@@ -285,12 +280,15 @@ pub fn run_key(
     params: &[(String, Value)],
 ) -> String {
     // Without --val-data the text (so the key) is what it always was.
-    let val = match val.filter(|_| r.val_data.is_some()) {
-        Some(v) => format!(
-            "val_rows={};val_pixels_crc32={:08x};val_labels_crc32={:08x};",
-            v.rows, v.pixels_crc32, v.labels_crc32
+    let val = match (&r.val_data, val) {
+        (Some(path), Some(v)) => format!(
+            "val_data={};val_rows={};val_pixels_crc32={:08x};val_labels_crc32={:08x};",
+            path.display(),
+            v.rows,
+            v.pixels_crc32,
+            v.labels_crc32
         ),
-        None => String::new(),
+        _ => String::new(),
     };
     let text = format!(
         "data={};rows={};pixels_crc32={:08x};labels_crc32={:08x};{val}{}",

@@ -1,6 +1,7 @@
 //! The sweep's PNG: held-out accuracy against each swept hyperparameter (one
 //! panel each, every run a dot, the mean per value a line), and the
-//! held-out learning curves of the best runs.
+//! held-out learning curves of the best runs. With no held-out rows in any
+//! run (`--split 1`), the same panels of training accuracy.
 //!
 //! Drawn through [`crate::plot::render`]: the same embedded font and the
 //! same atomic temp-file-and-rename as every other picture.
@@ -23,6 +24,46 @@ enum XAxis {
     Numeric { log: bool },
     /// Names at 0, 1, 2, ...
     Categorical(Vec<String>),
+}
+
+/// The accuracy the plot shows: held out, or training accuracy when no run
+/// held rows out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    Heldout,
+    Train,
+}
+
+impl Shown {
+    fn of(ok: &[&RunResult]) -> Shown {
+        if ok.iter().any(|r| r.num("heldout_accuracy").is_some()) {
+            Shown::Heldout
+        } else {
+            Shown::Train
+        }
+    }
+
+    /// The results column.
+    fn column(self) -> &'static str {
+        match self {
+            Shown::Heldout => "heldout_accuracy",
+            Shown::Train => "train_accuracy",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Shown::Heldout => "held-out accuracy",
+            Shown::Train => "train accuracy",
+        }
+    }
+
+    fn point(self, p: &CurvePoint) -> Option<f64> {
+        match self {
+            Shown::Heldout => p.heldout_accuracy,
+            Shown::Train => Some(p.train_accuracy).filter(|a| a.is_finite()),
+        }
+    }
 }
 
 /// Short number text for tick labels: 0.003, 0.1, 32, 1e-5.
@@ -64,10 +105,11 @@ pub fn plot_sweep(
         let root = root.titled(&heading, (crate::plot::FONT_NAME, 22))?;
         let areas = root.split_evenly((nrows, cols));
         let ok = ranked(rows);
+        let shown = Shown::of(&ok);
         for (param, area) in swept.iter().zip(&areas) {
-            param_panel(area, param, &ok)?;
+            param_panel(area, param, &ok, shown)?;
         }
-        curves_panel(&areas[swept.len()], &ok, swept, curves)?;
+        curves_panel(&areas[swept.len()], &ok, swept, curves, shown)?;
         Ok(())
     })
     .map_err(|e| SweepError::file(path, format!("cannot draw the plot: {}", e.message)))
@@ -171,15 +213,15 @@ impl XAxis {
     }
 }
 
-/// Held-out accuracy against one hyperparameter: a dot per run, and with
-/// few distinct values, a line through the mean of each.
-fn param_panel(area: &Area, param: &str, ok: &[&RunResult]) -> DrawResult {
+/// Held-out (or train) accuracy against one hyperparameter: a dot per run,
+/// and with few distinct values, a line through the mean of each.
+fn param_panel(area: &Area, param: &str, ok: &[&RunResult], shown: Shown) -> DrawResult {
     let texts: Vec<String> = ok.iter().map(|r| r.text(param)).collect();
     let axis = XAxis::for_values(param, &texts);
     let points: Vec<(f64, f64)> = ok
         .iter()
         .zip(&texts)
-        .filter_map(|(r, t)| Some((axis.x_of(t), r.num("heldout_accuracy")?)))
+        .filter_map(|(r, t)| Some((axis.x_of(t), r.num(shown.column())?)))
         .collect();
     let mut distinct: Vec<f64> = points.iter().map(|p| p.0).collect();
     distinct.sort_by(f64::total_cmp);
@@ -189,7 +231,7 @@ fn param_panel(area: &Area, param: &str, ok: &[&RunResult]) -> DrawResult {
     let mut chart = ChartBuilder::on(area)
         .margin(12)
         .caption(
-            format!("held-out accuracy vs {param}"),
+            format!("{} vs {param}", shown.name()),
             (crate::plot::FONT_NAME, 17),
         )
         .x_label_area_size(36)
@@ -226,8 +268,9 @@ fn curves_panel(
     ok: &[&RunResult],
     swept: &[String],
     curves: &HashMap<String, Vec<CurvePoint>>,
+    shown: Shown,
 ) -> DrawResult {
-    let best = best_curves(ok, curves);
+    let best = best_curves(ok, curves, shown);
     let x_hi = best
         .iter()
         .flat_map(|(_, p)| p.iter().map(|q| q.0))
@@ -240,7 +283,7 @@ fn curves_panel(
     let mut chart = ChartBuilder::on(area)
         .margin(12)
         .caption(
-            format!("held-out accuracy per epoch, best {}", best.len()),
+            format!("{} per epoch, best {}", shown.name(), best.len()),
             (crate::plot::FONT_NAME, 17),
         )
         .x_label_area_size(36)
@@ -280,17 +323,18 @@ fn curves_panel(
     Ok(())
 }
 
-/// The held-out curves of the best runs that have one, best first.
+/// The held-out (or train) curves of the best runs that have one, best first.
 fn best_curves<'a>(
     ok: &[&'a RunResult],
     curves: &HashMap<String, Vec<CurvePoint>>,
+    shown: Shown,
 ) -> Vec<(&'a RunResult, Vec<(f64, f64)>)> {
     ok.iter()
         .filter_map(|r| {
             let pts: Vec<(f64, f64)> = curves
                 .get(&r.key())?
                 .iter()
-                .filter_map(|p| Some((p.step as f64, p.heldout_accuracy?)))
+                .filter_map(|p| Some((p.step as f64, shown.point(p)?)))
                 .collect();
             (!pts.is_empty()).then_some((*r, pts))
         })
@@ -313,4 +357,38 @@ fn legend_label(i: usize, r: &RunResult, swept: &[String]) -> String {
         label.push_str("...");
     }
     label
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn without_held_out_rows_the_plot_shows_train_accuracy() {
+        let row = |key: &str, heldout: serde_json::Value| RunResult {
+            columns: vec![
+                ("key".into(), json!(key)),
+                ("status".into(), json!("ok")),
+                ("heldout_accuracy".into(), heldout),
+                ("train_accuracy".into(), json!(0.9)),
+            ],
+        };
+        let point = |step, heldout| CurvePoint {
+            step,
+            train_accuracy: 0.5 + step as f64 / 10.0,
+            heldout_accuracy: heldout,
+        };
+        let none = [row("a", serde_json::Value::Null)];
+        let ok: Vec<&RunResult> = none.iter().collect();
+        assert_eq!(Shown::of(&ok), Shown::Train);
+        let curves = HashMap::from([("a".to_string(), vec![point(1, None), point(2, None)])]);
+        let best = best_curves(&ok, &curves, Shown::Train);
+        assert_eq!(best[0].1, [(1.0, 0.6), (2.0, 0.7)]);
+        assert!(best_curves(&ok, &curves, Shown::Heldout).is_empty());
+
+        let some = [row("a", serde_json::Value::Null), row("b", json!(0.8))];
+        let ok: Vec<&RunResult> = some.iter().collect();
+        assert_eq!(Shown::of(&ok), Shown::Heldout);
+    }
 }

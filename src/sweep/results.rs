@@ -15,8 +15,11 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Columns before the hyperparameters.
-pub const LEAD_COLUMNS: [&str; 6] = ["key", "status", "error", "command", "data", "preset"];
+/// Columns before the hyperparameters (`val_data`: the `--val-data` file,
+/// empty without one).
+pub const LEAD_COLUMNS: [&str; 7] = [
+    "key", "status", "error", "command", "data", "val_data", "preset",
+];
 /// Columns after the hyperparameters: what the run measured. The names are
 /// `train --json`'s, plus the best epoch.
 pub const METRIC_COLUMNS: [&str; 26] = [
@@ -82,6 +85,13 @@ impl RunResult {
             ("error".into(), s(error)),
             ("command".into(), s(command)),
             ("data".into(), s(&spec.data())),
+            (
+                "val_data".into(),
+                match &spec.plan.val_data {
+                    Some(p) => s(&p.display().to_string()),
+                    None => Value::Null,
+                },
+            ),
             (
                 "preset".into(),
                 serde_json::to_value(spec.plan.preset).unwrap_or(Value::Null),
@@ -176,6 +186,10 @@ pub fn value_text(v: &Value) -> String {
 
 /// Back from CSV text: numbers where the column holds numbers.
 fn text_value(column: &str, text: &str) -> Value {
+    // No --val-data: null, as in the JSON lines.
+    if column == "val_data" && text.is_empty() {
+        return Value::Null;
+    }
     // The lead columns are always strings (`error` is empty for ok runs).
     if LEAD_COLUMNS.contains(&column) {
         return Value::String(text.to_string());
@@ -183,9 +197,8 @@ fn text_value(column: &str, text: &str) -> Value {
     if text.is_empty() {
         return Value::Null;
     }
-    // `layers` is text even when it looks like a number (`10`), and so are
-    // paths.
-    if ["model", "metrics", "plot", "layers", "val_data"].contains(&column) {
+    // `layers` is text even when it looks like a number (`10`).
+    if ["model", "metrics", "plot", "layers"].contains(&column) {
         return Value::String(text.to_string());
     }
     serde_json::from_str::<serde_json::Number>(text)
