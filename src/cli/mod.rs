@@ -63,7 +63,7 @@ pub struct Cli {
 enum Command {
     /// Train a model (the default) and write it, its metrics and a summary.
     #[command(after_help = train::EXAMPLES)]
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Predict labels for a CSV/IDX file and write a Kaggle submission.
     Predict(predict::PredictArgs),
     /// Score a model on a labeled file: accuracy, per-class report, confusion.
@@ -82,7 +82,7 @@ pub fn run() -> Result<()> {
     let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     match cli.command {
         None => train::run(cli.train, &train_flags()),
-        Some(Command::Train(args)) => train::run(args, &train_flags()),
+        Some(Command::Train(args)) => train::run(*args, &train_flags()),
         Some(Command::Predict(args)) => predict::run(args),
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Inspect(args)) => inspect::run(args),

@@ -17,6 +17,33 @@ pub(crate) const WIDTH: usize = 80;
 /// Where the values start, after `key:` and padding.
 const VALUE_COLUMN: usize = 12;
 
+/// What a run without held-out rows says in place of their figures.
+pub fn no_heldout(split: f64) -> String {
+    format!(
+        "held out: none (--split {split}): no held-out accuracy; pass --val-data FILE to score one"
+    )
+}
+
+/// How the rows were divided, after `split:`: cut by `--split`, all
+/// trained with the `--val-data` rows held out, or none held out. `count`
+/// formats the row counts.
+pub fn split_text(
+    (train, heldout): (usize, usize),
+    split: f64,
+    val_data: Option<&str>,
+    seed: u64,
+    count: fn(usize) -> String,
+) -> String {
+    let (train, held) = (count(train), count(heldout));
+    match val_data {
+        Some(path) => {
+            format!("{train} train (all of --data) / {held} held out from {path} (--val-data)")
+        }
+        None if heldout == 0 => format!("{train} train; {}", no_heldout(split)),
+        None => format!("{train} train / {held} held out (--split {split}, seed {seed})"),
+    }
+}
+
 /// The summary screen (several lines, no trailing newline); `source_rows`
 /// is the size of the loaded file, `written` the files the run wrote.
 /// Values too long for [`WIDTH`] go on continuation lines that start at
@@ -41,12 +68,12 @@ pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> S
     );
     line(
         "split",
-        format!(
-            "{} train / {} held out (--split {}, seed {})",
-            thousands(s.train_rows),
-            thousands(s.heldout_rows),
+        split_text(
+            (s.train_rows, s.heldout_rows),
             s.split,
-            s.seed
+            s.val_data.as_deref(),
+            s.seed,
+            thousands,
         ),
     );
     line(
@@ -79,16 +106,20 @@ pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> S
             plural(s.samples, "sample"),
             s.train_seconds,
             match s.heldout_eval {
-                HeldoutEval::Records => ", held-out checks included",
-                HeldoutEval::End => "",
+                Some(HeldoutEval::Records) => ", held-out checks included",
+                _ => "",
             }
         ),
     );
+    let heldout = match (s.heldout_accuracy, s.heldout_loss) {
+        (Some(accuracy), Some(loss)) => format!("held-out accuracy {accuracy:.4} (loss {loss:.4})"),
+        _ => "no held-out rows".into(),
+    };
     line(
         "final",
         format!(
-            "train accuracy {:.4} (loss {:.4}), held-out accuracy {:.4} (loss {:.4})",
-            s.train_accuracy, s.train_loss, s.heldout_accuracy, s.heldout_loss
+            "train accuracy {:.4} (loss {:.4}), {heldout}",
+            s.train_accuracy, s.train_loss
         ),
     );
     if let Some(what) = early_stop_line(s) {
@@ -295,5 +326,23 @@ mod tests {
         let lines = wrap(text, 68);
         assert!(lines.len() > 1 && lines.iter().all(|l| l.chars().count() <= 68));
         assert_eq!(lines.join(" "), text);
+    }
+
+    #[test]
+    fn the_split_line_says_where_the_held_out_rows_came_from() {
+        let text = |rows, split, val| split_text(rows, split, val, 3, thousands);
+        assert_eq!(
+            text((4800, 1200), 0.8, None),
+            "4,800 train / 1,200 held out (--split 0.8, seed 3)"
+        );
+        assert_eq!(
+            text((6000, 0), 1.0, None),
+            "6,000 train; held out: none (--split 1): no held-out accuracy; pass --val-data FILE \
+             to score one"
+        );
+        assert_eq!(
+            text((6000, 1000), 1.0, Some("val.csv")),
+            "6,000 train (all of --data) / 1,000 held out from val.csv (--val-data)"
+        );
     }
 }

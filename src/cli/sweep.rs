@@ -303,23 +303,37 @@ struct Configs {
     swept: Vec<String>,
 }
 
-/// The data, loaded once for every run and for the run keys.
+/// The data (and `--val-data`), loaded once for every run and for the run keys.
 struct Loaded {
     all: Dataset,
+    val: Option<Dataset>,
     seconds: f64,
     fingerprint: DataFingerprint,
+    val_fingerprint: Option<DataFingerprint>,
 }
 
 impl Loaded {
     fn load(configs: &[sweep::Config]) -> Result<Loaded> {
         let source = sweep::data_source(configs).context("no configuration to run")?;
         let started = Instant::now();
-        let all = super::thread_pool(0)?.install(|| source.load())?;
+        let pool = super::thread_pool(0)?;
+        // --val-data first, as `train` does: a bad file is refused sooner.
+        let val = match sweep::val_data(configs) {
+            Some(path) => Some(pool.install(|| crate::train::run::load_val_data(path))?),
+            None => None,
+        };
+        let all = pool.install(|| source.load())?;
         Ok(Loaded {
             fingerprint: DataFingerprint::of(&all),
+            val_fingerprint: val.as_ref().map(DataFingerprint::of),
             seconds: started.elapsed().as_secs_f64(),
             all,
+            val,
         })
+    }
+
+    fn specs(&self, configs: Vec<sweep::Config>) -> Vec<RunSpec> {
+        sweep::plan(configs, &self.fingerprint, self.val_fingerprint.as_ref())
     }
 }
 
@@ -342,7 +356,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     // The keys cover the data's content: even listing loads the data.
     if args.dry_run || args.emit_commands {
         let data = Loaded::load(&configs.configs)?;
-        let specs = sweep::plan(configs.configs, &data.fingerprint);
+        let specs = data.specs(configs.configs);
         if args.emit_commands {
             return emit(&args, &specs);
         }
@@ -355,7 +369,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let _lock = ResultsLock::acquire(&paths.results)?;
     let data = Loaded::load(&configs.configs)?;
     let sweep = Sweep {
-        specs: sweep::plan(configs.configs, &data.fingerprint),
+        specs: data.specs(configs.configs),
         args: &args,
         paths,
         plot_path,
@@ -396,7 +410,11 @@ impl Sweep<'_> {
             let shape = (self.args.jobs(), self.args.threads_per_run);
             let finished = AtomicUsize::new(0);
             let on_done = |f: run::Finished| self.record(f, &todo, &finished);
-            run::run_all(&todo, &data.all, data.seconds, shape, stop, &on_done)
+            let rows = run::SweepData {
+                all: &data.all,
+                val: data.val.as_ref(),
+            };
+            run::run_all(&todo, rows, data.seconds, shape, stop, &on_done)
         };
         self.finish(outcome, todo.len(), started.elapsed().as_secs_f64())
     }
@@ -438,6 +456,13 @@ impl Sweep<'_> {
             plural(data.all.len(), "labeled row"),
             data.seconds
         ));
+        if let (Some(path), Some(val)) = (&self.specs[0].plan.val_data, &data.val) {
+            self.args.say(format!(
+                "val data: {} ({} labeled rows, held out)",
+                path.display(),
+                val.len()
+            ));
+        }
     }
 
     /// Write one finished run (its model, then its lines) and say so.
@@ -458,15 +483,14 @@ impl Sweep<'_> {
         self.paths.append(&f.result, &f.curve)?;
         let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
         let r = &f.result;
-        let what = if r.is_ok() {
-            format!(
-                "held-out {:.4} (train {:.4}), best epoch {}",
-                r.num("heldout_accuracy").unwrap_or(f64::NAN),
-                r.num("train_accuracy").unwrap_or(f64::NAN),
+        let train = r.num("train_accuracy").unwrap_or(f64::NAN);
+        let what = match r.num("heldout_accuracy") {
+            _ if !r.is_ok() => format!("FAILED: {}", r.text("error")),
+            Some(held) => format!(
+                "held-out {held:.4} (train {train:.4}), best epoch {}",
                 r.text("best_epoch"),
-            )
-        } else {
-            format!("FAILED: {}", r.text("error"))
+            ),
+            None => format!("train {train:.4}, no held-out rows"),
         };
         self.args.say(format!(
             "[{n}/{}] {} {}: {what}  [{:.1} s]",
@@ -551,10 +575,12 @@ fn report(
         outln!("  failed {}: {}", r.key(), r.text("error"));
     }
     if ok > 0 {
-        outln!(
-            "\nbest {} by held-out accuracy:",
-            plural(args.top.min(ok), "run")
-        );
+        let by = if rows.iter().any(|r| r.num("heldout_accuracy").is_some()) {
+            "held-out accuracy"
+        } else {
+            "train accuracy (no held-out rows: pass --val-data FILE to score them)"
+        };
+        outln!("\nbest {} by {by}:", plural(args.top.min(ok), "run"));
         outln!("{}", summary::top_table(&rows, &swept, args.top).trim_end());
         let groups = summary::seed_groups(&rows, &swept);
         if groups.iter().any(|g| g.runs > 1) {

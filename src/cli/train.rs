@@ -3,7 +3,7 @@
 //! resolution live in [`crate::train::args`], shared with the sweep.
 
 use super::progress::{Display, Loading, TrainProgress};
-use super::report::summary_screen;
+use super::report::{no_heldout, split_text, summary_screen};
 use super::runs::{self, RunFolder};
 use super::{check_exists, check_outputs, signals, thread_pool};
 use crate::data::{self, DataSource};
@@ -252,6 +252,12 @@ fn train_into(
         if let Some(f) = &outputs.folder {
             say(format!("run folder: {}", f.path.display()));
         }
+        // --val-data first: it is usually the smaller file, and a bad one
+        // is refused before the training data is read.
+        let val = match &plan.val_data {
+            Some(path) => Some(train::run::load_val_data(path)?),
+            None => None,
+        };
         let loading = Loading::start(display, &plan.source.describe());
         let all = plan.source.load()?;
         loading.finish();
@@ -264,6 +270,14 @@ fn train_into(
         if let DataSource::BuiltinSample = plan.source {
             say(data::sample::HOW_TO_GET_FULL_DATA.to_string());
         }
+        if let (Some(path), Some(val)) = (&plan.val_data, &val) {
+            say(format!(
+                "val data: {} ({}, held out)",
+                path.display(),
+                plural(val.len(), "labeled row")
+            ));
+        }
+        let val = val.map(Cow::Owned);
         if let Some(f) = &outputs.folder {
             let path = f.file(runs::CONFIG);
             let text = settings(args, plan).to_toml();
@@ -279,6 +293,7 @@ fn train_into(
                 every: args.checkpoint_every,
                 stop,
             }),
+            val,
         };
         let full_batch = matches!(plan.config.schedule, Schedule::FullBatch { .. });
         let units = plan.config.schedule.units();
@@ -353,10 +368,12 @@ fn check_given_outputs(args: &TrainArgs, plan: &Plan) -> Result<()> {
 
 /// The files the run reads.
 fn inputs(plan: &Plan) -> Vec<&Path> {
-    match &plan.source {
+    let mut inputs = match &plan.source {
         DataSource::File(p) => vec![p.as_path()],
         DataSource::BuiltinSample => vec![],
-    }
+    };
+    inputs.extend(plan.val_data.as_deref());
+    inputs
 }
 
 /// Every file `train` writes, checked before the data is even read; the
@@ -396,13 +413,16 @@ fn write_outputs<'a>(
     let mut written = vec![o.model.as_path(), o.metrics.as_path()];
     if let Some(path) = &o.plot {
         let c = &plan.config;
+        let accuracy = match done.report.heldout_accuracy {
+            Some(a) => format!("held-out accuracy {a:.4}"),
+            None => format!("train accuracy {:.4}", done.report.train_accuracy),
+        };
         let title = format!(
-            "{}, {} {}, {}: held-out accuracy {:.4}",
+            "{}, {} {}, {}: {accuracy}",
             c.layers,
             c.optimizer.name(),
             c.lr,
             plan.source.describe(),
-            done.report.heldout_accuracy
         );
         let unit = c.schedule.unit();
         plot::learning_curves(path, &done.records, unit, &title)?;
@@ -430,13 +450,16 @@ fn notebook_lines(done: &train::Run, say: &dyn Fn(String)) {
             epoch * r.train_rows.div_ceil(batch.clamp(1, r.train_rows.max(1)))
         }
     };
-    say(format!(
-        "Test set: {} accurate results on a {} images set ({:.2}%) after {}",
-        thousands(r.heldout_correct),
-        thousands(r.heldout_rows),
-        r.heldout_accuracy * 100.0,
-        plural(iterations, "iteration"),
-    ));
+    match (r.heldout_correct, r.heldout_accuracy) {
+        (Some(correct), Some(accuracy)) => say(format!(
+            "Test set: {} accurate results on a {} images set ({:.2}%) after {}",
+            thousands(correct),
+            thousands(r.heldout_rows),
+            accuracy * 100.0,
+            plural(iterations, "iteration"),
+        )),
+        _ => say(format!("Test set: {}", no_heldout(r.split))),
+    }
 }
 
 /// The progress display, the metrics file and the lines printed once the
@@ -454,11 +477,18 @@ impl Observer for Console<'_> {
     fn on_start(&mut self, start: &RunStart) {
         let c = &self.plan.config;
         (self.say)(format!(
-            "split: {} train / {} held out (--split {}, seed {})",
-            thousands(start.train_rows),
-            thousands(start.heldout_rows),
-            self.plan.split,
-            c.seed
+            "split: {}",
+            split_text(
+                (start.train_rows, start.heldout_rows),
+                self.plan.split,
+                self.plan
+                    .val_data
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .as_deref(),
+                c.seed,
+                thousands,
+            )
         ));
         let schedule = match c.schedule {
             Schedule::FullBatch { iterations } => {

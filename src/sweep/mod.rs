@@ -45,6 +45,10 @@ pub enum SweepError {
         "the configurations do not all read the same data ({0} and {1}); --data cannot be swept"
     )]
     MixedData(String, String),
+    #[error(
+        "the configurations do not all hold out the same --val-data ({0} and {1}); --val-data cannot be swept"
+    )]
+    MixedValData(String, String),
     #[error("cannot start {0}")]
     Threads(String),
     #[error(
@@ -129,7 +133,7 @@ fn flags_to_args(flags: &Flags, extra: &[String]) -> Vec<String> {
 /// Parse and resolve every configuration (`fixed` flags, then the swept
 /// ones, then `extra`) with the `train` parser; drop repeated configurations
 /// (same hyperparameters). Fails on the first configuration `train` would
-/// refuse, or on configurations that read different data.
+/// refuse, or on configurations that read different data or `--val-data`.
 pub fn resolve(
     fixed: &Flags,
     configs: Vec<Flags>,
@@ -138,6 +142,7 @@ pub fn resolve(
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     let mut data: Option<String> = None;
+    let mut val: Option<String> = None;
     for swept in configs {
         let flags: Flags = fixed.iter().cloned().chain(swept).collect();
         let args = flags_to_args(&flags, extra);
@@ -152,6 +157,11 @@ pub fn resolve(
             Some(first) if *first != d => return Err(SweepError::MixedData(first.clone(), d)),
             _ => data = Some(d),
         }
+        let v = val_text(&resolved);
+        match &val {
+            Some(first) if *first != v => return Err(SweepError::MixedValData(first.clone(), v)),
+            _ => val = Some(v),
+        }
         let params = config_params(&resolved);
         if seen.insert(params_text(&params)) {
             out.push(Config {
@@ -163,6 +173,14 @@ pub fn resolve(
         }
     }
     Ok(out)
+}
+
+/// `--val-data` as configurations are compared: its path, or "none".
+fn val_text(plan: &Plan) -> String {
+    match &plan.val_data {
+        Some(p) => p.display().to_string(),
+        None => "none".into(),
+    }
 }
 
 /// What a run key records of the data besides its path: the rows as
@@ -184,12 +202,17 @@ impl DataFingerprint {
     }
 }
 
-/// The runs of `configs` on the data `data` fingerprints, each with its key.
-pub fn plan(configs: Vec<Config>, data: &DataFingerprint) -> Vec<RunSpec> {
+/// The runs of `configs` on the data `data` fingerprints (and the
+/// `--val-data` rows `val` fingerprints), each with its key.
+pub fn plan(
+    configs: Vec<Config>,
+    data: &DataFingerprint,
+    val: Option<&DataFingerprint>,
+) -> Vec<RunSpec> {
     configs
         .into_iter()
         .map(|c| RunSpec {
-            key: run_key(&c.plan, data, &c.params),
+            key: run_key(&c.plan, data, val, &c.params),
             flags: c.flags,
             extra: c.extra,
             plan: c.plan,
@@ -246,12 +269,29 @@ fn params_text(params: &[(String, Value)]) -> String {
 
 /// 16 hex digits of FNV-1a over the data (its path and the fingerprint of
 /// its rows) and the hyperparameters: equal keys mean equal runs (the
-/// preset and thread count only fill in or speed up). Results written
+/// preset and thread count only fill in or speed up). With `--val-data`
+/// the key covers its path and rows too. Results written
 /// before keys covered the data's content simply match no key: their runs
 /// run again.
-pub fn run_key(r: &Plan, data: &DataFingerprint, params: &[(String, Value)]) -> String {
+pub fn run_key(
+    r: &Plan,
+    data: &DataFingerprint,
+    val: Option<&DataFingerprint>,
+    params: &[(String, Value)],
+) -> String {
+    // Without --val-data the text (so the key) is what it always was.
+    let val = match (&r.val_data, val) {
+        (Some(path), Some(v)) => format!(
+            "val_data={};val_rows={};val_pixels_crc32={:08x};val_labels_crc32={:08x};",
+            path.display(),
+            v.rows,
+            v.pixels_crc32,
+            v.labels_crc32
+        ),
+        _ => String::new(),
+    };
     let text = format!(
-        "data={};rows={};pixels_crc32={:08x};labels_crc32={:08x};{}",
+        "data={};rows={};pixels_crc32={:08x};labels_crc32={:08x};{val}{}",
         r.source.describe(),
         data.rows,
         data.pixels_crc32,
@@ -269,6 +309,12 @@ pub fn run_key(r: &Plan, data: &DataFingerprint, params: &[(String, Value)]) -> 
 /// The data every configuration reads (they all read the same, see [`resolve`]).
 pub fn data_source(configs: &[Config]) -> Option<&DataSource> {
     configs.first().map(|c| &c.plan.source)
+}
+
+/// The `--val-data` file every configuration holds out, if any (they all
+/// hold out the same, see [`resolve`]).
+pub fn val_data(configs: &[Config]) -> Option<&Path> {
+    configs.first().and_then(|c| c.plan.val_data.as_deref())
 }
 
 /// Quote for a POSIX shell when needed.

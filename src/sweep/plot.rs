@@ -283,7 +283,47 @@ fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
     (first..=last).map(|i| i as f64 * step).collect()
 }
 
-/// The mean held-out accuracy of the runs at one x value.
+/// The accuracy the plot shows: held out, or training accuracy when no run
+/// held rows out (`--split 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shown {
+    Heldout,
+    Train,
+}
+
+impl Shown {
+    fn of(ok: &[&RunResult]) -> Shown {
+        if ok.iter().any(|r| r.num("heldout_accuracy").is_some()) {
+            Shown::Heldout
+        } else {
+            Shown::Train
+        }
+    }
+
+    /// The results column.
+    fn column(self) -> &'static str {
+        match self {
+            Shown::Heldout => "heldout_accuracy",
+            Shown::Train => "train_accuracy",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Shown::Heldout => "held-out accuracy",
+            Shown::Train => "train accuracy",
+        }
+    }
+
+    fn point(self, p: &CurvePoint) -> Option<f64> {
+        match self {
+            Shown::Heldout => p.heldout_accuracy,
+            Shown::Train => Some(p.train_accuracy).filter(|a| a.is_finite()),
+        }
+    }
+}
+
+/// The mean accuracy (as [`Shown`]) of the runs at one x value.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Mean {
     pub x: f64,
@@ -295,6 +335,7 @@ pub(crate) struct Mean {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Panel {
     pub axis: XAxis,
+    pub shown: Shown,
     /// `(x, held-out accuracy)` of every ok run with an accuracy.
     pub points: Vec<(f64, f64)>,
     /// The mean at each value with two runs or more, by x. A value with one
@@ -312,6 +353,7 @@ pub(crate) struct Panel {
 pub(crate) fn panel(param: &str, ok: &[&RunResult], swept: &[String]) -> Panel {
     let texts: Vec<String> = ok.iter().map(|r| r.text(param)).collect();
     let axis = XAxis::for_values(param, &texts);
+    let shown = Shown::of(ok);
     // (x, accuracy, the other swept flags' values) per run.
     let runs: Vec<(f64, f64, String)> = ok
         .iter()
@@ -324,7 +366,7 @@ pub(crate) fn panel(param: &str, ok: &[&RunResult], swept: &[String]) -> Panel {
                 .collect();
             Some((
                 axis.x_of(t),
-                r.num("heldout_accuracy")?,
+                r.num(shown.column())?,
                 others.join("\u{1f}"),
             ))
         })
@@ -353,6 +395,7 @@ pub(crate) fn panel(param: &str, ok: &[&RunResult], swept: &[String]) -> Panel {
         && means.len() == distinct.len()
         && settings.windows(2).all(|w| w[0] == w[1]);
     Panel {
+        shown,
         axis,
         points: runs.iter().map(|r| (r.0, r.1)).collect(),
         means,
@@ -481,7 +524,7 @@ fn accuracy_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 /// Held-out accuracy against one hyperparameter, as [`panel`] laid it out.
 fn param_panel(area: &Area, param: &str, p: &Panel) -> DrawResult {
     if p.points.is_empty() {
-        return empty_panel(area, &format!("held-out accuracy vs {param}"));
+        return empty_panel(area, &format!("{} vs {param}", p.shown.name()));
     }
     let mut distinct: Vec<f64> = p.points.iter().map(|q| q.0).collect();
     distinct.sort_by(f64::total_cmp);
@@ -492,7 +535,7 @@ fn param_panel(area: &Area, param: &str, p: &Panel) -> DrawResult {
     let digits = accuracy_digits(y_lo, y_hi);
     let mut chart = ChartBuilder::on(area)
         .margin(12)
-        .caption(format!("held-out accuracy vs {param}"), (FONT_NAME, 17))
+        .caption(format!("{} vs {param}", p.shown.name()), (FONT_NAME, 17))
         .x_label_area_size(40)
         .y_label_area_size(56)
         .build_cartesian_2d(
@@ -542,9 +585,10 @@ fn curves_panel(
     swept: &[String],
     curves: &HashMap<String, Vec<CurvePoint>>,
 ) -> DrawResult {
-    let best = best_curves(ok, curves);
+    let shown = Shown::of(ok);
+    let best = best_curves(ok, curves, shown);
     if best.is_empty() {
-        return empty_panel(area, "held-out accuracy per epoch");
+        return empty_panel(area, &format!("{} per epoch", shown.name()));
     }
     let (chart_area, legend_area) = area.split_horizontally(area.dim_in_pixel().0 - LEGEND_W);
     let x_hi = best
@@ -560,7 +604,7 @@ fn curves_panel(
     let mut chart = ChartBuilder::on(&chart_area)
         .margin(12)
         .caption(
-            format!("held-out accuracy per epoch, best {}", best.len()),
+            format!("{} per epoch, best {}", shown.name(), best.len()),
             (FONT_NAME, 17),
         )
         .x_label_area_size(40)
@@ -592,7 +636,7 @@ fn curves_panel(
             .pos(Pos::new(HPos::Left, VPos::Center))
     };
     legend_area.draw(&Text::new(
-        "best runs by held-out accuracy:",
+        format!("best runs by {}:", shown.name()),
         (8, 44),
         label_style(MUTED),
     ))?;
@@ -606,7 +650,7 @@ fn curves_panel(
             color.stroke_width(3),
         ))?;
         legend_area.draw(&Text::new(
-            legend_label(i, r, swept),
+            legend_label(i, r, swept, shown),
             (38, y),
             label_style(INK),
         ))?;
@@ -614,17 +658,18 @@ fn curves_panel(
     Ok(())
 }
 
-/// The held-out curves of the best runs that have one, best first.
+/// The held-out (or train) curves of the best runs that have one, best first.
 fn best_curves<'a>(
     ok: &[&'a RunResult],
     curves: &HashMap<String, Vec<CurvePoint>>,
+    shown: Shown,
 ) -> Vec<(&'a RunResult, Vec<(f64, f64)>)> {
     ok.iter()
         .filter_map(|r| {
             let pts: Vec<(f64, f64)> = curves
                 .get(&r.key())?
                 .iter()
-                .filter_map(|p| Some((p.step as f64, p.heldout_accuracy?)))
+                .filter_map(|p| Some((p.step as f64, shown.point(p)?)))
                 .collect();
             (!pts.is_empty()).then_some((*r, pts))
         })
@@ -633,9 +678,9 @@ fn best_curves<'a>(
 }
 
 /// `#1 0.9412  lr=0.1 seed=2`, cut to fit the legend.
-fn legend_label(i: usize, r: &RunResult, swept: &[String]) -> String {
+fn legend_label(i: usize, r: &RunResult, swept: &[String], shown: Shown) -> String {
     let acc = r
-        .num("heldout_accuracy")
+        .num(shown.column())
         .map_or("-".to_string(), |a| format!("{a:.4}"));
     let mut label = format!("#{} {acc}  ", i + 1);
     label.push_str(
@@ -816,5 +861,33 @@ mod tests {
         let p = panel("lr", &ok, &texts(&["lr", "batch_size", "seed"]));
         assert_eq!(p.means.len(), 2);
         assert!(!p.line);
+    }
+
+    #[test]
+    fn without_held_out_rows_the_plot_shows_train_accuracy() {
+        let row = |key: &str, heldout: serde_json::Value| RunResult {
+            columns: vec![
+                ("key".into(), json!(key)),
+                ("status".into(), json!("ok")),
+                ("heldout_accuracy".into(), heldout),
+                ("train_accuracy".into(), json!(0.9)),
+            ],
+        };
+        let point = |step, heldout| CurvePoint {
+            step,
+            train_accuracy: 0.5 + step as f64 / 10.0,
+            heldout_accuracy: heldout,
+        };
+        let none = [row("a", serde_json::Value::Null)];
+        let ok: Vec<&RunResult> = none.iter().collect();
+        assert_eq!(Shown::of(&ok), Shown::Train);
+        let curves = HashMap::from([("a".to_string(), vec![point(1, None), point(2, None)])]);
+        let best = best_curves(&ok, &curves, Shown::Train);
+        assert_eq!(best[0].1, [(1.0, 0.6), (2.0, 0.7)]);
+        assert!(best_curves(&ok, &curves, Shown::Heldout).is_empty());
+
+        let some = [row("a", serde_json::Value::Null), row("b", json!(0.8))];
+        let ok: Vec<&RunResult> = some.iter().collect();
+        assert_eq!(Shown::of(&ok), Shown::Heldout);
     }
 }

@@ -16,8 +16,11 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Columns before the hyperparameters.
-pub const LEAD_COLUMNS: [&str; 6] = ["key", "status", "error", "command", "data", "preset"];
+/// Columns before the hyperparameters (`val_data`: the `--val-data` file,
+/// empty without one).
+pub const LEAD_COLUMNS: [&str; 7] = [
+    "key", "status", "error", "command", "data", "val_data", "preset",
+];
 /// Columns after the hyperparameters: what the run measured. The names are
 /// `train --json`'s, plus the best epoch.
 pub const METRIC_COLUMNS: [&str; 26] = [
@@ -83,6 +86,13 @@ impl RunResult {
             ("error".into(), s(error)),
             ("command".into(), s(command)),
             ("data".into(), s(&spec.data())),
+            (
+                "val_data".into(),
+                match &spec.plan.val_data {
+                    Some(p) => s(&p.display().to_string()),
+                    None => Value::Null,
+                },
+            ),
             (
                 "preset".into(),
                 serde_json::to_value(spec.plan.preset).unwrap_or(Value::Null),
@@ -177,6 +187,10 @@ pub fn value_text(v: &Value) -> String {
 
 /// Back from CSV text: numbers where the column holds numbers.
 fn text_value(column: &str, text: &str) -> Value {
+    // No --val-data: null, as in the JSON lines.
+    if column == "val_data" && text.is_empty() {
+        return Value::Null;
+    }
     // The lead columns are always strings (`error` is empty for ok runs).
     if LEAD_COLUMNS.contains(&column) {
         return Value::String(text.to_string());

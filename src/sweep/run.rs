@@ -64,12 +64,20 @@ impl Observer for StopWhen<'_> {
     }
 }
 
-/// Run one configuration on `all` in the current rayon pool: the
+/// The rows every run of a sweep reads, loaded once: `--data`'s, and
+/// `--val-data`'s when the configurations hold out a file.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepData<'a> {
+    pub all: &'a Dataset,
+    pub val: Option<&'a Dataset>,
+}
+
+/// Run one configuration on `data` in the current rayon pool: the
 /// [`train::run`] a lone `train` with the same flags runs. `None` if a flag
 /// of `stop` stopped it before its last step.
 pub fn run_one(
     spec: &RunSpec,
-    all: &Dataset,
+    data: SweepData,
     load_seconds: f64,
     stop: [&AtomicBool; 2],
 ) -> Option<Finished> {
@@ -79,11 +87,16 @@ pub fn run_one(
         units,
         cut: false,
     };
+    let options = RunOptions {
+        // Only a configuration with --val-data holds its rows out.
+        val: spec.plan.val_data.as_ref().and(data.val).map(Cow::Borrowed),
+        ..RunOptions::default()
+    };
     let outcome = train::run(
         &spec.plan,
-        Cow::Borrowed(all),
+        Cow::Borrowed(data.all),
         load_seconds,
-        RunOptions::default(),
+        options,
         &mut observer,
     );
     if observer.cut {
@@ -94,7 +107,9 @@ pub fn run_one(
         Err(e) => return Some(failed(spec, 0, &e.to_string())),
     };
     let r = &run.report;
-    let (status, error) = if r.train_loss.is_finite() && r.heldout_loss.is_finite() {
+    // No held-out loss (no held-out rows) is not a failure.
+    let finite = r.train_loss.is_finite() && r.heldout_loss.is_none_or(f64::is_finite);
+    let (status, error) = if finite {
         (OK, "")
     } else {
         (FAILED, "the final loss is not finite")
@@ -119,7 +134,7 @@ fn failed(spec: &RunSpec, index: usize, reason: &str) -> Finished {
 /// The shared state of the workers of one [`run_all`].
 struct Workers<'a> {
     specs: &'a [&'a RunSpec],
-    all: &'a Dataset,
+    data: SweepData<'a>,
     load_seconds: f64,
     stop: &'a AtomicBool,
     /// Raised when `on_done` fails: results can no longer be written.
@@ -140,7 +155,7 @@ impl Workers<'_> {
                 return;
             };
             let done = catch_unwind(AssertUnwindSafe(|| {
-                pool.install(|| run_one(spec, self.all, self.load_seconds, flags))
+                pool.install(|| run_one(spec, self.data, self.load_seconds, flags))
             }))
             .unwrap_or_else(|panic| {
                 let what = panic
@@ -183,7 +198,7 @@ impl Workers<'_> {
 /// (results cannot be written) stops the sweep the same way and is returned.
 pub fn run_all(
     specs: &[&RunSpec],
-    all: &Dataset,
+    data: SweepData,
     load_seconds: f64,
     (jobs, threads_per_run): (usize, usize),
     stop: &AtomicBool,
@@ -196,7 +211,7 @@ pub fn run_all(
         .map_err(|e| SweepError::Threads(format!("the thread pool: {e}")))?;
     let workers = Workers {
         specs,
-        all,
+        data,
         load_seconds,
         stop,
         halt: AtomicBool::new(false),

@@ -20,15 +20,20 @@ pub fn swept_params(rows: &[RunResult]) -> Vec<String> {
         .collect()
 }
 
-/// Ok runs, best held-out accuracy first (ties: lower held-out loss, then key).
+/// Ok runs, best held-out accuracy first (ties: lower held-out loss, then
+/// key); runs without held-out rows (`--split 1`) after them, best train
+/// accuracy first.
 pub fn ranked(rows: &[RunResult]) -> Vec<&RunResult> {
     let mut ok: Vec<&RunResult> = rows.iter().filter(|r| r.is_ok()).collect();
-    let acc = |r: &RunResult| r.num("heldout_accuracy").unwrap_or(f64::NEG_INFINITY);
-    let loss = |r: &RunResult| r.num("heldout_loss").unwrap_or(f64::INFINITY);
+    let num = |r: &RunResult, name: &str, none: f64| r.num(name).unwrap_or(none);
+    let acc = |r: &RunResult| num(r, "heldout_accuracy", f64::NEG_INFINITY);
+    let loss = |r: &RunResult| num(r, "heldout_loss", f64::INFINITY);
+    let train = |r: &RunResult| num(r, "train_accuracy", f64::NEG_INFINITY);
     ok.sort_by(|a, b| {
         acc(b)
             .total_cmp(&acc(a))
             .then(loss(a).total_cmp(&loss(b)))
+            .then(train(b).total_cmp(&train(a)))
             .then(a.key().cmp(&b.key()))
     });
     ok
@@ -198,4 +203,33 @@ pub fn seed_table(groups: &[SeedGroup]) -> String {
         })
         .collect();
     table(&header, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn row(key: &str, heldout: Value, train: f64) -> RunResult {
+        RunResult {
+            columns: vec![
+                ("key".into(), json!(key)),
+                ("status".into(), json!("ok")),
+                ("heldout_accuracy".into(), heldout),
+                ("train_accuracy".into(), json!(train)),
+            ],
+        }
+    }
+
+    #[test]
+    fn runs_without_held_out_rows_rank_after_the_others_by_train_accuracy() {
+        let rows = [
+            row("a", Value::Null, 0.90),
+            row("b", json!(0.80), 0.85),
+            row("c", Value::Null, 0.95),
+            row("d", json!(0.82), 0.81),
+        ];
+        let keys: Vec<String> = ranked(&rows).iter().map(|r| r.key()).collect();
+        assert_eq!(keys, ["d", "b", "c", "a"]);
+    }
 }

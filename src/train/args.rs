@@ -143,9 +143,14 @@ pub struct TrainArgs {
     /// Worker threads (0: one per core). Results do not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Fraction of the rows that trains; the rest is held out [default: 0.8; notebook: 0.2].
+    /// Fraction of the rows that trains; the rest is held out [default: 0.8;
+    /// notebook: 0.2; 1: every row trains, none is held out].
     #[arg(long, allow_negative_numbers = true)]
     pub split: Option<f64>,
+    /// Held-out rows from their own labeled file (CSV or IDX, as --data),
+    /// as Keras' validation_data; the whole --data file then trains.
+    #[arg(long, value_name = "PATH")]
+    pub val_data: Option<PathBuf>,
     /// Arithmetic engine.
     #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
     pub engine: EngineKind,
@@ -220,7 +225,10 @@ pub struct TrainArgs {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub config: TrainConfig,
+    /// The training fraction of `source`: 1 with `val_data` (or `--split 1`).
     pub split: f64,
+    /// `--val-data`: the held-out rows' own file.
+    pub val_data: Option<PathBuf>,
     pub threads: usize,
     pub source: DataSource,
     pub preset: Preset,
@@ -260,10 +268,7 @@ impl TrainArgs {
             refuse!("--lr must be a positive number, found {lr}");
         }
         let schedule = self.schedule(notebook, deep)?;
-        let split = self.split.unwrap_or(if notebook { 0.2 } else { 0.8 });
-        if !(split > 0.0 && split < 1.0) {
-            refuse!("--split is the training fraction and must be strictly between 0 and 1, found {split}");
-        }
+        let split = self.split()?;
         let momentum = self.momentum.unwrap_or(0.9);
         if !(0.0..1.0).contains(&momentum) {
             refuse!("--momentum must be in [0, 1), found {momentum}");
@@ -298,6 +303,7 @@ impl TrainArgs {
             HeldoutEval::Records
         });
         self.check_early_stop(heldout_eval)?;
+        self.check_heldout(split)?;
         let mut warnings = Vec::new();
         if self.momentum.is_some() && optimizer != OptimizerKind::Momentum {
             warnings.push(format!(
@@ -330,6 +336,7 @@ impl TrainArgs {
                 early_stop: self.early_stop,
             },
             split,
+            val_data: self.val_data.clone(),
             threads: self.threads,
             source,
             preset: self.preset,
@@ -354,6 +361,52 @@ impl TrainArgs {
             ),
             _ => Ok(()),
         }
+    }
+
+    /// The training fraction: `--split`, in (0, 1]; with `--val-data` the
+    /// whole `--data` file trains (1), and any other `--split` is refused.
+    fn split(&self) -> Result<f64, PlanError> {
+        let notebook = self.preset == Preset::Notebook;
+        let split = match (self.split, &self.val_data) {
+            (Some(s), Some(_)) if s != 1.0 => refuse!(
+                "--split {s} and --val-data both choose the held-out rows: with --val-data the \
+                 whole --data file trains; drop --split"
+            ),
+            (_, Some(_)) => 1.0,
+            (Some(s), None) => s,
+            (None, None) if notebook => 0.2,
+            (None, None) => 0.8,
+        };
+        if !(split > 0.0 && split <= 1.0) {
+            refuse!(
+                "--split is the training fraction and must be between 0 and 1 (above 0; 1 \
+                 trains on every row), found {split}"
+            );
+        }
+        if let Some(p) = &self.val_data {
+            check_exists(p, "--val-data")?;
+        }
+        Ok(split)
+    }
+
+    /// Without held-out rows (`--split 1`, no `--val-data`), refuses the
+    /// flags that need them.
+    fn check_heldout(&self, split: f64) -> Result<(), PlanError> {
+        if split < 1.0 || self.val_data.is_some() {
+            return Ok(());
+        }
+        let fix = "pass --val-data FILE or a --split below 1";
+        if let Some(n) = self.early_stop {
+            refuse!("--early-stop {n} watches the held-out loss, but --split 1 holds no rows out; {fix}");
+        }
+        if let Some(when) = self.heldout_eval {
+            let when = match when {
+                HeldoutEval::Records => "records",
+                HeldoutEval::End => "end",
+            };
+            refuse!("--heldout-eval {when} scores the held-out rows, but --split 1 holds no rows out; {fix}");
+        }
+        Ok(())
     }
 
     /// Full-batch iterations or mini-batch epochs, from the batch size.

@@ -12,8 +12,9 @@
 //!   batch in the epoch, shuffle stream word position), the optimizer's step
 //!   count, the records so far, early stopping's best record (step, and
 //!   held-out loss as bits), and what the run was: its [`TrainConfig`],
-//!   its `--split` and a fingerprint of its training rows, so a checkpoint is
-//!   never continued with other settings or other data.
+//!   its `--split` and a fingerprint of its training rows (and of its
+//!   `--val-data` rows), so a checkpoint is never continued with other
+//!   settings or other data.
 //!
 //! Floats that decide anything are stored as raw bits (arrays in `.npz` are
 //! exact; JSON holds only integers and the records, which are for display).
@@ -55,15 +56,49 @@ pub struct RunIdentity {
     /// CRC-32 of the training pixels, then of the labels.
     pub pixels_crc32: u32,
     pub labels_crc32: u32,
+    /// With `--val-data`, the held-out rows' fingerprint: they decide the
+    /// records and early stopping. None for rows held out by `--split`
+    /// (they follow from the data, the split and the seed) and in
+    /// checkpoints written before `--val-data` existed.
+    #[serde(default)]
+    pub val_data: Option<RowsIdentity>,
+}
+
+/// A set of rows: its size and the CRC-32 of its pixels, then its labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowsIdentity {
+    pub rows: usize,
+    pub pixels_crc32: u32,
+    pub labels_crc32: u32,
+}
+
+impl RowsIdentity {
+    pub fn of(data: &Dataset) -> RowsIdentity {
+        RowsIdentity {
+            rows: data.len(),
+            pixels_crc32: crc32fast::hash(&data.pixels),
+            labels_crc32: crc32fast::hash(data.labels.as_deref().unwrap_or(&[])),
+        }
+    }
 }
 
 impl RunIdentity {
     pub fn of(split: f64, train: &Dataset) -> RunIdentity {
+        let rows = RowsIdentity::of(train);
         RunIdentity {
             split,
-            rows: train.len(),
-            pixels_crc32: crc32fast::hash(&train.pixels),
-            labels_crc32: crc32fast::hash(train.labels.as_deref().unwrap_or(&[])),
+            rows: rows.rows,
+            pixels_crc32: rows.pixels_crc32,
+            labels_crc32: rows.labels_crc32,
+            val_data: None,
+        }
+    }
+
+    /// The identity of a run that holds out `val` (its `--val-data` rows).
+    pub fn with_val_data(self, val: Option<&Dataset>) -> RunIdentity {
+        RunIdentity {
+            val_data: val.map(RowsIdentity::of),
+            ..self
         }
     }
 }
@@ -319,6 +354,23 @@ impl Checkpoint {
             ));
         }
         let was = &self.meta.identity;
+        let held = |v: &Option<RowsIdentity>| match v {
+            Some(v) => format!(
+                "--val-data ({} rows, CRC-32 {:08x})",
+                v.rows, v.pixels_crc32
+            ),
+            None => "no --val-data".into(),
+        };
+        if was.val_data != identity.val_data {
+            return Err(CheckpointError::new(
+                &self.path,
+                format!(
+                    "was written by a run with {}, this run has {}; resume with the same --val-data",
+                    held(&was.val_data),
+                    held(&identity.val_data)
+                ),
+            ));
+        }
         if was.split != identity.split {
             return Err(CheckpointError::new(
                 &self.path,

@@ -25,6 +25,8 @@ pub struct RunConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_data: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layers: Option<String>,
@@ -114,6 +116,7 @@ impl RunConfig {
                 DataSource::File(p) => Some(p.clone()),
                 DataSource::BuiltinSample => None,
             },
+            val_data: plan.val_data.clone(),
             preset: Some(name(&plan.preset)),
             layers: Some(c.layers.flag()),
             hidden: None,
@@ -129,9 +132,12 @@ impl RunConfig {
             log_every,
             seed: Some(c.seed),
             threads: Some(plan.threads as u64),
-            split: Some(plan.split),
+            // `--val-data` means `--split 1`; `--split 1` alone holds no
+            // rows out, so there is no held-out evaluation to choose.
+            split: plan.val_data.is_none().then_some(plan.split),
             engine: Some(name(&c.engine)),
-            heldout_eval: Some(name(&plan.heldout_eval)),
+            heldout_eval: (plan.split < 1.0 || plan.val_data.is_some())
+                .then(|| name(&plan.heldout_eval)),
             early_stop: c.early_stop.map(|n| n as u64),
             checkpoint_every: None,
         }

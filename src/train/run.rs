@@ -1,15 +1,17 @@
 //! One training run, start to end, for every caller: `train`, each sweep
 //! run, and anything later that trains (serve, export). Given a [`Plan`]
-//! and the loaded rows it splits them (seeded), trains (fresh or from a
+//! and the loaded rows it splits them (seeded; or with `--val-data` trains
+//! on all of them and holds out that file's rows), trains (fresh or from a
 //! checkpoint, writing checkpoints as asked), scores both parts and returns
-//! the model with a typed [`RunReport`]. `train --json` and the sweep's
+//! the model with a typed [`RunReport`]. A run may have no held-out rows
+//! (`--split 1`): its held-out figures are then `None` (null in JSON). `train --json` and the sweep's
 //! result rows are that report serialised.
 
 use super::args::{HeldoutEval, Plan, Preset};
 use super::{
     Observer, Record, Schedule, StepView, TrainConfig, TrainError, TrainOutcome, TrainState,
 };
-use crate::data::Dataset;
+use crate::data::{DataError, Dataset, Expect};
 use crate::engine::choice::{self, Choice};
 use crate::engine::{BatchStats, EngineKind};
 use crate::metrics::evaluate;
@@ -21,7 +23,7 @@ use crate::train::checkpoint::{Checkpoint, CheckpointError, Checkpointer, RunIde
 use crate::train::config::RunConfig;
 use crate::train::{Control, LrSchedule};
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -31,8 +33,13 @@ use std::time::Instant;
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunReport {
     pub data: String,
+    /// `--val-data`: the file the held-out rows came from (None: they were
+    /// cut from `data` by `split`, or there are none).
+    #[serde(default)]
+    pub val_data: Option<String>,
     pub preset: Preset,
     pub train_rows: usize,
+    /// 0 with `--split 1` and no `--val-data`.
     pub heldout_rows: usize,
     /// Hidden widths as `--layers` spells them (`256-128`).
     pub layers: Layers,
@@ -58,16 +65,18 @@ pub struct RunReport {
     /// What the `blas` engine's matrix products run on: "OpenBLAS 0.3.21"
     /// or "pure-Rust matrixmultiply" (a build without `--features blas`).
     pub matmul_backend: String,
-    /// When the held-out rows were scored: `records` or `end`.
-    pub heldout_eval: HeldoutEval,
+    /// When the held-out rows were scored: `records` or `end` (None: there
+    /// were none).
+    pub heldout_eval: Option<HeldoutEval>,
     /// `--early-stop`'s patience, in records (epochs for mini-batch).
     pub early_stop: Option<usize>,
     pub steps: usize,
     pub train_accuracy: f64,
     pub train_loss: f64,
-    pub heldout_accuracy: f64,
-    pub heldout_loss: f64,
-    pub heldout_correct: usize,
+    /// The held-out figures; None when no rows were held out.
+    pub heldout_accuracy: Option<f64>,
+    pub heldout_loss: Option<f64>,
+    pub heldout_correct: Option<usize>,
     /// The record with the best held-out accuracy (the first on ties), if
     /// the held-out rows were scored during training.
     pub best_epoch: Option<usize>,
@@ -124,19 +133,32 @@ pub struct Checkpointing<'a> {
     pub stop: &'a AtomicBool,
 }
 
-/// How a run starts and what it saves on the way.
+/// How a run starts, what it saves on the way, and its `--val-data` rows.
 #[derive(Default)]
 pub struct RunOptions<'a> {
     /// Continue from this checkpoint (checked against the plan and the
     /// training rows first).
     pub resume: Option<Checkpoint>,
     pub checkpoints: Option<Checkpointing<'a>>,
+    /// The held-out rows, when the plan has `--val-data` (read with
+    /// [`load_val_data`]); without it the split cuts them from the data.
+    pub val: Option<Cow<'a, Dataset>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("--split {split} leaves no training rows out of {rows}")]
     NoTrainingRows { split: f64, rows: usize },
+    #[error(
+        "--split {split} leaves no held-out rows out of {rows}, but --early-stop watches them; \
+         pass --val-data FILE or a smaller --split"
+    )]
+    NoHeldoutRows { split: f64, rows: usize },
+    /// `--val-data` could not be read (the message names the file).
+    #[error(transparent)]
+    ValData(DataError),
+    #[error("{}: no rows to hold out (--val-data needs at least one labeled row)", .0.display())]
+    EmptyValData(PathBuf),
     #[error(transparent)]
     Train(#[from] TrainError),
     #[error(transparent)]
@@ -172,9 +194,23 @@ impl Observer for Counting<'_> {
     }
 }
 
+/// Reads `--val-data`: labeled rows (CSV or IDX, by the reader `--data`
+/// uses, so every row has the same 784 pixels), at least one. Errors name
+/// the file.
+pub fn load_val_data(path: &Path) -> Result<Dataset, RunError> {
+    let val = crate::data::load(path, Expect::Labeled).map_err(RunError::ValData)?;
+    if val.is_empty() {
+        return Err(RunError::EmptyValData(path.to_path_buf()));
+    }
+    Ok(val)
+}
+
 /// Run `plan` on `all` (loaded in `load_seconds`) in the current rayon pool.
 /// Given the rows owned, the run frees them once they are split (a lone
-/// `train`); borrowed, it leaves them for the next run (a sweep).
+/// `train`); borrowed, it leaves them for the next run (a sweep). With
+/// `--val-data` (`options.val`), `plan.split` is 1: every row of `all`
+/// trains, in the order the split's seeded shuffle gives them (as
+/// `--split 1` without it), and `options.val` is held out.
 pub fn run(
     plan: &Plan,
     all: Cow<'_, Dataset>,
@@ -183,11 +219,25 @@ pub fn run(
     observer: &mut dyn Observer,
 ) -> Result<Run, RunError> {
     let started = Instant::now();
-    let (train_set, heldout) = super::split(&all, plan.split, plan.config.seed);
+    let RunOptions {
+        resume,
+        checkpoints,
+        val,
+    } = options;
+    debug_assert_eq!(plan.val_data.is_some(), val.is_some());
+    let (train_set, cut) = super::split(&all, plan.split, plan.config.seed);
     let rows = all.len();
     drop(all);
     if train_set.is_empty() {
         return Err(RunError::NoTrainingRows {
+            split: plan.split,
+            rows,
+        });
+    }
+    let from_file = val.is_some();
+    let heldout = val.unwrap_or(Cow::Owned(cut));
+    if heldout.is_empty() && plan.config.early_stop.is_some() {
+        return Err(RunError::NoHeldoutRows {
             split: plan.split,
             rows,
         });
@@ -204,9 +254,10 @@ pub fn run(
     }
     // A fingerprint of the training rows, only for a run that checkpoints
     // or resumes (a sweep run does neither: it need not hash its rows).
-    let identity = (options.resume.is_some() || options.checkpoints.is_some())
-        .then(|| RunIdentity::of(plan.split, &train_set));
-    let (state, resumed) = match options.resume {
+    let identity = (resume.is_some() || checkpoints.is_some()).then(|| {
+        RunIdentity::of(plan.split, &train_set).with_val_data(from_file.then_some(&*heldout))
+    });
+    let (state, resumed) = match resume {
         None => (TrainState::new(cfg)?, None),
         Some(ckpt) => {
             ckpt.check_matches(cfg, identity.as_ref().expect("computed when resuming"))?;
@@ -226,7 +277,7 @@ pub fn run(
         engine: engine.clone(),
     });
     let scored = plan.heldout_eval.during_training(&heldout);
-    let outcome = match &options.checkpoints {
+    let outcome = match &checkpoints {
         None => super::train_from(cfg, state, &train_set, scored, &mut counting)?,
         Some(c) => {
             let mut writer = Checkpointer::new(
@@ -329,7 +380,8 @@ fn report(
     let eval_start = Instant::now();
     let engine = engine_used.kind.build();
     let on_train = evaluate(engine.as_ref(), &outcome.model, parts.train);
-    let on_heldout = evaluate(engine.as_ref(), &outcome.model, parts.heldout);
+    let on_heldout = (!parts.heldout.is_empty())
+        .then(|| evaluate(engine.as_ref(), &outcome.model, parts.heldout).stats);
     let eval_seconds = eval_start.elapsed().as_secs_f64();
     let best = best_record(&outcome.records);
     let (schedule, iterations, epochs, batch_size) = match cfg.schedule {
@@ -340,6 +392,7 @@ fn report(
     };
     RunReport {
         data: plan.source.describe(),
+        val_data: plan.val_data.as_ref().map(|p| p.display().to_string()),
         preset: plan.preset,
         train_rows: parts.train.len(),
         heldout_rows: parts.heldout.len(),
@@ -361,14 +414,14 @@ fn report(
         engine_used: engine_used.kind,
         engine_reason: engine_used.reason.clone(),
         matmul_backend: crate::threads::matmul_backend(),
-        heldout_eval: plan.heldout_eval,
+        heldout_eval: on_heldout.as_ref().map(|_| plan.heldout_eval),
         early_stop: cfg.early_stop,
         steps: outcome.steps,
         train_accuracy: on_train.stats.accuracy(),
         train_loss: on_train.stats.mean_loss(),
-        heldout_accuracy: on_heldout.stats.accuracy(),
-        heldout_loss: on_heldout.stats.mean_loss(),
-        heldout_correct: on_heldout.stats.correct,
+        heldout_accuracy: on_heldout.as_ref().map(|h| h.accuracy()),
+        heldout_loss: on_heldout.as_ref().map(|h| h.mean_loss()),
+        heldout_correct: on_heldout.as_ref().map(|h| h.correct),
         best_epoch: best.map(|b| b.0),
         best_heldout_accuracy: best.map(|b| b.1),
         early_stopped_at: outcome.early_stopped_at,

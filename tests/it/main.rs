@@ -40,5 +40,6 @@ mod readme_tour;
 mod runs;
 mod simd_level;
 mod sparse;
+mod split_val;
 mod sweep;
 mod sweep_safety;
