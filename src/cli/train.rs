@@ -278,13 +278,17 @@ fn train_into(
             ));
         }
         let val = val.map(Cow::Owned);
-        if let Some(f) = &outputs.folder {
-            let path = f.file(runs::CONFIG);
-            let text = settings(args, plan).to_toml();
-            write_atomic(&path, |w| w.write_all(text.as_bytes()))?;
-        }
-        let earlier = resume.as_ref().map(|c| c.records()).unwrap_or_default();
-        let mut metrics = MetricsLog::open(&outputs.metrics, earlier)?;
+        let start = Start {
+            config: outputs
+                .folder
+                .as_ref()
+                .map(|f| (f.file(runs::CONFIG), settings(args, plan).to_toml())),
+            metrics: &outputs.metrics,
+            earlier: resume
+                .as_ref()
+                .map(|c| c.records().to_vec())
+                .unwrap_or_default(),
+        };
         let stop = signals::install();
         let options = RunOptions {
             resume,
@@ -302,7 +306,9 @@ fn train_into(
             plan,
             progress: &mut progress,
             say: &say,
-            metrics: &mut metrics,
+            start: Some(start),
+            metrics: None,
+            failed: None,
             json_epochs: machine,
         };
         let source_rows = all.len();
@@ -317,8 +323,14 @@ fn train_into(
             }
             other => other?,
         };
+        let Console {
+            metrics, failed, ..
+        } = console;
         progress.finish();
-        metrics.finish()?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        metrics.expect("a run that ends started").finish()?;
         let report = RunReport {
             seconds: started.elapsed().as_secs_f64(),
             ..done.report.clone()
@@ -407,7 +419,7 @@ fn write_outputs<'a>(
         "shape": done.model.shape().to_string(),
         "input": "784 pixels of a 28x28 image, row by row, ink 255 on background 0, divided by 255",
         "output": "softmax probabilities of the classes 0-9",
-        "report": line,
+        "report": model_report(&done.report),
     });
     done.model.save_npz_with_meta(&o.model, &meta.to_string())?;
     let mut written = vec![o.model.as_path(), o.metrics.as_path()];
@@ -433,6 +445,17 @@ fn write_outputs<'a>(
         write_atomic(&f.file("report.json"), |w| w.write_all(json.as_bytes()))?;
     }
     Ok(written)
+}
+
+/// The report a model file carries: the run's settings and results, not
+/// its times nor the paths it wrote, so that two runs alike write the same
+/// bytes.
+fn model_report(report: &RunReport) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).expect("a report serialises");
+    if let Some(fields) = value.as_object_mut() {
+        fields.retain(|k, _| !k.ends_with("seconds") && k != "samples_per_second");
+    }
+    value
 }
 
 /// The notebook's closing lines.
@@ -462,19 +485,49 @@ fn notebook_lines(done: &train::Run, say: &dyn Fn(String)) {
     }
 }
 
+/// The files a run starts once training starts: after every refusal
+/// [`train::run`] makes (a checkpoint of another run, too little memory
+/// for OpenBLAS), so that a refused run writes nothing, neither into a
+/// new run folder nor into the folder of the run it would resume.
+struct Start<'a> {
+    /// The run folder's `config.toml` and its text.
+    config: Option<(PathBuf, String)>,
+    metrics: &'a Path,
+    /// The records of the part of the run before `--resume`.
+    earlier: Vec<Record>,
+}
+
+impl Start<'_> {
+    fn write(self) -> Result<MetricsLog> {
+        if let Some((path, text)) = &self.config {
+            write_atomic(path, |w| w.write_all(text.as_bytes()))?;
+        }
+        MetricsLog::open(self.metrics, &self.earlier)
+    }
+}
+
 /// The progress display, the metrics file and the lines printed once the
 /// rows are split.
 struct Console<'a> {
     plan: &'a Plan,
     progress: &'a mut TrainProgress,
     say: &'a dyn Fn(String),
-    metrics: &'a mut MetricsLog,
+    /// The files to start when training starts.
+    start: Option<Start<'a>>,
+    metrics: Option<MetricsLog>,
+    /// Starting the files failed: training stops, the run ends with this.
+    failed: Option<anyhow::Error>,
     /// `--json-epochs`: a JSON line per record on stdout.
     json_epochs: bool,
 }
 
 impl Observer for Console<'_> {
     fn on_start(&mut self, start: &RunStart) {
+        match self.start.take().map(Start::write) {
+            Some(Ok(log)) => self.metrics = Some(log),
+            Some(Err(e)) => self.failed = Some(e),
+            None => {}
+        }
         let c = &self.plan.config;
         (self.say)(format!(
             "split: {}",
@@ -531,7 +584,9 @@ impl Observer for Console<'_> {
         self.progress.on_step(done, total, stats);
     }
     fn on_record(&mut self, record: &Record) {
-        self.metrics.append(record);
+        if let Some(metrics) = &mut self.metrics {
+            metrics.append(record);
+        }
         if self.json_epochs {
             let line = EpochJson {
                 event: "record",
@@ -546,6 +601,9 @@ impl Observer for Console<'_> {
         self.progress.on_record(record);
     }
     fn after_step(&mut self, state: &mut StepView) -> Control {
+        if self.failed.is_some() {
+            return Control::Stop;
+        }
         self.progress.after_step(state)
     }
 }

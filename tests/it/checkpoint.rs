@@ -2,7 +2,7 @@
 //! SIGKILL) and continued from its last checkpoint ends with exactly the
 //! weights of a run that never stopped, bit for bit.
 
-use crate::common::bin;
+use crate::common::{after_sample_warning, bin, tree};
 use crate::testutil::random_dataset;
 use mnist_blas::data::Dataset;
 use mnist_blas::engine::EngineKind;
@@ -399,10 +399,22 @@ fn sigkill_mid_run_leaves_an_intact_checkpoint_and_resume_is_bit_identical() {
         ckpt.completed()
     );
     assert!(!dir.path().join("model.npz").exists());
+    // The metrics file is written as the run goes: whole rows only.
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+    assert!(
+        metrics.starts_with("step,train_loss,") && metrics.ends_with('\n'),
+        "{metrics}"
+    );
+    for (i, row) in metrics.lines().skip(1).enumerate() {
+        assert!(
+            row.starts_with(&format!("{},", i + 1)) && row.split(',').count() == 6,
+            "{metrics}"
+        );
+    }
     let leftovers: Vec<PathBuf> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p != &ckpt_path)
+        .filter(|p| p != &ckpt_path && p != &dir.path().join("metrics.csv"))
         .collect();
     // A temp file may remain if the kill hit mid-write; it is never the checkpoint.
     assert!(
@@ -442,7 +454,7 @@ fn sigterm_writes_a_checkpoint_and_exits_143() {
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0);
     let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let err = after_sample_warning(&o);
     assert_eq!(o.status.code(), Some(143), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -465,7 +477,7 @@ fn sigint_writes_a_checkpoint_exits_130_and_says_how_to_resume() {
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     assert_eq!(rc, 0);
     let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let err = after_sample_warning(&o);
     assert_eq!(o.status.code(), Some(130), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("error: interrupted "), "{err}");
@@ -498,7 +510,8 @@ fn sigint_writes_a_checkpoint_exits_130_and_says_how_to_resume() {
 
 /// A checkpoint of a `--layers 16-8` run resumed with other layers (or
 /// with `--hidden`, which means one hidden layer) is refused in one line
-/// naming `--layers` and both values; nothing is written.
+/// naming `--layers` and both values; nothing is written: the run folder
+/// the checkpoint is in stays as it was, and no other is made.
 #[test]
 fn resuming_with_other_layers_is_refused_naming_layers() {
     let dir = tempfile::tempdir().unwrap();
@@ -513,14 +526,15 @@ fn resuming_with_other_layers_is_refused_naming_layers() {
         "--seed",
         "3",
         "--quiet",
+        "--name",
+        "first",
     ];
     let o = run(dir.path(), first);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let ckpt_path = dir.path().join("model.ckpt.npz");
+    let ckpt_path = dir.path().join("runs/first/checkpoint.npz");
     let ckpt = Checkpoint::load(&ckpt_path).unwrap();
     assert_eq!(ckpt.model().shape(), Layers::parse("16-8").unwrap());
-    let ckpt_bytes = std::fs::read(&ckpt_path).unwrap();
-    let model_bytes = std::fs::read(dir.path().join("model.npz")).unwrap();
+    let before = tree(dir.path());
 
     for (flags, now) in [
         (&["--layers", "16-4"][..], "--layers 16-4"),
@@ -535,32 +549,29 @@ fn resuming_with_other_layers_is_refused_naming_layers() {
             "3",
             "--quiet",
             "--resume",
-            "model.ckpt.npz",
+            "runs/first/checkpoint.npz",
         ];
         args.extend(flags);
         let o = run(dir.path(), &args);
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let err = after_sample_warning(&o);
         assert_eq!(o.status.code(), Some(1), "{flags:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{flags:?}: {err}");
         assert!(
             err.starts_with("error: ")
-                && err.contains("model.ckpt.npz")
+                && err.contains("runs/first/checkpoint.npz")
                 && err.contains("--layers 16-8,")
                 && err.contains(&format!("this run has {now};")),
             "{flags:?}: {err}"
         );
         assert!(!err.contains("panicked"), "{err}");
-        assert_eq!(std::fs::read(&ckpt_path).unwrap(), ckpt_bytes);
-        assert_eq!(
-            std::fs::read(dir.path().join("model.npz")).unwrap(),
-            model_bytes
-        );
+        // The checkpoint, model, metrics, config.toml, report and `latest`.
+        assert!(tree(dir.path()) == before, "{flags:?} changed files");
     }
 
     // The same layers resume (the run is already complete: nothing to add
     // but the end).
     let mut args = first.to_vec();
-    args.extend(["--resume", "model.ckpt.npz"]);
+    args.extend(["--resume", "runs/first/checkpoint.npz"]);
     let o = run(dir.path(), &args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

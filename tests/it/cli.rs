@@ -1,7 +1,21 @@
 //! The binary end to end, as a user runs it.
 
-use crate::common::{bin, last_json, repo, run_in, stderr, stdout, BIN};
+use crate::common::{
+    after_sample_warning, bin, last_json, repo, run_folder, run_in, stderr, stdout, tree, BIN,
+};
+use mnist_blas::model::Mlp;
+use std::path::Path;
 use std::process::Command;
+
+/// Every parameter of a saved model as raw bits.
+fn weight_bits(path: &Path) -> Vec<u32> {
+    Mlp::load_npz(path)
+        .unwrap()
+        .params()
+        .iter()
+        .flat_map(|p| p.iter().map(|v| v.to_bits()))
+        .collect()
+}
 
 #[test]
 fn default_run_trains_on_the_builtin_sample_and_predict_writes_a_submission() {
@@ -33,8 +47,16 @@ fn default_run_trains_on_the_builtin_sample_and_predict_writes_a_submission() {
     // 784-10-10 on 4,800 real digits for 3 epochs: well above 85% held out.
     let acc = j["heldout_accuracy"].as_f64().unwrap();
     assert!(acc > 0.85, "held-out accuracy {acc}");
-    assert!(dir.path().join("model.npz").exists());
-    let metrics = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+    // The run's files are in its own folder, and runs/latest points there.
+    let folder = dir.path().join(run_folder(&o));
+    assert_eq!(folder.parent(), Some(dir.path().join("runs").as_path()));
+    assert_eq!(
+        dir.path().join("runs/latest").canonicalize().unwrap(),
+        folder.canonicalize().unwrap()
+    );
+    assert!(folder.join("model.npz").exists());
+    assert!(!dir.path().join("model.npz").exists());
+    let metrics = std::fs::read_to_string(folder.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 1 + 3, "{metrics}");
     assert!(metrics.starts_with("step,train_loss,train_accuracy,heldout_loss,heldout_accuracy"));
 
@@ -43,6 +65,8 @@ fn default_run_trains_on_the_builtin_sample_and_predict_writes_a_submission() {
         dir.path(),
         &[
             "predict",
+            "--model",
+            "runs/latest/model.npz",
             "--data",
             test.to_str().unwrap(),
             "--out",
@@ -60,6 +84,7 @@ fn default_run_trains_on_the_builtin_sample_and_predict_writes_a_submission() {
         assert!(label.parse::<u8>().unwrap() < 10);
     }
 
+    // eval reads the latest run's model by default.
     let train = repo("data/sample/train-sample.csv.gz");
     let o = run_in(
         dir.path(),
@@ -144,8 +169,9 @@ fn heldout_eval_end_skips_the_curve_but_not_the_result() {
             .skip(1)
             .map(|l| l.split(',').nth(4).unwrap().to_string())
             .collect();
-        let npz = std::fs::read(dir.path().join(&model)).unwrap();
-        (last_json(&o), heldout, npz)
+        // The weights, bit for bit (the files' metadata name the setting).
+        let weights = weight_bits(&dir.path().join(&model));
+        (last_json(&o), heldout, weights)
     };
     let (end, end_curve, end_model) = run(None, "default");
     let (records, curve, model) = run(Some("records"), "records");
@@ -153,7 +179,7 @@ fn heldout_eval_end_skips_the_curve_but_not_the_result() {
     assert!(end_curve.iter().all(|v| v.is_empty()), "{end_curve:?}");
     assert!(curve.iter().all(|v| v.parse::<f64>().is_ok()), "{curve:?}");
     assert_eq!(end["heldout_accuracy"], records["heldout_accuracy"]);
-    assert_eq!(end_model, model);
+    assert!(end_model == model, "--heldout-eval changed the weights");
 }
 
 #[test]
@@ -241,6 +267,10 @@ fn a_closed_stdout_pipe_ends_quietly_not_with_a_panic() {
             "1500",
             "--log-every",
             "1",
+            "--model",
+            "model.npz",
+            "--metrics",
+            "metrics.csv",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -323,15 +353,17 @@ fn a_small_memory_limit_is_refused_clearly_not_a_hang() {
     };
     let o = run("sparse");
     assert!(o.status.success(), "{}", stderr(&o));
+    let before = tree(dir.path());
     let o = run("blas");
     if cfg!(feature = "blas") {
-        let err = stderr(&o);
+        let err = after_sample_warning(&o);
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(
             err.contains("ulimit -v") && err.contains("--engine sparse"),
             "{err}"
         );
+        assert!(tree(dir.path()) == before, "the refused run wrote files");
     } else {
         assert!(o.status.success(), "{}", stderr(&o));
     }

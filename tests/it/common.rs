@@ -66,3 +66,69 @@ pub fn last_json(o: &Output) -> serde_json::Value {
     let line = out.lines().last().expect("some output");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
 }
+
+/// The line `train -q` prints on stderr when it trains on the built-in
+/// sample (no `--data`, no `data/train.csv`).
+pub const SAMPLE_WARNING: &str = "warning: no --data and no data/train.csv: \
+     training on the sample of real digits built into the binary";
+
+/// stderr of a `train -q` on the built-in sample after its first line,
+/// which must be [`SAMPLE_WARNING`].
+pub fn after_sample_warning(o: &Output) -> String {
+    let err = stderr(o);
+    match err.split_once('\n') {
+        Some((first, rest)) if first == SAMPLE_WARNING => rest.to_string(),
+        _ => panic!("stderr does not start with `{SAMPLE_WARNING}`: {err}"),
+    }
+}
+
+/// The run folder a `train --json` wrote into, as its last line names it
+/// (relative to the folder it ran in unless `--out-dir` was absolute).
+pub fn run_folder(o: &Output) -> PathBuf {
+    let j = last_json(o);
+    let folder = j["run_folder"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run folder in {j}"));
+    PathBuf::from(folder)
+}
+
+/// What a path in a folder is: a subfolder, a file's bytes, or a
+/// symbolic link's target.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Entry {
+    Folder,
+    File(Vec<u8>),
+    Link(PathBuf),
+}
+
+/// Everything under `dir` (links not followed), by path relative to
+/// `dir`, sorted: two equal trees hold the same files with the same bytes.
+pub fn tree(dir: &Path) -> Vec<(PathBuf, Entry)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Entry)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+            if kind.is_symlink() {
+                out.push((rel, Entry::Link(std::fs::read_link(&path).unwrap())));
+            } else if kind.is_dir() {
+                out.push((rel, Entry::Folder));
+                walk(root, &path, out);
+            } else {
+                out.push((rel, Entry::File(std::fs::read(&path).unwrap())));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// `tree(dir)` without an empty `runs` folder: the parent a failed `train`
+/// made for its run folder may stay, but never a run folder in it.
+pub fn tree_but_empty_runs(dir: &Path) -> Vec<(PathBuf, Entry)> {
+    let mut t = tree(dir);
+    t.retain(|(p, e)| !(p == Path::new("runs") && *e == Entry::Folder));
+    t
+}

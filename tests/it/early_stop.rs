@@ -66,7 +66,10 @@ fn base() -> &'static Base {
     BASE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let patience = PATIENCE.to_string();
-        let o = run_in(dir.path(), &args(&["--early-stop", &patience, "--json"]));
+        let files = ["--model", "model.npz", "--metrics", "metrics.csv"];
+        let mut a = args(&["--early-stop", &patience, "--json"]);
+        a.extend(files);
+        let o = run_in(dir.path(), &a);
         assert!(o.status.success(), "{}", stderr(&o));
         let json = last_json(&o);
         let at = field(&json, "early_stopped_at").expect("stops before epoch 25");
@@ -118,7 +121,14 @@ fn stops_after_patience_and_returns_the_best_epochs_weights() {
     // scores in the report are of those weights.
     let dir = tempfile::tempdir().unwrap();
     let epochs = b.best.to_string();
-    let mut short = args(&["--json", "-q"]);
+    let mut short = args(&[
+        "--json",
+        "-q",
+        "--model",
+        "model.npz",
+        "--metrics",
+        "metrics.csv",
+    ]);
     let at = short.iter().position(|a| *a == "25").unwrap();
     short[at] = &epochs;
     let o = run_in(dir.path(), &short);
@@ -205,7 +215,10 @@ fn a_resumed_run_stops_at_the_same_epoch_with_the_same_bits() {
             .completed()
     };
 
-    let json = run(&every, &[]);
+    let json = run(
+        &every,
+        &["--model", "model.npz", "--metrics", "metrics.csv"],
+    );
     check(&json, "model.npz", "metrics.csv", "writing checkpoints");
     assert_eq!(completed(), b.best + 1, "written after epoch best + 1");
 

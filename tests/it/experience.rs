@@ -2,7 +2,7 @@
 //! clean output when piped, and the pictures (`train --plot`, `eval --plot`,
 //! `eval --errors-png`, `eval --weights-png`, `inspect`).
 
-use crate::common::{last_json, run_in, text, unwrapped};
+use crate::common::{after_sample_warning, last_json, repo, run_folder, run_in, text, unwrapped};
 use std::path::Path;
 
 /// Width and height of a PNG file, after checking its signature and that
@@ -55,20 +55,27 @@ fn piped_train_prints_plain_lines_a_summary_and_json_and_draws_curves() {
     assert!(!out.contains('\u{1b}') && !err.contains('\u{1b}'));
     assert!(!out.contains('\r') && !err.contains('\r'));
 
-    // The per-epoch log and the summary screen, whose long values go on
-    // continuation lines: no line wider than 80 columns.
+    // The run's own folder first, then the per-epoch log and the summary
+    // screen, whose long values go on continuation lines: no line wider
+    // than 80 columns.
+    let folder = run_folder(&o);
+    let f = folder.display();
+    assert!(out.starts_with(&format!("run folder: {f}\n")), "{out}");
+    let wrote = format!("wrote:      {f}/model.npz, {f}/metrics.csv, curves.png");
+    assert!(unwrapped(&out).contains(&wrote), "summary lacks `{wrote}`:\n{out}");
     assert!(out.contains("epoch    1: train accuracy"), "{out}");
     assert!(out.contains("epoch    2: train accuracy"), "{out}");
     let (_, summary) = out.split_once("-- summary").expect("a summary");
     for line in summary.lines().take_while(|l| !l.starts_with('{')) {
         assert!(line.chars().count() <= 80, "wider than 80 columns: {line}");
     }
-    let engine_line = out
+    let engine_line = summary
         .lines()
         .position(|l| l.starts_with("engine:"))
         .expect("an engine line");
     assert!(
-        out.lines()
+        summary
+            .lines()
             .nth(engine_line + 1)
             .unwrap()
             .starts_with("            "),
@@ -86,7 +93,6 @@ fn piped_train_prints_plain_lines_a_summary_and_json_and_draws_curves() {
         "time:       load ",
         "throughput: ",
         "final:      train accuracy ",
-        "wrote:      model.npz, metrics.csv, curves.png",
     ] {
         assert!(out.contains(key), "summary lacks `{key}`:\n{out}");
     }
@@ -101,6 +107,8 @@ fn piped_train_prints_plain_lines_a_summary_and_json_and_draws_curves() {
     assert_eq!(j["samples"], 9600);
     assert!(j["samples_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(j["plot"], "curves.png");
+    assert_eq!(j["model"], format!("{f}/model.npz"));
+    assert!(dir.path().join(&folder).join("model.npz").exists());
     let acc = j["heldout_accuracy"].as_f64().unwrap();
     assert!(acc > 0.8 && acc <= 1.0, "{acc}");
     // The summary screen shows the same numbers as the JSON.
@@ -119,13 +127,24 @@ fn quiet_json_prints_exactly_one_json_line() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(o.stderr.is_empty(), "{}", text(&o.stderr));
+    // The one line on stderr says that no data was given.
+    assert_eq!(after_sample_warning(&o), "");
     let j = last_json(&o);
     assert_eq!(j["train_rows"], 4800);
     assert!(j["heldout_accuracy"].as_f64().unwrap() > 0.5);
 
     let o = run_in(dir.path(), &["--epochs", "1", "--quiet"]);
     assert!(o.status.success());
+    assert!(o.stdout.is_empty(), "{}", text(&o.stdout));
+    assert_eq!(after_sample_warning(&o), "");
+
+    // Given its data, a quiet run prints nothing at all.
+    let data = repo("data/sample/train-sample.csv.gz");
+    let o = run_in(
+        dir.path(),
+        &["--epochs", "1", "--quiet", "--data", data.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(o.stdout.is_empty() && o.stderr.is_empty());
 }
 

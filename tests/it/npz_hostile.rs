@@ -532,7 +532,16 @@ fn a_directory_and_a_symlink_loop_are_named() {
     ] {
         let mut commands = model_commands(file);
         commands.push(resume_command(file));
-        refused(dir.path(), file, &commands, expect);
+        for args in commands {
+            // `eval --model` takes a run folder too: a folder without a
+            // model is named as such.
+            let expect = if args[0] == "eval" && file == "models" {
+                "a folder without a model.npz (--model takes a model file or a run folder)"
+            } else {
+                expect
+            };
+            refused(dir.path(), file, &[args], expect);
+        }
     }
 }
 

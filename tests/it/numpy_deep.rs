@@ -78,7 +78,18 @@ fn numpy_runs_a_deep_model_as_predict_does() {
     let o = run_in(
         d,
         &[
-            "train", "--layers", "32-16-8", "--epochs", "1", "--seed", "2", "--quiet",
+            "train",
+            "--layers",
+            "32-16-8",
+            "--epochs",
+            "1",
+            "--seed",
+            "2",
+            "--quiet",
+            "--model",
+            "model.npz",
+            "--metrics",
+            "metrics.csv",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));

@@ -7,7 +7,7 @@
 //! a symlink in its own temp dir at the device, so a regression replaces
 //! that link, never the device.
 
-use crate::common::{run_in, text};
+use crate::common::{repo, run_in, text};
 use mnist_blas::model::{Init, Layers, Mlp};
 use std::ffi::CString;
 use std::io::Read;
@@ -171,9 +171,18 @@ fn a_full_device_is_one_line_naming_the_path() {
 fn a_model_written_to_a_full_device_fails_in_one_line_without_zip_noise() {
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/dev/full", dir.path().join("full.npz")).unwrap();
+    let data = repo("data/sample/train-sample.csv.gz");
     let o = run_in(
         dir.path(),
-        &["--epochs", "1", "--model", "full.npz", "--quiet"],
+        &[
+            "--epochs",
+            "1",
+            "--model",
+            "full.npz",
+            "--quiet",
+            "--data",
+            data.to_str().unwrap(),
+        ],
     );
     let err = one_line(&o);
     assert_eq!(

@@ -2,7 +2,7 @@
 //! an input, two outputs that are one file, or an output that cannot be
 //! written is refused in one line, and nothing is read, trained or touched.
 
-use crate::common::{repo, run_in, stderr};
+use crate::common::{repo, run_in, stderr, tree};
 use std::path::Path;
 
 /// A small labeled CSV and an existing model in a fresh folder.
@@ -20,33 +20,17 @@ fn folder() -> tempfile::TempDir {
     dir
 }
 
-fn bytes(dir: &Path, name: &str) -> Vec<u8> {
-    std::fs::read(dir.join(name)).unwrap()
-}
-
 /// Runs `args` in `dir`, expects exit 1 and one line containing `want`,
-/// and that every file in `dir` is unchanged.
+/// and that every file in `dir` (the earlier run's folder included) is
+/// unchanged and no run folder was made.
 fn refused(dir: &Path, args: &[&str], want: &str) {
-    let before: Vec<(String, Vec<u8>)> = listing(dir);
+    let before = tree(dir);
     let o = run_in(dir, args);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
     assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     assert!(err.contains(want), "{args:?}: {err}");
-    assert_eq!(listing(dir), before, "{args:?} changed the folder");
-}
-
-fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            let content = bytes(dir, &name);
-            (name, content)
-        })
-        .collect();
-    v.sort();
-    v
+    assert!(tree(dir) == before, "{args:?} changed the folder");
 }
 
 #[test]
