@@ -22,9 +22,9 @@ const UNITS_LISTED: usize = 20;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:
-  mnist-blas inspect                    # runs/latest's model -> weights.png
+  mnist-blas inspect                 # the latest run's model -> weights.png
   mnist-blas inspect --model runs/first --data train.csv --units 50
-  mnist-blas inspect --model model.npz --all-units > units.txt
+  mnist-blas inspect --model runs/first --all-units > units.txt
 
 Units are ranked by |w_in|*|w_out|: the norm of a unit's input weights (its
 row of w1) times that of its output weights (its column of w2). A ReLU
@@ -172,7 +172,7 @@ fn layer_table(model: &Mlp) -> String {
             out,
             "\n{:>5}  {shape:<12}  {:>7}  {frobenius:>7.3}",
             i + 1,
-            rows * (cols + 1)
+            crate::text::thousands(rows * (cols + 1))
         );
         match linalg::singular_values(&layer.w) {
             Ok(s) => {

@@ -119,8 +119,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 outln!("no prediction below 50% confidence");
             } else {
                 outln!(
-                    "{unsure} of {} predictions below 50% confidence{}",
-                    set.len(),
+                    "{} of {} predictions below 50% confidence{}",
+                    crate::text::thousands(unsure),
+                    crate::text::thousands(set.len()),
                     if args.probabilities {
                         ""
                     } else {

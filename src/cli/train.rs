@@ -548,7 +548,11 @@ impl Observer for Console<'_> {
                 format!("full batch, {}", plural(iterations, "iteration"))
             }
             Schedule::MiniBatch { epochs, batch_size } => {
-                format!("batch {}, {}", thousands(batch_size), plural(epochs, "epoch"))
+                format!(
+                    "batch {}, {}",
+                    thousands(batch_size),
+                    plural(epochs, "epoch")
+                )
             }
         };
         (self.say)(format!(

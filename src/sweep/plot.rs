@@ -364,11 +364,7 @@ pub(crate) fn panel(param: &str, ok: &[&RunResult], swept: &[String]) -> Panel {
                 .filter(|p| *p != param)
                 .map(|p| r.text(p))
                 .collect();
-            Some((
-                axis.x_of(t),
-                r.num(shown.column())?,
-                others.join("\u{1f}"),
-            ))
+            Some((axis.x_of(t), r.num(shown.column())?, others.join("\u{1f}")))
         })
         .filter(|(x, y, _)| x.is_finite() && y.is_finite())
         .collect();

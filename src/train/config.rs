@@ -80,8 +80,14 @@ pub struct ConfigError {
 
 /// Keys that exclude each other: a command line giving one of a group drops
 /// the config's whole group, so `--hidden 64` over a config with `layers`,
-/// or `--iterations 100` over one with `epochs`, means what it says.
-const GROUPS: &[&[&str]] = &[&["hidden", "layers"], &["epochs", "iterations"]];
+/// or `--iterations 100` over one with `epochs`, means what it says
+/// (`--split 1` over a `--val-data` run: no held-out rows at all).
+const GROUPS: &[&[&str]] = &[
+    &["hidden", "layers"],
+    &["epochs", "iterations"],
+    // Both choose the held-out rows.
+    &["split", "val_data"],
+];
 
 /// Keys whose resolved value followed the optimizer (its default learning
 /// rate, momentum only for `momentum`, decay only for `adam`): a command
@@ -200,6 +206,8 @@ impl RunConfig {
                     .iter()
                     .any(|group| group.contains(&k) && group.iter().any(|m| gave(m)))
                 || (FOLLOW_OPTIMIZER.contains(&k) && gave("optimizer"))
+                // `--split 1` holds nothing out: nothing to evaluate.
+                || (k == "heldout_eval" && gave("split"))
         };
         let mut flags = Vec::new();
         for (key, value) in self.entries() {

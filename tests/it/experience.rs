@@ -62,7 +62,10 @@ fn piped_train_prints_plain_lines_a_summary_and_json_and_draws_curves() {
     let f = folder.display();
     assert!(out.starts_with(&format!("run folder: {f}\n")), "{out}");
     let wrote = format!("wrote:      {f}/model.npz, {f}/metrics.csv, curves.png");
-    assert!(unwrapped(&out).contains(&wrote), "summary lacks `{wrote}`:\n{out}");
+    assert!(
+        unwrapped(&out).contains(&wrote),
+        "summary lacks `{wrote}`:\n{out}"
+    );
     assert!(out.contains("epoch    1: train accuracy"), "{out}");
     assert!(out.contains("epoch    2: train accuracy"), "{out}");
     let (_, summary) = out.split_once("-- summary").expect("a summary");

@@ -533,13 +533,14 @@ fn a_directory_and_a_symlink_loop_are_named() {
         let mut commands = model_commands(file);
         commands.push(resume_command(file));
         for args in commands {
-            // `eval --model` takes a run folder too: a folder without a
-            // model is named as such.
-            let expect = if args[0] == "eval" && file == "models" {
-                "a folder without a model.npz (--model takes a model file or a run folder)"
-            } else {
-                expect
-            };
+            // `eval`, `predict` and `inspect --model` take a run folder
+            // too: a folder without a model is named as such.
+            let expect =
+                if ["eval", "predict", "inspect"].contains(&args[0].as_str()) && file == "models" {
+                    "a folder without a model.npz (--model takes a model file or a run folder)"
+                } else {
+                    expect
+                };
             refused(dir.path(), file, &[args], expect);
         }
     }

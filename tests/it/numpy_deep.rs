@@ -101,7 +101,14 @@ fn numpy_runs_a_deep_model_as_predict_does() {
     let o = run_in(
         d,
         &[
-            "predict", "--data", "rows.csv", "--out", "sub.csv", "--quiet",
+            "predict",
+            "--model",
+            "model.npz",
+            "--data",
+            "rows.csv",
+            "--out",
+            "sub.csv",
+            "--quiet",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));

@@ -119,7 +119,7 @@ fn probabilities_and_top_k_columns_agree_with_the_label() {
     let out = stdout(&o);
     assert!(
         out.contains(&format!(
-            "{unsure} of 1000 predictions below 50% confidence\n"
+            "{unsure} of 1,000 predictions below 50% confidence\n"
         )),
         "{out}"
     );

@@ -135,8 +135,14 @@ fn readme_tour_prints_what_the_readme_shows() {
     };
     link("digit-recognizer/train.csv.gz", "data/train.csv");
     link("digit-recognizer/test.csv.gz", "data/test.csv");
-    link("mnist-idx/t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz");
-    link("mnist-idx/t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz");
+    link(
+        "mnist-idx/t10k-images-idx3-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+    );
+    link(
+        "mnist-idx/t10k-labels-idx1-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    );
     let bin_dir = Path::new(BIN).parent().unwrap();
     let path = format!(
         "{}:{}",
