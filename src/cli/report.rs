@@ -94,8 +94,19 @@ pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> S
     line(
         "time",
         format!(
-            "load {:.2} s, train {:.2} s, eval {:.2} s (total {:.2} s)",
-            s.load_seconds, s.train_seconds, s.eval_seconds, s.seconds
+            "load {:.2} s, train {:.2} s, eval {:.2} s (total {:.2} s){}",
+            s.load_seconds,
+            s.train_seconds,
+            s.eval_seconds,
+            s.seconds,
+            if s.earlier_train_seconds > 0.0 {
+                format!(
+                    "; {:.2} s of training before the resume",
+                    s.earlier_train_seconds
+                )
+            } else {
+                String::new()
+            }
         ),
     );
     line(

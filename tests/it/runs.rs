@@ -318,13 +318,22 @@ fn resume_alone_continues_bit_identically() {
     assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
     assert!(!d.join("runs/cut/model.npz").exists());
 
-    let resumed = run_in(d, &["train", "--resume", "runs/cut/checkpoint.npz"]);
-    ok(&resumed);
-    assert!(
-        stdout(&resumed).contains("resuming from"),
-        "{}",
-        stdout(&resumed)
+    let resumed = run_in(
+        d,
+        &["train", "--resume", "runs/cut/checkpoint.npz", "--json"],
     );
+    ok(&resumed);
+    let out = crate::common::unwrapped(&stdout(&resumed));
+    assert!(out.contains("resuming from"), "{out}");
+    // The time line adds up: this process's parts, and what came before.
+    let j = last_json(&resumed);
+    let f = |k: &str| j[k].as_f64().unwrap();
+    assert!(f("earlier_train_seconds") > 0.0, "{j}");
+    assert!(
+        f("load_seconds") + f("train_seconds") + f("eval_seconds") <= f("seconds") + 1e-6,
+        "{j}"
+    );
+    assert!(out.contains("s of training before the resume"), "{out}");
     assert!(bits(&d.join("runs/cut/model.npz")) == bits(&d.join("runs/full/model.npz")));
     // The metrics hold every epoch once, the resumed part included.
     let metrics = std::fs::read_to_string(d.join("runs/cut/metrics.csv")).unwrap();
