@@ -15,6 +15,7 @@ macro_rules! outln {
 mod console;
 mod eval;
 mod inspect;
+mod metrics_log;
 mod predict;
 mod progress;
 mod report;
