@@ -2,9 +2,9 @@
 //! then write the model, the metrics and the summary. The flags and their
 //! resolution live in [`crate::train::args`], shared with the sweep.
 
+use super::metrics_log::MetricsLog;
 use super::progress::{Display, Loading, TrainProgress};
 use super::report::{no_heldout, split_text, summary_screen};
-use super::metrics_log::MetricsLog;
 use super::runs::{self, RunFolder};
 use super::{check_exists, check_outputs, signals, thread_pool};
 use crate::data::{self, DataSource};
@@ -622,4 +622,3 @@ struct EpochJson<'a> {
     #[serde(flatten)]
     record: &'a Record,
 }
-
