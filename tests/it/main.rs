@@ -33,6 +33,7 @@ mod inspect_units;
 mod npz_hostile;
 mod numpy_deep;
 mod numpy_fixture;
+mod optuna;
 mod output;
 mod outputs_checked;
 mod predict_columns;
