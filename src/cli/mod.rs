@@ -79,7 +79,7 @@ enum Command {
 pub fn run() -> Result<()> {
     // Before any thread or BLAS call (it may set an environment variable).
     crate::threads::select_openblas_kernel()?;
-    let command = snake_case_aliases(Cli::command());
+    let command = crate::train::args::snake_case_aliases(Cli::command());
     let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     match cli.command {
         None => train::run(cli.train, &train_flags()),
@@ -89,26 +89,6 @@ pub fn run() -> Result<()> {
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Sweep(args)) => sweep::run(*args),
     }
-}
-
-/// Every `--long-flag` also answers to `--long_flag`, the spelling of the
-/// `--json` keys and config files (W&B's `${args}` passes `--batch_size=102`).
-pub(crate) fn snake_case_aliases(command: clap::Command) -> clap::Command {
-    let names: Vec<String> = command
-        .get_subcommands()
-        .map(|c| c.get_name().to_string())
-        .collect();
-    let mut command = command.mut_args(|arg| match arg.get_long() {
-        Some(long) if long.contains('-') => {
-            let alias = long.replace('-', "_");
-            arg.alias(alias)
-        }
-        _ => arg,
-    });
-    for name in names {
-        command = command.mut_subcommand(name, snake_case_aliases);
-    }
-    command
 }
 
 /// `train`'s flags as typed: the command line without the program name

@@ -80,13 +80,9 @@ impl RunFolder {
 
     /// The existing run folder `path` (a resumed run's).
     pub fn existing(path: &Path) -> RunFolder {
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
         RunFolder {
             path: path.to_path_buf(),
-            parent,
+            parent: folder_of(path),
             made: false,
         }
     }
@@ -136,6 +132,14 @@ impl RunFolder {
                 ))
             }
         }
+    }
+}
+
+/// The folder `path` is in (`.` for a bare name).
+pub fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 

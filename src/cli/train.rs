@@ -12,6 +12,7 @@ use crate::engine::{BatchStats, EngineKind};
 use crate::output::write_atomic;
 use crate::plot;
 use crate::text::{plural, thousands};
+use crate::train::args::{clap_error_line, parse_flags};
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::config::{self, RunConfig};
 use crate::train::{
@@ -46,25 +47,6 @@ Every flag also takes its --json key's spelling (--batch_size=128).
 Output: a log line per epoch (per 25 iterations for full batch), a progress \
 bar on stderr in a terminal, and a summary at the end. `train` is the default \
 subcommand: `mnist-blas --epochs 3` is `mnist-blas train --epochs 3`.";
-
-/// `train`'s flags alone, to parse a config's flags with the command
-/// line's (a flag given twice: the later one wins).
-#[derive(clap::Parser)]
-#[command(name = "mnist-blas train", args_override_self = true)]
-struct TrainOnly {
-    #[command(flatten)]
-    args: TrainArgs,
-}
-
-impl TrainOnly {
-    fn parse_flags(flags: &[OsString]) -> Result<TrainArgs, clap::Error> {
-        use clap::{CommandFactory, FromArgMatches};
-        let command = super::snake_case_aliases(TrainOnly::command());
-        let program = OsString::from("mnist-blas train");
-        let matches = command.try_get_matches_from(std::iter::once(&program).chain(flags))?;
-        TrainOnly::from_arg_matches(&matches).map(|t| t.args)
-    }
-}
 
 /// The `--json` line (and a run folder's `report.json`): the run's
 /// report, with what this command wrote.
@@ -174,8 +156,8 @@ fn with_settings(
         let file = RunConfig::load(path)?;
         from_file = file.to_flags(&given);
         // Alone, so that a bad value is blamed on the file.
-        if let Err(e) = TrainOnly::parse_flags(&from_file) {
-            bail!("{}: {}", path.display(), crate::sweep::clap_error_line(&e));
+        if let Err(e) = parse_flags(&from_file) {
+            bail!("{}: {}", path.display(), clap_error_line(&e));
         }
         given.extend(config::flags_given(&from_file));
     }
@@ -188,8 +170,8 @@ fn with_settings(
     }
     flags.extend(from_file);
     flags.extend(command_line.iter().cloned());
-    let args = TrainOnly::parse_flags(&flags)
-        .map_err(|e| anyhow::anyhow!(crate::sweep::clap_error_line(&e)))?;
+    // No flag comes twice: `to_flags` left out what a later source gives.
+    let args = parse_flags(&flags).map_err(|e| anyhow::anyhow!(clap_error_line(&e)))?;
     Ok((args, resume))
 }
 
@@ -207,10 +189,7 @@ fn settings(args: &TrainArgs, plan: &Plan) -> RunConfig {
 fn run_folder(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<Option<RunFolder>> {
     let named = args.out_dir.is_some() || args.name.is_some();
     if let Some(ckpt) = resume {
-        let dir = match ckpt.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = runs::folder_of(&ckpt.path);
         let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
         let asked = args.name.as_ref().map(|n| {
             args.out_dir

@@ -26,8 +26,8 @@ pub mod run;
 pub mod summary;
 
 use crate::data::{DataSource, Dataset};
-use crate::train::{Plan, TrainArgs};
-use clap::Parser;
+use crate::train::args::{clap_error_line, parse_flags};
+use crate::train::Plan;
 use grid::Flags;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -66,14 +66,6 @@ impl SweepError {
             problem: problem.to_string(),
         }
     }
-}
-
-/// The `train` flags alone, to parse a configuration exactly as `train` would.
-#[derive(Debug, Parser)]
-#[command(no_binary_name = true, name = "train")]
-struct TrainOnly {
-    #[command(flatten)]
-    args: TrainArgs,
 }
 
 /// One configuration, parsed and resolved; [`plan`] gives it its key.
@@ -150,8 +142,8 @@ pub fn resolve(
             flags: args.join(" "),
             problem,
         };
-        let parsed = TrainOnly::try_parse_from(&args).map_err(|e| bad(clap_error_line(&e)))?;
-        let resolved = parsed.args.resolve().map_err(|e| bad(format!("{e:#}")))?;
+        let parsed = parse_flags(&args).map_err(|e| bad(clap_error_line(&e)))?;
+        let resolved = parsed.resolve().map_err(|e| bad(format!("{e:#}")))?;
         let d = resolved.source.describe();
         match &data {
             Some(first) if *first != d => return Err(SweepError::MixedData(first.clone(), d)),
@@ -219,17 +211,6 @@ pub fn plan(
             params: c.params,
         })
         .collect()
-}
-
-/// clap's error without usage and help hints, on one line.
-pub(crate) fn clap_error_line(e: &clap::Error) -> String {
-    e.render()
-        .to_string()
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .map(|l| l.trim().trim_start_matches("error: "))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The resolved configuration as `(name, value)` columns: `TrainConfig`'s
@@ -356,4 +337,30 @@ pub fn command_line(bin: &str, spec: &RunSpec, dir: &Path, threads: usize) -> St
         file("err"),
     ]);
     words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sweep parses its configurations as `train` does, the `--json`
+    /// keys' snake_case spellings included.
+    #[test]
+    fn configurations_take_train_flags_in_either_spelling() {
+        let fixed: Flags = vec![("epochs".into(), "2".into())];
+        let configs = vec![vec![("batch-size".into(), "64".into())]];
+        let extra = ["--lr_schedule=constant".to_string()];
+        let got = resolve(&fixed, configs, &extra).unwrap();
+        let c = &got[0].plan.config;
+        assert_eq!(c.lr_schedule, crate::train::LrSchedule::Constant);
+        assert_eq!(
+            c.schedule,
+            crate::train::Schedule::MiniBatch {
+                epochs: 2,
+                batch_size: 64
+            }
+        );
+        let bad = resolve(&fixed, vec![vec![]], &["--lr_schedul=x".to_string()]);
+        assert!(bad.is_err());
+    }
 }

@@ -220,6 +220,60 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
 }
 
+/// `train`'s flags alone, for what parses them from a list rather than the
+/// command line: a sweep's configurations, a config file's (or a
+/// checkpoint's) settings placed before the command line's flags.
+#[derive(Debug, clap::Parser)]
+#[command(no_binary_name = true, name = "train")]
+struct TrainOnly {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+/// Parse `flags` (no program name) exactly as `train` would, snake_case
+/// spellings included.
+pub fn parse_flags<I, T>(flags: I) -> Result<TrainArgs, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = snake_case_aliases(TrainOnly::command()).try_get_matches_from(flags)?;
+    TrainOnly::from_arg_matches(&matches).map(|t| t.args)
+}
+
+/// Every `--long-flag` also answers to `--long_flag`, the spelling of the
+/// `--json` keys and config files (W&B's `${args}` passes `--batch_size=102`);
+/// for `command` and its subcommands.
+pub fn snake_case_aliases(command: clap::Command) -> clap::Command {
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    let mut command = command.mut_args(|arg| match arg.get_long() {
+        Some(long) if long.contains('-') => {
+            let alias = long.replace('-', "_");
+            arg.alias(alias)
+        }
+        _ => arg,
+    });
+    for name in names {
+        command = command.mut_subcommand(name, snake_case_aliases);
+    }
+    command
+}
+
+/// clap's error without usage and help hints, on one line.
+pub fn clap_error_line(e: &clap::Error) -> String {
+    e.render()
+        .to_string()
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim().trim_start_matches("error: "))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A training run with every setting decided: what `train` runs and what
 /// each sweep configuration resolves to.
 #[derive(Debug, Clone)]
