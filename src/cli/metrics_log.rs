@@ -61,11 +61,7 @@ impl MetricsLog {
     pub(super) fn finish(self) -> Result<()> {
         let result = match self.error {
             Some(e) => Err(e),
-            // Pipes and terminals cannot sync; that is no failure.
-            None => match self.file.sync_all() {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-                other => other,
-            },
+            None => crate::output::sync_if_it_can(&self.file),
         };
         result.map_err(|e| {
             crate::output::WriteError {

@@ -381,7 +381,12 @@ where
         fill(&mut w)?;
         w.flush()?;
     }
-    // A block device keeps data; pipes, terminals and /dev/null cannot sync.
+    sync_if_it_can(&file)
+}
+
+/// `sync_all` for a file written in place: a block device keeps data;
+/// pipes, terminals and /dev/null cannot sync, which is no failure.
+pub(crate) fn sync_if_it_can(file: &File) -> io::Result<()> {
     match file.sync_all() {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EROFS) => Ok(()),
