@@ -2,7 +2,7 @@
 //! SIGKILL) and continued from its last checkpoint ends with exactly the
 //! weights of a run that never stopped, bit for bit.
 
-use crate::common::{after_sample_warning, bin, tree};
+use crate::common::{after_sample_warning, bin, bits, model_bits, tree};
 use crate::testutil::random_dataset;
 use mnist_blas::data::Dataset;
 use mnist_blas::engine::EngineKind;
@@ -36,14 +36,6 @@ fn config(optimizer: OptimizerKind, schedule: Schedule) -> TrainConfig {
         log_every: 3,
         early_stop: None,
     }
-}
-
-/// Every parameter as raw bits, so -0.0 vs 0.0 or NaN payloads would count.
-fn bits(m: &Mlp) -> Vec<u32> {
-    m.params()
-        .iter()
-        .flat_map(|p| p.iter().map(|v| v.to_bits()))
-        .collect()
 }
 
 /// Stops training once `at` steps are done, keeping the state there.
@@ -373,10 +365,6 @@ fn wait_for_checkpoint(child: &mut Child, path: &Path, epochs: usize) -> Checkpo
         assert!(Instant::now() < deadline, "no checkpoint after 300 s");
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn model_bits(path: &Path) -> Vec<u32> {
-    bits(&Mlp::load_npz(path).unwrap())
 }
 
 #[test]

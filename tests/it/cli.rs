@@ -1,21 +1,10 @@
 //! The binary end to end, as a user runs it.
 
 use crate::common::{
-    after_sample_warning, bin, last_json, repo, run_folder, run_in, stderr, stdout, tree, BIN,
+    after_sample_warning, bin, last_json, model_bits, repo, run_folder, run_in, stderr, stdout,
+    tree, BIN,
 };
-use mnist_blas::model::Mlp;
-use std::path::Path;
 use std::process::Command;
-
-/// Every parameter of a saved model as raw bits.
-fn weight_bits(path: &Path) -> Vec<u32> {
-    Mlp::load_npz(path)
-        .unwrap()
-        .params()
-        .iter()
-        .flat_map(|p| p.iter().map(|v| v.to_bits()))
-        .collect()
-}
 
 #[test]
 fn default_run_trains_on_the_builtin_sample_and_predict_writes_a_submission() {
@@ -170,7 +159,7 @@ fn heldout_eval_end_skips_the_curve_but_not_the_result() {
             .map(|l| l.split(',').nth(4).unwrap().to_string())
             .collect();
         // The weights, bit for bit (the files' metadata name the setting).
-        let weights = weight_bits(&dir.path().join(&model));
+        let weights = model_bits(&dir.path().join(&model));
         (last_json(&o), heldout, weights)
     };
     let (end, end_curve, end_model) = run(None, "default");

@@ -132,3 +132,16 @@ pub fn tree_but_empty_runs(dir: &Path) -> Vec<(PathBuf, Entry)> {
     t.retain(|(p, e)| !(p == Path::new("runs") && *e == Entry::Folder));
     t
 }
+
+/// Every parameter as raw bits, so -0.0 vs 0.0 or NaN payloads would count.
+pub fn bits(m: &mnist_blas::model::Mlp) -> Vec<u32> {
+    m.params()
+        .iter()
+        .flat_map(|p| p.iter().map(|v| v.to_bits()))
+        .collect()
+}
+
+/// Every parameter of a saved model as raw bits.
+pub fn model_bits(path: &Path) -> Vec<u32> {
+    bits(&mnist_blas::model::Mlp::load_npz(path).unwrap())
+}

@@ -3,12 +3,10 @@
 //! reports both, resumes from a checkpoint to the same end, and refuses
 //! settings under which nothing would be watched.
 
-use crate::common::{last_json, run_in, stderr, stdout, unwrapped};
+use crate::common::{last_json, model_bits, run_in, stderr, stdout, unwrapped};
 use crate::sweep::csv_rows;
-use mnist_blas::model::Mlp;
 use mnist_blas::train::checkpoint::Checkpoint;
 use serde_json::Value;
-use std::path::Path;
 use std::sync::OnceLock;
 
 /// A run that overfits the sample within a few epochs (a constant rate, so
@@ -33,16 +31,6 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut v: Vec<&str> = RUN.to_vec();
     v.extend(extra);
     v
-}
-
-/// Every parameter of a saved model as raw bits.
-fn model_bits(path: &Path) -> Vec<u32> {
-    Mlp::load_npz(path)
-        .unwrap()
-        .params()
-        .iter()
-        .flat_map(|p| p.iter().map(|v| v.to_bits()))
-        .collect()
 }
 
 fn field(json: &Value, name: &str) -> Option<usize> {

@@ -3,7 +3,7 @@
 //! `--config` and `--resume` alone replay a run, `metrics.csv` grows as
 //! epochs end.
 
-use crate::common::{bin, last_json, run_in, stderr, stdout};
+use crate::common::{bin, last_json, model_bits, run_in, stderr, stdout};
 use mnist_blas::model::Mlp;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,15 +18,6 @@ fn ok(o: &std::process::Output) {
         stdout(o),
         stderr(o)
     );
-}
-
-fn bits(path: &Path) -> Vec<u32> {
-    Mlp::load_npz(path)
-        .unwrap()
-        .layers
-        .iter()
-        .flat_map(|l| l.w.iter().chain(l.b.iter()).map(|v| v.to_bits()))
-        .collect()
 }
 
 fn folders(dir: &Path) -> Vec<String> {
@@ -187,7 +178,7 @@ fn a_config_replays_the_run_and_flags_override_it() {
         ],
     );
     ok(&b);
-    assert!(bits(&d.join("runs/a/model.npz")) == bits(&d.join("runs/b/model.npz")));
+    assert!(model_bits(&d.join("runs/a/model.npz")) == model_bits(&d.join("runs/b/model.npz")));
 
     // --print-config is the file the run wrote; a flag beside --config wins.
     let p = run_in(
@@ -334,7 +325,9 @@ fn resume_alone_continues_bit_identically() {
         "{j}"
     );
     assert!(out.contains("s of training before the resume"), "{out}");
-    assert!(bits(&d.join("runs/cut/model.npz")) == bits(&d.join("runs/full/model.npz")));
+    assert!(
+        model_bits(&d.join("runs/cut/model.npz")) == model_bits(&d.join("runs/full/model.npz"))
+    );
     // The metrics hold every epoch once, the resumed part included.
     let metrics = std::fs::read_to_string(d.join("runs/cut/metrics.csv")).unwrap();
     let steps: Vec<&str> = metrics

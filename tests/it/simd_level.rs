@@ -6,16 +6,6 @@ use crate::common::*;
 use std::path::Path;
 use std::process::Output;
 
-/// Every parameter of a saved model as raw bits.
-fn weight_bits(path: &Path) -> Vec<u32> {
-    mnist_blas::model::Mlp::load_npz(path)
-        .unwrap()
-        .params()
-        .iter()
-        .flat_map(|p| p.iter().map(|v| v.to_bits()))
-        .collect()
-}
-
 fn train_with(dir: &Path, simd: Option<&str>, model: &str) -> Output {
     let mut cmd = bin();
     cmd.current_dir(dir).args([
@@ -45,7 +35,7 @@ fn every_simd_level_gives_the_same_bits_and_a_bad_value_is_one_line() {
     let d = dir.path();
     let o = train_with(d, None, "native.npz");
     assert!(o.status.success(), "{}", stderr(&o));
-    let native = weight_bits(&d.join("native.npz"));
+    let native = model_bits(&d.join("native.npz"));
     // The sparse engine's loops at each level this CPU has (baseline always).
     for level in ["avx2", "avx512", "baseline"] {
         let o = train_with(d, Some(level), "forced.npz");
@@ -58,7 +48,7 @@ fn every_simd_level_gives_the_same_bits_and_a_bad_value_is_one_line() {
             );
             continue;
         }
-        let forced = weight_bits(&d.join("forced.npz"));
+        let forced = model_bits(&d.join("forced.npz"));
         assert!(
             forced == native,
             "MNIST_BLAS_SIMD={level} changed the weights"

@@ -5,6 +5,7 @@
 //! (two and three hidden layers: the sparse first layer under the dense
 //! products).
 
+use crate::common::bits;
 use crate::testutil::{max_rel_diff, random_batch, tolerance};
 use mnist_blas::data::FEATURES;
 use mnist_blas::engine::{naive, naive::NaiveEngine, sparse::SparseEngine, Engine};
@@ -141,13 +142,6 @@ fn sparse_forgets_the_previous_model_and_width() {
     compare_with_oracle(&x, &y, 33, Init::He, 12);
     compare_with_oracle(&x, &y, 10, Init::Uniform, 13);
     compare_with_oracle(&x, &y, 10, Init::He, 14);
-}
-
-fn bits(m: &Mlp) -> Vec<u32> {
-    m.params()
-        .iter()
-        .flat_map(|p| p.iter().map(|v| v.to_bits()))
-        .collect()
 }
 
 /// Prepared rows (non-zeros by row and by pixel, computed once for
