@@ -28,7 +28,15 @@ fn venv_with_optuna(dir: &Path) -> std::path::PathBuf {
     run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
     let python = venv.join("bin/python");
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        // No cache: pip's default one is in the home folder.
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-cache-dir",
+        ])
         .args(["--timeout", "60", "--retries", "3", "optuna"]));
     python
 }
