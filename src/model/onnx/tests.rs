@@ -1,9 +1,9 @@
 use super::*;
 use crate::model::{Init, Layers};
 
-/// The dims of a graph input or output, as `Some(name)` for a symbolic
-/// dimension and `None` beside a fixed one.
-fn dims(v: &ValueInfoProto) -> (i32, Vec<(Option<String>, Option<i64>)>) {
+/// The element type and dims of a graph input or output, a symbolic
+/// dimension as `'N'` (quoted) and a fixed one as its number.
+fn dims(v: &ValueInfoProto) -> (i32, Vec<String>) {
     let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref().unwrap().value.as_ref() else {
         panic!("{:?} is not a tensor", v.name);
     };
@@ -14,8 +14,8 @@ fn dims(v: &ValueInfoProto) -> (i32, Vec<(Option<String>, Option<i64>)>) {
         .dim
         .iter()
         .map(|d| match d.value.as_ref().unwrap() {
-            dimension::Value::DimParam(p) => (Some(p.clone()), None),
-            dimension::Value::DimValue(v) => (None, Some(*v)),
+            dimension::Value::DimParam(p) => format!("'{p}'"),
+            dimension::Value::DimValue(v) => v.to_string(),
         })
         .collect();
     (t.elem_type.unwrap(), dims)
@@ -87,13 +87,13 @@ fn graph_is_gemm_relu_per_layer_then_softmax_wired_in_order() {
     assert_eq!(g.input[0].name.as_deref(), Some(INPUT));
     assert_eq!(
         dims(&g.input[0]),
-        (float, vec![(Some("N".into()), None), (None, Some(784))])
+        (float, vec!["'N'".to_string(), "784".into()])
     );
     assert_eq!(g.output.len(), 1);
     assert_eq!(g.output[0].name.as_deref(), Some(OUTPUT));
     assert_eq!(
         dims(&g.output[0]),
-        (float, vec![(Some("N".into()), None), (None, Some(10))])
+        (float, vec!["'N'".to_string(), "10".into()])
     );
 }
 
