@@ -12,6 +12,7 @@ macro_rules! outln {
     };
 }
 
+mod augment_preview;
 mod console;
 mod eval;
 mod inspect;
@@ -73,6 +74,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Run a grid or random search of `train` configurations in parallel.
     Sweep(Box<sweep::SweepArgs>),
+    /// Draw one image's `--augment` distortions as a grid (docs/img/augment.png).
+    #[command(hide = true)]
+    AugmentPreview(augment_preview::AugmentPreviewArgs),
 }
 
 /// Parse the command line and run; the error, if any, is for `main` to print.
@@ -88,6 +92,7 @@ pub fn run() -> Result<()> {
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Sweep(args)) => sweep::run(*args),
+        Some(Command::AugmentPreview(args)) => augment_preview::run(args),
     }
 }
 
