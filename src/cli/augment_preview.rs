@@ -9,6 +9,13 @@ use anyhow::{bail, Result};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:
+  mnist-blas augment-preview --data train.csv --row 7 --out augment.png
+  mnist-blas augment-preview --data train.csv --row 7 \\
+      --augment shift=2,rotate=10,elastic=34/4 --out elastic.png
+
+Each picture shows the row and the distortions `train --augment SPEC --seed N`
+gives the training row with that index in epochs 1, 2, ...")]
 pub struct AugmentPreviewArgs {
     /// Images (CSV or IDX).
     #[arg(long, value_name = "PATH")]

@@ -108,18 +108,19 @@ fn word_pos(epoch: usize, row: usize) -> u128 {
 /// [-1, 1) smoothed by a Gaussian of standard deviation `sigma` (zero
 /// beyond the image), times `alpha`.
 fn elastic_field(rng: &mut SeededRng, alpha: f32, sigma: f32) -> Box<[[f32; 2]; FEATURES]> {
+    // Drawn pixel by pixel, dx then dy.
     let mut noise = [[0f32; FEATURES]; 2];
-    for p in 0..FEATURES {
-        for n in &mut noise {
-            n[p] = rng.uniform_f32() * 2.0 - 1.0;
-        }
+    let (dx, dy) = noise.split_at_mut(1);
+    for (x, y) in dx[0].iter_mut().zip(dy[0].iter_mut()) {
+        *x = rng.uniform_f32() * 2.0 - 1.0;
+        *y = rng.uniform_f32() * 2.0 - 1.0;
     }
     let kernel = gaussian(sigma);
     let mut field = Box::new([[0f32; 2]; FEATURES]);
     for (axis, n) in noise.iter().enumerate() {
         let smooth = blur(n, &kernel);
-        for p in 0..FEATURES {
-            field[p][axis] = alpha * smooth[p];
+        for (f, s) in field.iter_mut().zip(smooth) {
+            f[axis] = alpha * s;
         }
     }
     field

@@ -70,7 +70,8 @@ pub struct RunReport {
     pub heldout_eval: Option<HeldoutEval>,
     /// `--early-stop`'s patience, in records (epochs for mini-batch).
     pub early_stop: Option<usize>,
-    /// `--augment`'s distortions (None: off).
+    /// `--augment`'s distortions (None: off, and no key in `--json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub augment: Option<String>,
     pub steps: usize,
     pub train_accuracy: f64,
@@ -97,7 +98,8 @@ pub struct RunReport {
     pub earlier_train_seconds: f64,
     pub eval_seconds: f64,
     /// Of `train_seconds`, the time spent distorting training rows (None:
-    /// no `--augment`).
+    /// no `--augment`, and no key in `--json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub augment_seconds: Option<f64>,
     /// Load, train and evaluate.
     pub seconds: f64,
