@@ -43,6 +43,7 @@ fn config(
         engine,
         log_every: usize::MAX,
         early_stop: None,
+        augment: None,
     }
 }
 

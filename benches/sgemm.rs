@@ -165,6 +165,7 @@ fn sgemm(c: &mut Criterion) {
         engine: EngineKind::Blas,
         log_every: usize::MAX,
         early_stop: None,
+        augment: None,
     };
     g.throughput(Throughput::Elements(
         (2 * 2 * NOTEBOOK_ROWS * 784 * 10 * FIT_ITERATIONS) as u64,

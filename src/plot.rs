@@ -416,6 +416,42 @@ pub fn worst_misclassified(
     })
 }
 
+/// A grid of digits, each with a caption under it.
+pub fn digit_grid(path: &Path, cells: &[(Vec<u8>, String)], title: &str) -> Result<(), PlotError> {
+    const SCALE: i32 = 3;
+    const COLS: usize = 8;
+    const CELL_W: i32 = 28 * SCALE + 16;
+    const CELL_H: i32 = 28 * SCALE + 26;
+    const TOP: i32 = 40;
+    let rows = cells.len().div_ceil(COLS).max(1);
+    let size = (
+        (COLS as i32 * CELL_W + 20) as u32,
+        (TOP + rows as i32 * CELL_H + 6) as u32,
+    );
+    render(path, size, |root| {
+        root.draw(&Text::new(
+            title.to_string(),
+            (size.0 as i32 / 2, 20),
+            centered(15, INK),
+        ))?;
+        for (i, (pixels, caption)) in cells.iter().enumerate() {
+            let x0 = 10 + (i % COLS) as i32 * CELL_W + (CELL_W - 28 * SCALE) / 2;
+            let y0 = TOP + (i / COLS) as i32 * CELL_H;
+            draw_digit(root, pixels, (x0, y0), SCALE)?;
+            root.draw(&Rectangle::new(
+                [(x0 - 1, y0 - 1), (x0 + 28 * SCALE, y0 + 28 * SCALE)],
+                RGBColor(200, 200, 200).stroke_width(1),
+            ))?;
+            root.draw(&Text::new(
+                caption.clone(),
+                (x0 + 14 * SCALE, y0 + 28 * SCALE + 12),
+                centered(12, MUTED),
+            ))?;
+        }
+        Ok(())
+    })
+}
+
 /// Draw a 28x28 digit with its top-left corner at `at`, `scale` pixels per
 /// pixel, ink dark on white.
 fn draw_digit(root: &Area, pixels: &[u8], at: (i32, i32), scale: i32) -> DrawResult {

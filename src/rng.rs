@@ -17,6 +17,8 @@ pub enum Stream {
     Init = 2,
     Shuffle = 3,
     Sweep = 4,
+    /// Training images' distortions (`--augment`).
+    Augment = 5,
 }
 
 #[derive(Debug, Clone)]

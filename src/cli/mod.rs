@@ -12,6 +12,7 @@ macro_rules! outln {
     };
 }
 
+mod augment_preview;
 mod console;
 mod eval;
 mod export;
@@ -77,6 +78,9 @@ enum Command {
     Sweep(Box<sweep::SweepArgs>),
     /// Write a model as ONNX (for onnxruntime) or safetensors.
     Export(export::ExportArgs),
+    /// Draw one image's `--augment` distortions as a grid (docs/img/augment.png).
+    #[command(hide = true)]
+    AugmentPreview(augment_preview::AugmentPreviewArgs),
 }
 
 /// Parse the command line and run; the error, if any, is for `main` to print.
@@ -93,6 +97,7 @@ pub fn run() -> Result<()> {
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Sweep(args)) => sweep::run(*args),
         Some(Command::Export(args)) => export::run(args),
+        Some(Command::AugmentPreview(args)) => augment_preview::run(args),
     }
 }
 

@@ -91,6 +91,16 @@ pub fn summary_screen(s: &RunReport, source_rows: usize, written: &[&Path]) -> S
     );
     line("blas", blas_line(s.engine_used, &s.layers));
     line("settings", settings_line(s));
+    if let (Some(spec), Some(secs)) = (&s.augment, s.augment_seconds) {
+        line(
+            "augment",
+            format!(
+                "{spec}; distorting took {secs:.2} s of the {:.2} s of training ({:.1}%)",
+                s.train_seconds,
+                100.0 * secs / s.train_seconds.max(1e-9)
+            ),
+        );
+    }
     line(
         "time",
         format!(

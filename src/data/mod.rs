@@ -4,6 +4,7 @@
 //! each plain or gzipped (`source`). Every error names the file and, where it
 //! has one, the line.
 
+pub mod augment;
 pub mod csv;
 pub mod error;
 #[doc(hidden)]

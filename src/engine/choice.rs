@@ -45,6 +45,26 @@ pub fn resolve(kind: EngineKind, layers: &Layers, pixels: &[u8]) -> Choice {
     }
 }
 
+/// As [`resolve`], for training on rows distorted afresh each epoch
+/// (`--augment`): the sparse engine's resident trainers hold the rows
+/// gathered once, so it would gather every batch anew, and measured so on
+/// the Kaggle rows (784-128-10, 2 threads) it took as long as dense
+/// products or longer; `auto` picks `blas` for any shape.
+pub fn resolve_augmented(kind: EngineKind, layers: &Layers, pixels: &[u8]) -> Choice {
+    match resolve(kind, layers, pixels) {
+        Choice {
+            kind: EngineKind::Sparse,
+            reason,
+        } if kind == EngineKind::Auto => Choice {
+            kind: EngineKind::Blas,
+            reason: format!(
+                "--augment changes the rows every epoch: dense products (sparse would gather every batch; {reason})"
+            ),
+        },
+        other => other,
+    }
+}
+
 /// The engine for a network of `layers` run on rows `pixels`.
 pub fn choose(layers: &Layers, pixels: &[u8]) -> Choice {
     let zeros = zero_fraction(pixels);
@@ -106,5 +126,18 @@ mod tests {
         assert!(c.reason.contains("2 hidden layers"), "{}", c.reason);
         let c = choose(&one(10), &mostly_zero);
         assert!(c.reason.contains("80% of pixels are 0"), "{}", c.reason);
+    }
+
+    #[test]
+    fn augmented_runs_get_dense_products_unless_an_engine_is_named() {
+        let mostly_zero: Vec<u8> = (0..784 * 4).map(|i| (i % 5 == 0) as u8 * 200).collect();
+        let one = Layers::one(32);
+        let c = resolve_augmented(EngineKind::Auto, &one, &mostly_zero);
+        assert_eq!(c.kind, EngineKind::Blas);
+        assert!(c.reason.starts_with("--augment"), "{}", c.reason);
+        let named = resolve_augmented(EngineKind::Sparse, &one, &mostly_zero);
+        assert_eq!(named.kind, EngineKind::Sparse);
+        let wide = resolve_augmented(EngineKind::Auto, &Layers::one(800), &mostly_zero);
+        assert_eq!(wide, choose(&Layers::one(800), &mostly_zero));
     }
 }

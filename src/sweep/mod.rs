@@ -164,6 +164,20 @@ pub fn resolve(
             });
         }
     }
+    // `augment` is a column only when set (so sweeps without it keep their
+    // keys and header); once any configuration sets it, every row has it.
+    if out
+        .iter()
+        .any(|c| c.params.iter().any(|(n, _)| n == "augment"))
+    {
+        for c in &mut out {
+            if !c.params.iter().any(|(n, _)| n == "augment") {
+                c.params
+                    .push(("augment".into(), Value::String("off".into())));
+                c.params.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+    }
     Ok(out)
 }
 

@@ -66,6 +66,9 @@ pub struct RunConfig {
     pub heldout_eval: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub early_stop: Option<u64>,
+    /// `--augment`'s distortions, every key spelled out, or `off`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<u64>,
 }
@@ -145,6 +148,11 @@ impl RunConfig {
             heldout_eval: (plan.split < 1.0 || plan.val_data.is_some())
                 .then(|| name(&plan.heldout_eval)),
             early_stop: c.early_stop.map(|n| n as u64),
+            // Written when on, and when off under a preset that turns it on.
+            augment: match c.augment {
+                Some(a) => Some(a.to_string()),
+                None => (plan.preset == super::Preset::Mlp99).then(|| "off".into()),
+            },
             checkpoint_every: None,
         }
     }

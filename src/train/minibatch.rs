@@ -10,6 +10,7 @@ use crate::data::{Dataset, FEATURES};
 use crate::engine::BatchStats;
 use crate::engine::ResidentTrainer;
 use crate::rng::{SeededRng, Stream};
+use std::time::Instant;
 
 /// Carry `st` on to `epochs` epochs of `batch_size`-row steps, or until
 /// early stopping ends it; whether the observer stopped it.
@@ -34,10 +35,17 @@ pub(super) fn run(
     // The engine's own trainer, if it has one, holds the model from
     // step to step; `st` is brought up to date at each record, for an
     // observer that asks, and at the end.
-    let mut resident =
-        stepper
-            .engine
-            .resident(&train.pixels, labels, batch_size, &st.model, &st.optimizer);
+    // With augmentation the rows change every epoch: no engine keeps them.
+    let mut resident = match cfg.augment {
+        Some(_) => None,
+        None => {
+            stepper
+                .engine
+                .resident(&train.pixels, labels, batch_size, &st.model, &st.optimizer)
+        }
+    };
+    // This epoch's distorted training rows (`--augment`).
+    let mut distorted: Vec<u8> = Vec::new();
     // The last step's counts, for the check after the final write-back.
     let mut last = BatchStats::default();
     // A run resumed from a checkpoint written as early stopping ended it
@@ -46,6 +54,16 @@ pub(super) fn run(
         let epoch = st.position.completed + 1;
         rng.set_word_pos(st.position.shuffle_word_pos);
         let order = rng.permutation(train.len());
+        if let Some(a) = &cfg.augment {
+            let t = Instant::now();
+            distorted.resize(train.pixels.len(), 0);
+            a.apply_rows(cfg.seed, epoch, &train.pixels, &mut distorted);
+            stepper.augment_seconds += t.elapsed().as_secs_f64();
+        }
+        let pixels = match cfg.augment {
+            Some(_) => &distorted[..],
+            None => &train.pixels[..],
+        };
         // Peekable: a resident trainer is told the next step's rows.
         let mut batches_left = order
             .chunks(batch_size)
@@ -58,7 +76,7 @@ pub(super) fn run(
             let rows = Batch { idx, next, epoch };
             let stats = match resident.as_deref_mut() {
                 Some(r) => resident_step(r, &rows, st, stepper)?,
-                None => gathered_step(&rows, st, train, labels, (&mut xb, &mut yb), stepper)?,
+                None => gathered_step(&rows, st, pixels, labels, (&mut xb, &mut yb), stepper)?,
             };
             last = stats;
             st.position.seen.merge(stats);
@@ -131,7 +149,7 @@ fn resident_step(
 fn gathered_step(
     rows: &Batch,
     st: &mut TrainState,
-    train: &Dataset,
+    pixels: &[u8],
     labels: &[u8],
     (xb, yb): (&mut Vec<u8>, &mut Vec<u8>),
     stepper: &mut Stepper,
@@ -139,7 +157,7 @@ fn gathered_step(
     xb.clear();
     yb.clear();
     for &i in rows.idx {
-        xb.extend_from_slice(train.row(i));
+        xb.extend_from_slice(&pixels[i * FEATURES..(i + 1) * FEATURES]);
         yb.push(labels[i]);
     }
     stepper.step(

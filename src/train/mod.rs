@@ -70,6 +70,10 @@ pub struct TrainConfig {
     /// return the weights of the record with the lowest (Keras'
     /// `EarlyStopping(patience=N, restore_best_weights=True)`).
     pub early_stop: Option<usize>,
+    /// Mini-batch only: the training rows distorted afresh each epoch
+    /// (`--augment`); None (and absent from checkpoints) without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<crate::data::augment::Augment>,
 }
 
 impl TrainConfig {
@@ -118,6 +122,9 @@ pub struct TrainOutcome {
     /// Optimizer steps taken over the whole run.
     pub steps: usize,
     pub seconds: f64,
+    /// Of `seconds` (this process's part), the time spent distorting
+    /// training rows (`--augment`).
+    pub augment_seconds: f64,
     /// The observer stopped training before the last step (Ctrl-C); `model`
     /// is the model at that point.
     pub stopped: bool,
@@ -165,6 +172,7 @@ pub fn train_from(
         start: Instant::now(),
         seconds_before: st.seconds,
         lr: cfg.lr,
+        augment_seconds: 0.0,
     };
     let stopped = match cfg.schedule {
         Schedule::FullBatch { iterations } => full_batch::run(
@@ -198,6 +206,7 @@ pub fn train_from(
         records: st.records,
         steps: st.position.steps,
         seconds: stepper.seconds(),
+        augment_seconds: stepper.augment_seconds,
         stopped,
         early_stopped_at,
         restored_step,

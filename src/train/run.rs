@@ -70,6 +70,9 @@ pub struct RunReport {
     pub heldout_eval: Option<HeldoutEval>,
     /// `--early-stop`'s patience, in records (epochs for mini-batch).
     pub early_stop: Option<usize>,
+    /// `--augment`'s distortions (None: off, and no key in `--json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<String>,
     pub steps: usize,
     pub train_accuracy: f64,
     pub train_loss: f64,
@@ -94,6 +97,10 @@ pub struct RunReport {
     /// run did not resume).
     pub earlier_train_seconds: f64,
     pub eval_seconds: f64,
+    /// Of `train_seconds`, the time spent distorting training rows (None:
+    /// no `--augment`, and no key in `--json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment_seconds: Option<f64>,
     /// Load, train and evaluate.
     pub seconds: f64,
     /// Training rows processed (rows per step, summed over the steps).
@@ -242,7 +249,10 @@ pub fn run(
             rows,
         });
     }
-    let engine = choice::resolve(plan.config.engine, &plan.config.layers, &train_set.pixels);
+    let engine = match plan.config.augment {
+        None => choice::resolve,
+        Some(_) => choice::resolve_augmented,
+    }(plan.config.engine, &plan.config.layers, &train_set.pixels);
     // The run (and its checkpoints) from here on name the engine that runs.
     let resolved = TrainConfig {
         engine: engine.kind,
@@ -416,6 +426,7 @@ fn report(
         matmul_backend: crate::threads::matmul_backend(),
         heldout_eval: on_heldout.as_ref().map(|_| plan.heldout_eval),
         early_stop: cfg.early_stop,
+        augment: cfg.augment.map(|a| a.to_string()),
         steps: outcome.steps,
         train_accuracy: on_train.stats.accuracy(),
         train_loss: on_train.stats.mean_loss(),
@@ -430,6 +441,7 @@ fn report(
         train_seconds: outcome.seconds - earlier_seconds,
         earlier_train_seconds: earlier_seconds,
         eval_seconds,
+        augment_seconds: cfg.augment.map(|_| outcome.augment_seconds),
         seconds: load_seconds + started.elapsed().as_secs_f64(),
         samples,
         samples_per_second: samples as f64 / (outcome.seconds - earlier_seconds).max(1e-9),

@@ -28,6 +28,8 @@ pub(super) struct Stepper<'a> {
     /// Training time of the run before this process resumed it.
     pub(super) seconds_before: f64,
     pub(super) lr: f32,
+    /// Time spent distorting training rows (`--augment`) in this process.
+    pub(super) augment_seconds: f64,
 }
 
 impl Stepper<'_> {

@@ -20,6 +20,7 @@ fn config(schedule: Schedule, engine: EngineKind, early_stop: Option<usize>) -> 
         engine,
         log_every: 10,
         early_stop,
+        augment: None,
     }
 }
 

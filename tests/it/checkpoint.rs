@@ -35,6 +35,7 @@ fn config(optimizer: OptimizerKind, schedule: Schedule) -> TrainConfig {
         engine: EngineKind::Blas,
         log_every: 3,
         early_stop: None,
+        augment: None,
     }
 }
 

@@ -30,6 +30,7 @@ fn config(schedule: Schedule, optimizer: OptimizerKind, engine: EngineKind) -> T
         engine,
         log_every: 1,
         early_stop: None,
+        augment: None,
     }
 }
 

@@ -18,6 +18,7 @@ mod zip_builder;
 mod common;
 
 mod acceptance;
+mod augment;
 mod bad_input;
 mod checkpoint;
 mod cli;

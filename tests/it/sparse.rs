@@ -374,6 +374,7 @@ fn resident_trainers_report_divergence() {
                 engine: EngineKind::Sparse,
                 log_every: 1,
                 early_stop: None,
+                augment: None,
             };
             let got = train::train(&cfg, &data, None, &mut train::Silent);
             assert!(
@@ -501,6 +502,7 @@ fn deep_sparse_training_is_bit_identical_on_1_and_2_threads() {
             engine: EngineKind::Sparse,
             log_every: 1,
             early_stop: None,
+            augment: None,
         };
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
