@@ -1,5 +1,5 @@
 //! Hostile model and checkpoint files, generated here at test time: each is
-//! given to the real binary (`predict`, `eval`, `inspect` with `--model`,
+//! given to the real binary (`predict`, `eval`, `inspect`, `export` with `--model`,
 //! `train --resume`), which must refuse it with exit code 1 and one clear
 //! line naming the file and the problem, and stay under 200 MB of memory
 //! (the peak resident size of the child, from `wait4`'s rusage).
@@ -91,6 +91,7 @@ fn model_commands(file: &str) -> Vec<Vec<String>> {
         ]),
         v(&["eval", "--model", file, "--data", "train.csv"]),
         v(&["inspect", "--model", file, "--out", "w.png", "--quiet"]),
+        v(&["export", "--model", file, "--out", "m.onnx", "--quiet"]),
     ]
 }
 
@@ -533,10 +534,10 @@ fn a_directory_and_a_symlink_loop_are_named() {
         let mut commands = model_commands(file);
         commands.push(resume_command(file));
         for args in commands {
-            // `eval`, `predict` and `inspect --model` take a run folder
+            // `eval`, `predict`, `inspect` and `export` take a run folder
             // too: a folder without a model is named as such.
             let expect =
-                if ["eval", "predict", "inspect"].contains(&args[0].as_str()) && file == "models" {
+                if args[0] != "train" && file == "models" {
                     "a folder without a model.npz (--model takes a model file or a run folder)"
                 } else {
                     expect
