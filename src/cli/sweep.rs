@@ -6,11 +6,11 @@
 use super::signals;
 use crate::data::Dataset;
 use crate::engine::EngineKind;
+use crate::output::write_atomic;
 use crate::sweep::grid::{expand_grid, sample_random, Axis, Flags};
 use crate::sweep::lock::ResultsLock;
 use crate::sweep::repair::repair;
 use crate::sweep::results::{read_curves, read_results, ResultPaths, RunResult, FAILED, OK};
-use crate::output::write_atomic;
 use crate::sweep::run::{self, Outcome};
 use crate::sweep::slurm;
 use crate::sweep::{self, plot, summary, DataFingerprint, RunSpec, SweepError};
@@ -307,8 +307,7 @@ impl SweepArgs {
 
     /// `--emit`, or `--emit-commands` (its old spelling).
     fn emit(&self) -> Option<Emit> {
-        self.emit
-            .or(self.emit_commands.then_some(Emit::Commands))
+        self.emit.or(self.emit_commands.then_some(Emit::Commands))
     }
 
     fn jobs(&self) -> usize {
@@ -687,7 +686,10 @@ fn emit(args: &SweepArgs, kind: Emit, specs: &[RunSpec]) -> Result<()> {
         plural(args.threads_per_run, "CPU"),
         commands.display()
     ));
-    args.say(format!("submit: sbatch {}", sweep::shell_quote(&path.display().to_string())));
+    args.say(format!(
+        "submit: sbatch {}",
+        sweep::shell_quote(&path.display().to_string())
+    ));
     args.say(format!(
         "then:   mnist-blas sweep --collect {}",
         sweep::shell_quote(&dir.display().to_string())

@@ -68,7 +68,9 @@ pub fn script(a: &ArrayScript) -> Result<String, SweepError> {
         return Err(SweepError::Slurm("no configuration to run".into()));
     }
     if a.max_parallel == 0 {
-        return Err(SweepError::Slurm("--max-parallel must be at least 1".into()));
+        return Err(SweepError::Slurm(
+            "--max-parallel must be at least 1".into(),
+        ));
     }
     let dir = a.dir.display().to_string();
     let workdir = a.workdir.display().to_string();
@@ -93,11 +95,7 @@ pub fn script(a: &ArrayScript) -> Result<String, SweepError> {
     let cpus = a.cpus_per_task;
     let q = super::shell_quote(&dir);
     let warn = WARN_SECONDS;
-    let configurations = if n == 1 {
-        "1 configuration".to_string()
-    } else {
-        format!("{n} configurations")
-    };
+    let configurations = crate::text::plural(n, "configuration");
     Ok(format!(
         r#"#!/bin/bash
 # mnist-blas sweep: {configurations} as a SLURM job array, one run per task,
@@ -222,7 +220,10 @@ mod tests {
     fn paths_are_quoted_for_sbatch_and_the_shell_and_odd_ones_refused() {
         let opts = ["--time=1:00:00".to_string()];
         let s = script(&array(Path::new("/home/u/my runs"), &opts)).unwrap();
-        assert!(s.contains("#SBATCH --output=\"/home/u/my runs/logs/%A_%a.out\"\n"), "{s}");
+        assert!(
+            s.contains("#SBATCH --output=\"/home/u/my runs/logs/%A_%a.out\"\n"),
+            "{s}"
+        );
         assert!(s.contains("\ndir='/home/u/my runs'\n"), "{s}");
         assert!(s.contains("#SBATCH --time=1:00:00\n"), "{s}");
         for bad in ["/r/100%", "/r/a\nb"] {
