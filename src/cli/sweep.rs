@@ -281,6 +281,12 @@ impl SweepArgs {
         if self.samples == Some(0) {
             bail!("--samples must be at least 1");
         }
+        if !self.sbatch.is_empty() && self.emit() != Some(Emit::Slurm) {
+            bail!(
+                "--sbatch {}: #SBATCH options go with --emit slurm",
+                self.sbatch[0]
+            );
+        }
         Ok(())
     }
 
