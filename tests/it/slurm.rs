@@ -373,3 +373,62 @@ fn a_slurm_job_array_gives_the_local_sweeps_bits_and_a_requeued_task_resumes() {
     );
     drop(cluster);
 }
+
+/// Without a cluster: `--emit slurm` writes the plan, the same lines as
+/// `--emit commands` and the script; a task of the script run by hand (as
+/// SLURM would, with its variables) runs its configuration, and run again
+/// finds it done.
+#[test]
+fn the_emitted_array_script_runs_a_task_by_its_array_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let grid = ["--epochs", "1", "--batch-size", "64", "--lr", "0.1,0.2"];
+    let mut emit = vec!["sweep", "--emit", "slurm", "--out-dir", "runs", "--bin", BIN];
+    emit.extend(["--threads-per-run", "2", "--sbatch=--time=10"]);
+    emit.extend(grid);
+    let said = ok(&mnist(d, &emit));
+    assert!(said.contains("submit: sbatch runs/sweep.sbatch"), "{said}");
+    let script = std::fs::read_to_string(d.join("runs/sweep.sbatch")).unwrap();
+    for line in [
+        "#SBATCH --array=0-1%2\n",
+        "#SBATCH --cpus-per-task=2\n",
+        "#SBATCH --time=10\n",
+    ] {
+        assert!(script.contains(line), "no {line:?} in\n{script}");
+    }
+    // The old spelling prints what the script's tasks read.
+    let mut lines = vec!["sweep", "--emit-commands", "--out-dir", "runs", "--bin", BIN];
+    lines.extend(["--threads-per-run", "2"]);
+    lines.extend(grid);
+    let printed = ok(&mnist(d, &lines));
+    let file = std::fs::read_to_string(d.join("runs/commands.txt")).unwrap();
+    assert_eq!(printed, file);
+    assert_eq!(file.lines().count(), 2);
+
+    let plan = csv_rows(&d.join("runs/sweep-plan.csv"));
+    let task = |id: &str| {
+        let o = Command::new("bash")
+            .arg(d.join("runs/sweep.sbatch"))
+            .current_dir(d)
+            .env("SLURM_ARRAY_TASK_ID", id)
+            .env("SLURM_ARRAY_JOB_ID", "7")
+            .env("SLURM_JOB_ID", "8")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        stdout(&o)
+    };
+    let first = task("1");
+    let key = &plan[1]["key"];
+    assert!(first.contains(&format!("run {key}: done")), "{first}");
+    let result = std::fs::read_to_string(d.join(format!("runs/run-{key}.json"))).unwrap();
+    assert!(result.contains("\"lr\":0.2"), "{result}");
+    assert!(!d.join(format!("runs/run-{}.json", plan[0]["key"])).exists());
+    let again = task("1");
+    assert!(again.contains("done already"), "{again}");
+
+    // --sbatch goes with --emit slurm only.
+    let o = mnist(d, &["sweep", "--sbatch=--time=1", "--lr", "0.1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("go with --emit slurm"), "{}", stderr(&o));
+}
