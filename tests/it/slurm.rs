@@ -383,7 +383,15 @@ fn the_emitted_array_script_runs_a_task_by_its_array_index() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let grid = ["--epochs", "1", "--batch-size", "64", "--lr", "0.1,0.2"];
-    let mut emit = vec!["sweep", "--emit", "slurm", "--out-dir", "runs", "--bin", BIN];
+    let mut emit = vec![
+        "sweep",
+        "--emit",
+        "slurm",
+        "--out-dir",
+        "runs",
+        "--bin",
+        BIN,
+    ];
     emit.extend(["--threads-per-run", "2", "--sbatch=--time=10"]);
     emit.extend(grid);
     let said = ok(&mnist(d, &emit));
@@ -397,7 +405,14 @@ fn the_emitted_array_script_runs_a_task_by_its_array_index() {
         assert!(script.contains(line), "no {line:?} in\n{script}");
     }
     // The old spelling prints what the script's tasks read.
-    let mut lines = vec!["sweep", "--emit-commands", "--out-dir", "runs", "--bin", BIN];
+    let mut lines = vec![
+        "sweep",
+        "--emit-commands",
+        "--out-dir",
+        "runs",
+        "--bin",
+        BIN,
+    ];
     lines.extend(["--threads-per-run", "2"]);
     lines.extend(grid);
     let printed = ok(&mnist(d, &lines));
@@ -430,5 +445,9 @@ fn the_emitted_array_script_runs_a_task_by_its_array_index() {
     // --sbatch goes with --emit slurm only.
     let o = mnist(d, &["sweep", "--sbatch=--time=1", "--lr", "0.1"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("go with --emit slurm"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("go with --emit slurm"),
+        "{}",
+        stderr(&o)
+    );
 }
