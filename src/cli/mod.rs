@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod console;
 mod eval;
+mod export;
 mod inspect;
 mod metrics_log;
 mod predict;
@@ -50,7 +51,8 @@ use std::path::Path;
         mnist-blas predict --model model.npz --data test.csv --out submission.csv\n  \
         mnist-blas eval --model model.npz --data t10k-images-idx3-ubyte.gz \\\n      \
             --plot confusion.png\n  \
-        mnist-blas inspect --model model.npz --out weights.png\n\n\
+        mnist-blas inspect --model model.npz --out weights.png\n  \
+        mnist-blas export --model model.npz --out model.onnx\n\n\
         Each subcommand has its own --help with examples."
 )]
 pub struct Cli {
@@ -73,6 +75,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Run a grid or random search of `train` configurations in parallel.
     Sweep(Box<sweep::SweepArgs>),
+    /// Write a model as ONNX (for onnxruntime) or safetensors.
+    Export(export::ExportArgs),
 }
 
 /// Parse the command line and run; the error, if any, is for `main` to print.
@@ -88,6 +92,7 @@ pub fn run() -> Result<()> {
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Sweep(args)) => sweep::run(*args),
+        Some(Command::Export(args)) => export::run(args),
     }
 }
 

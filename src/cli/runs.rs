@@ -2,9 +2,9 @@
 //! (`--out-dir DIR`, `--name NAME`; the name defaults to the start time),
 //! never into a folder that exists (except the one `--resume` continues),
 //! and once its model is written points `runs/latest` (a symlink, as
-//! W&B's `wandb/latest-run`) at it. `eval`, `predict` and `inspect` use
-//! `runs/latest/model.npz` when given no `--model`, and a `--model` that
-//! is a run folder means that folder's `model.npz`.
+//! W&B's `wandb/latest-run`) at it. `eval`, `predict`, `inspect` and
+//! `export` use `runs/latest/model.npz` when given no `--model`, and a
+//! `--model` that is a run folder means that folder's `model.npz`.
 
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -148,7 +148,7 @@ pub fn is_run_folder(dir: &Path) -> bool {
     dir.join(CONFIG).is_file()
 }
 
-/// `--model`'s default in `eval`, `predict` and `inspect`.
+/// `--model`'s default in `eval`, `predict`, `inspect` and `export`.
 pub const LATEST_MODEL: &str = "runs/latest/model.npz";
 
 /// The model file `--model` names: a run folder means its `model.npz`;

@@ -5,7 +5,8 @@
 //! inputs, `bi` outputs x 1) under the names `w1, b1, ..., wL, bL`, so a
 //! two-layer file loads straight into the notebook's
 //! `forward_prop(w1, w2, b1, b2, X)` and a deeper one into the five-line
-//! numpy loop in the README.
+//! numpy loop in the README. [`Mlp::to_onnx`] and [`Mlp::to_safetensors`]
+//! give the same weights in those formats (`mnist-blas export`).
 
 use crate::data::{CLASSES, FEATURES};
 use crate::npz::{ArrayInfo, Dtype, Npz};
@@ -16,6 +17,8 @@ use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 mod layers;
+pub mod onnx;
+mod safetensors;
 
 pub use layers::{Layers, MAX_HIDDEN, MAX_HIDDEN_LAYERS, MAX_PARAMS};
 

@@ -5,10 +5,9 @@
 //! `cargo test --release --features blas --test it -- --ignored optuna`, as
 //! .ci/run does.
 
-use std::path::Path;
 use std::process::Command;
 
-use crate::common::{repo, stderr, stdout, BIN};
+use crate::common::{repo, stderr, stdout, venv_with, BIN};
 
 fn run(cmd: &mut Command) -> std::process::Output {
     let o = cmd.output().expect("the command runs");
@@ -22,30 +21,11 @@ fn run(cmd: &mut Command) -> std::process::Output {
     o
 }
 
-/// A venv in `dir` with Optuna installed; its python.
-fn venv_with_optuna(dir: &Path) -> std::path::PathBuf {
-    let venv = dir.join("venv");
-    run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-    let python = venv.join("bin/python");
-    run(Command::new(&python)
-        // No cache: pip's default one is in the home folder.
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "--no-cache-dir",
-        ])
-        .args(["--timeout", "60", "--retries", "3", "optuna"]));
-    python
-}
-
 #[test]
 #[ignore = "needs PyPI; run by .ci/run"]
 fn optuna_study_prunes_and_its_best_command_reproduces_its_value() {
     let tmp = tempfile::tempdir().unwrap();
-    let python = venv_with_optuna(tmp.path());
+    let python = venv_with(tmp.path(), &["optuna"]);
     let storage = format!("sqlite:///{}", tmp.path().join("optuna.db").display());
     let out_dir = tmp.path().join("runs");
     let o = run(Command::new(&python)
