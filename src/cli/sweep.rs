@@ -6,16 +6,19 @@
 use super::signals;
 use crate::data::Dataset;
 use crate::engine::EngineKind;
+use crate::output::write_atomic;
 use crate::sweep::grid::{expand_grid, sample_random, Axis, Flags};
 use crate::sweep::lock::ResultsLock;
 use crate::sweep::repair::repair;
 use crate::sweep::results::{read_curves, read_results, ResultPaths, RunResult, FAILED, OK};
 use crate::sweep::run::{self, Outcome};
+use crate::sweep::slurm;
 use crate::sweep::{self, plot, summary, DataFingerprint, RunSpec, SweepError};
 use crate::text::{plural, thousands};
 use crate::train::Preset;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -28,9 +31,12 @@ use std::time::Instant;
         --hidden 10:64 --seed 1,2\n  \
     mnist-blas sweep --data train.csv --lr 0.1,0.2 \\\n      \
         --axis lr-schedule=constant,cosine -- --early-stop 3\n  \
-    mnist-blas sweep --data \"$PWD/train.csv\" --lr 0.1,0.2 --emit-commands \\\n      \
+    mnist-blas sweep --data \"$PWD/train.csv\" --lr 0.1,0.2 --emit commands \\\n      \
         --out-dir runs > jobs.txt\n  \
-    parallel < jobs.txt && mnist-blas sweep --collect runs\n\n\
+    parallel < jobs.txt && mnist-blas sweep --collect runs\n  \
+    mnist-blas sweep --data train.csv --lr 0.1,0.2 --seed 1,2 \\\n      \
+        --emit slurm --out-dir runs\n  \
+    sbatch --wait runs/sweep.sbatch && mnist-blas sweep --collect runs\n\n\
     Every run is the `mnist-blas train` run with the same flags: same split, init, shuffles and \
     final evaluation, bit for bit. Re-running a sweep skips the runs already in --results (a run's \
     key covers the data's content: data replaced in place runs again). One sweep at a time writes \
@@ -135,9 +141,15 @@ pub struct SweepArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Print one `mnist-blas train ...` line per configuration (each writes
-    /// OUT-DIR/run-KEY.json) instead of running, for GNU parallel, SLURM, ...
-    #[arg(long)]
+    /// Instead of running: `commands` prints one `mnist-blas train ...` line
+    /// per configuration (each writes OUT-DIR/run-KEY.json), for GNU
+    /// parallel, ...; `slurm` writes OUT-DIR/sweep.sbatch, a SLURM job array
+    /// of them (`sbatch OUT-DIR/sweep.sbatch`). Both write the plan and
+    /// OUT-DIR/commands.txt.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub emit: Option<Emit>,
+    /// The same as `--emit commands`.
+    #[arg(long, hide = true, conflicts_with = "emit")]
     pub emit_commands: bool,
     /// Where the emitted commands write, and the plan --collect reads.
     #[arg(long, default_value = "sweep-runs", value_name = "DIR")]
@@ -145,9 +157,16 @@ pub struct SweepArgs {
     /// The program the emitted commands call.
     #[arg(long, default_value = "mnist-blas", value_name = "PATH")]
     pub bin: String,
+    /// `--emit slurm`: array tasks running at a time (its `%` throttle).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_parallel: usize,
+    /// `--emit slurm`: one more `#SBATCH` option, e.g.
+    /// `--sbatch=--time=2:00:00` or `--sbatch=--partition=short`; repeatable.
+    #[arg(long, value_name = "OPTION", allow_hyphen_values = true)]
+    pub sbatch: Vec<String>,
     /// Merge the results of emitted commands in DIR into --results, then
     /// summarise and plot; no grid flags needed.
-    #[arg(long, value_name = "DIR", conflicts_with = "emit_commands")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["emit", "emit_commands"])]
     pub collect: Option<PathBuf>,
 
     /// Print only the summary (and errors).
@@ -156,6 +175,15 @@ pub struct SweepArgs {
     /// Further `train` flags for every run, after `--`.
     #[arg(last = true, value_name = "TRAIN FLAGS")]
     pub extra: Vec<String>,
+}
+
+/// What `--emit` writes instead of running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    /// `mnist-blas train` lines on stdout.
+    Commands,
+    /// A SLURM job array script, OUT-DIR/sweep.sbatch.
+    Slurm,
 }
 
 /// Flags the sweep sets itself for each run.
@@ -253,6 +281,12 @@ impl SweepArgs {
         if self.samples == Some(0) {
             bail!("--samples must be at least 1");
         }
+        if !self.sbatch.is_empty() && self.emit() != Some(Emit::Slurm) {
+            bail!(
+                "--sbatch {}: #SBATCH options go with --emit slurm",
+                self.sbatch[0]
+            );
+        }
         Ok(())
     }
 
@@ -275,6 +309,11 @@ impl SweepArgs {
             proposed,
             swept,
         })
+    }
+
+    /// `--emit`, or `--emit-commands` (its old spelling).
+    fn emit(&self) -> Option<Emit> {
+        self.emit.or(self.emit_commands.then_some(Emit::Commands))
     }
 
     fn jobs(&self) -> usize {
@@ -338,7 +377,7 @@ impl Loaded {
 }
 
 /// `mnist-blas sweep`: plan, then list (`--dry-run`), emit
-/// (`--emit-commands`), collect (`--collect`) or run.
+/// (`--emit commands|slurm`), collect (`--collect`) or run.
 ///
 /// Running holds the results' lock for the whole sweep, and stops on
 /// SIGINT or SIGTERM: no new run starts, the runs in progress stop after
@@ -354,11 +393,11 @@ pub fn run(args: SweepArgs) -> Result<()> {
     args.check()?;
     let configs = args.configs()?;
     // The keys cover the data's content: even listing loads the data.
-    if args.dry_run || args.emit_commands {
+    if args.dry_run || args.emit().is_some() {
         let data = Loaded::load(&configs.configs)?;
         let specs = data.specs(configs.configs);
-        if args.emit_commands {
-            return emit(&args, &specs);
+        if let Some(kind) = args.emit() {
+            return emit(&args, kind, &specs);
         }
         for s in &specs {
             outln!("{}  {}", s.key, s.train_args().join(" "));
@@ -596,22 +635,71 @@ fn report(
     Ok(())
 }
 
-fn emit(args: &SweepArgs, specs: &[RunSpec]) -> Result<()> {
+/// `--emit`: the plan and the commands file in OUT-DIR, then the commands
+/// on stdout or the SLURM script.
+fn emit(args: &SweepArgs, kind: Emit, specs: &[RunSpec]) -> Result<()> {
     let dir = &args.out_dir;
+    let lines: Vec<String> = specs
+        .iter()
+        .map(|s| sweep::command_line(&args.bin, s, dir, args.threads_per_run))
+        .collect();
+    let script = match kind {
+        Emit::Commands => None,
+        Emit::Slurm => {
+            for l in &lines {
+                slurm::check_command(l)?;
+            }
+            let workdir = std::env::current_dir().context("the current directory")?;
+            // Checked before anything is written.
+            let text = slurm::script(&slurm::ArrayScript {
+                tasks: specs.len(),
+                max_parallel: args.max_parallel,
+                cpus_per_task: args.threads_per_run,
+                workdir: &workdir,
+                dir: &workdir.join(dir),
+                options: &args.sbatch,
+            })?;
+            Some(text)
+        }
+    };
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     sweep::collect::write_plan(dir, specs)?;
-    for s in specs {
-        outln!(
-            "{}",
-            sweep::command_line(&args.bin, s, dir, args.threads_per_run)
+    let commands = dir.join(slurm::COMMANDS_FILE);
+    write_atomic(&commands, |w| {
+        lines.iter().try_for_each(|l| writeln!(w, "{l}"))
+    })?;
+    let Some(script) = script else {
+        for l in &lines {
+            outln!("{l}");
+        }
+        eprintln!(
+            "{}; each writes {}/run-KEY.json; then: mnist-blas sweep --collect {}",
+            plural(specs.len(), "command"),
+            dir.display(),
+            dir.display()
         );
-    }
-    eprintln!(
-        "{}; each writes {}/run-KEY.json; then: mnist-blas sweep --collect {}",
-        plural(specs.len(), "command"),
-        dir.display(),
-        dir.display()
-    );
+        return Ok(());
+    };
+    let logs = dir.join(slurm::LOGS_DIR);
+    std::fs::create_dir_all(&logs).with_context(|| format!("{}: cannot create", logs.display()))?;
+    let path = dir.join(slurm::SCRIPT_FILE);
+    write_atomic(&path, |w| w.write_all(script.as_bytes()))?;
+    args.say(format!(
+        "wrote {}: a job array of {}, {} at a time, {} each; task N runs line N+1 of {}",
+        path.display(),
+        plural(specs.len(), "task"),
+        args.max_parallel.min(specs.len()),
+        plural(args.threads_per_run, "CPU"),
+        commands.display()
+    ));
+    args.say(format!(
+        "submit: sbatch {}",
+        sweep::shell_quote(&path.display().to_string())
+    ));
+    args.say(format!(
+        "then:   mnist-blas sweep --collect {}",
+        sweep::shell_quote(&dir.display().to_string())
+    ));
     Ok(())
 }
 

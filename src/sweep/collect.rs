@@ -1,5 +1,5 @@
-//! `--emit-commands` and `--collect`: the plan file the emitted commands'
-//! directory keeps, and the results those commands leave beside it.
+//! `--emit` and `--collect`: the plan file the emitted commands' directory
+//! keeps, and the results those commands leave beside it.
 
 use super::results::{read_results, row_texts, CurveRow, RunResult, FAILED, OK, PLANNED};
 use super::{run_file, RunSpec, SweepError};
@@ -7,7 +7,7 @@ use crate::train::RunReport;
 use serde_json::Value;
 use std::path::Path;
 
-/// The plan file `--emit-commands` leaves in its directory: one `planned`
+/// The plan file `--emit` leaves in its directory: one `planned`
 /// row per configuration, for `--collect` to know every run, even those
 /// that failed before writing anything. Its keys are the sweep's keys (the
 /// data's fingerprint included), so `--collect` matches runs by key.
@@ -32,6 +32,10 @@ pub fn write_plan(dir: &Path, specs: &[RunSpec]) -> Result<(), SweepError> {
     .map_err(|e| SweepError::file(&path, e.reason()))
 }
 
+/// How `train`'s error line starts when a signal stopped the run after
+/// writing its checkpoint (`train::RunError::Interrupted`).
+const INTERRUPTED: &str = "interrupted ";
+
 /// One emitted run read back from its files.
 pub struct Collected {
     pub row: RunResult,
@@ -39,13 +43,15 @@ pub struct Collected {
 }
 
 /// Read what the emitted commands of `dir` left: for each planned run, its
-/// JSON line (ok), its error file (failed), or nothing yet (`None`).
+/// JSON line (ok), its error file (failed), or nothing yet (`None`; a run
+/// stopped by a signal, which left a checkpoint to resume, is not finished
+/// either).
 pub fn collect(dir: &Path) -> Result<Vec<(RunResult, Option<Collected>)>, SweepError> {
     let plan_path = dir.join(PLAN_FILE);
     if !plan_path.exists() {
         return Err(SweepError::file(
             &plan_path,
-            "no such file: --collect needs the directory given to --emit-commands --out-dir",
+            "no such file: --collect needs the directory given to --emit --out-dir",
         ));
     }
     read_results(&plan_path)?
@@ -72,17 +78,17 @@ fn collect_one(dir: &Path, planned: &RunResult) -> Result<Option<Collected>, Swe
         return Ok(Some(Collected { row, records }));
     }
     let err_text = std::fs::read_to_string(run_file(dir, &key, "err")).unwrap_or_default();
-    if err_text.trim().is_empty() {
-        return Ok(None);
-    }
-    let mut row = planned.clone();
-    row.set("status", Value::String(FAILED.into()));
     let reason = err_text
         .trim()
         .lines()
         .last()
         .unwrap_or("")
         .trim_start_matches("error: ");
+    if reason.is_empty() || reason.starts_with(INTERRUPTED) {
+        return Ok(None);
+    }
+    let mut row = planned.clone();
+    row.set("status", Value::String(FAILED.into()));
     row.set("error", Value::String(reason.to_string()));
     Ok(Some(Collected {
         row,

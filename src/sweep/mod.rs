@@ -12,7 +12,8 @@
 //! - `repair`: before a sweep appends, partial last lines and lines of
 //!   runs cut short are dropped, missing JSON lines rebuilt;
 //! - `lock`: one sweep at a time on a results file;
-//! - [`collect`]: the results of `--emit-commands` runs, for `--collect`;
+//! - [`collect`]: the results of emitted runs (`--emit`), for `--collect`;
+//! - [`slurm`]: `--emit slurm`'s job array script;
 //! - [`summary`]: the top table and the mean ± std over seeds;
 //! - [`plot`]: the PNG (accuracy against each swept flag, learning curves).
 
@@ -23,6 +24,7 @@ pub mod plot;
 pub(crate) mod repair;
 pub mod results;
 pub mod run;
+pub mod slurm;
 pub mod summary;
 
 use crate::data::{DataSource, Dataset};
@@ -51,6 +53,8 @@ pub enum SweepError {
     MixedValData(String, String),
     #[error("cannot start {0}")]
     Threads(String),
+    #[error("--emit slurm: {0}")]
+    Slurm(String),
     #[error(
         "another sweep{} is writing {}; wait for it or use other --results",
         pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),

@@ -43,6 +43,7 @@ mod predict_columns;
 mod readme_tour;
 mod runs;
 mod simd_level;
+mod slurm;
 mod sparse;
 mod split_val;
 mod sweep;
