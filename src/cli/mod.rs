@@ -20,6 +20,7 @@ mod predict;
 mod progress;
 mod report;
 mod runs;
+mod serve;
 mod signals;
 mod sweep;
 mod train;
@@ -50,7 +51,8 @@ use std::path::Path;
         mnist-blas predict --model model.npz --data test.csv --out submission.csv\n  \
         mnist-blas eval --model model.npz --data t10k-images-idx3-ubyte.gz \\\n      \
             --plot confusion.png\n  \
-        mnist-blas inspect --model model.npz --out weights.png\n\n\
+        mnist-blas inspect --model model.npz --out weights.png\n  \
+        mnist-blas serve --model model.npz  # draw digits at http://127.0.0.1:8080/\n\n\
         Each subcommand has its own --help with examples."
 )]
 pub struct Cli {
@@ -73,6 +75,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Run a grid or random search of `train` configurations in parallel.
     Sweep(Box<sweep::SweepArgs>),
+    /// Serve a page to draw digits on and a JSON API, over HTTP.
+    Serve(serve::ServeArgs),
 }
 
 /// Parse the command line and run; the error, if any, is for `main` to print.
@@ -88,6 +92,7 @@ pub fn run() -> Result<()> {
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Sweep(args)) => sweep::run(*args),
+        Some(Command::Serve(args)) => serve::run(args),
     }
 }
 

@@ -19,6 +19,7 @@ mod common;
 
 mod acceptance;
 mod bad_input;
+mod browser;
 mod checkpoint;
 mod cli;
 mod data_csv;
@@ -39,6 +40,7 @@ mod outputs_checked;
 mod predict_columns;
 mod readme_tour;
 mod runs;
+mod serve;
 mod simd_level;
 mod sparse;
 mod split_val;
