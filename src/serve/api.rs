@@ -100,7 +100,12 @@ pub(super) async fn predict(shared: &Arc<Shared>, req: Request) -> Result<Predic
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
         .unwrap_or_default();
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_string();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
     match essence.as_str() {
         "multipart/form-data" => {
             let form = Multipart::from_request(req, &())
@@ -302,9 +307,8 @@ async fn work(
     shared: &Arc<Shared>,
     job: impl FnOnce() -> Result<Prediction, ApiError> + Send + 'static,
 ) -> Result<Prediction, ApiError> {
-    let internal = |what: String| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", what)
-    };
+    let internal =
+        |what: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", what);
     let _slot = shared
         .work
         .acquire()

@@ -21,8 +21,8 @@
 mod api;
 
 use crate::engine::{Engine, EngineKind};
-use api::ApiError;
 use crate::model::Mlp;
+use api::ApiError;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};

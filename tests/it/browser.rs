@@ -42,11 +42,16 @@ fn chromedriver(dir: &Path) -> (Killed, String) {
         .port();
     let child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
-        .arg(format!("--log-path={}", dir.join("chromedriver.log").display()))
+        .arg(format!(
+            "--log-path={}",
+            dir.join("chromedriver.log").display()
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {CHROMEDRIVER} (apt-get install chromium-driver): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {CHROMEDRIVER} (apt-get install chromium-driver): {e}")
+        });
     let child = Killed(child);
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -69,9 +74,16 @@ async fn stroke(c: &Client, pad: &Element, points: &[(f64, f64)], touch: bool) {
         x,
         y,
     };
-    let mut actions = vec![to(&points[0]), PointerAction::Down { button: MOUSE_BUTTON_LEFT }];
+    let mut actions = vec![
+        to(&points[0]),
+        PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        },
+    ];
     actions.extend(points[1..].iter().map(to));
-    actions.push(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+    actions.push(PointerAction::Up {
+        button: MOUSE_BUTTON_LEFT,
+    });
     if touch {
         let seq = actions
             .into_iter()
@@ -129,7 +141,11 @@ async fn shown(c: &Client, count: u64) -> (String, Vec<f64>, Vec<f64>) {
         .await
         .unwrap();
     let nums = |v: &Value| -> Vec<f64> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
     };
     (v[0].as_str().unwrap().to_string(), nums(&v[1]), nums(&v[2]))
 }
@@ -145,9 +161,22 @@ fn check(shown: &(String, Vec<f64>, Vec<f64>), want: &str) {
     assert!((bars.iter().sum::<f64>() - 100.0).abs() < 1.0, "{bars:?}");
     let mass: f64 = px.iter().sum();
     assert!(mass > 255.0 * 20.0, "the preview shows little ink: {mass}");
-    let cx = px.iter().enumerate().map(|(i, v)| (i % 28) as f64 * v).sum::<f64>() / mass;
-    let cy = px.iter().enumerate().map(|(i, v)| (i / 28) as f64 * v).sum::<f64>() / mass;
-    assert!((cx - 14.0).abs() < 1.5 && (cy - 14.0).abs() < 1.5, "({cx}, {cy})");
+    let cx = px
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i % 28) as f64 * v)
+        .sum::<f64>()
+        / mass;
+    let cy = px
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i / 28) as f64 * v)
+        .sum::<f64>()
+        / mass;
+    assert!(
+        (cx - 14.0).abs() < 1.5 && (cy - 14.0).abs() < 1.5,
+        "({cx}, {cy})"
+    );
 }
 
 #[test]
@@ -228,7 +257,12 @@ async fn draw(c: &Client, url: &str, shot: &Path) {
     check(&one, "1");
 
     // Clear: no digit, empty bars, a black preview.
-    c.find(Locator::Css("#clear")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#clear"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let cleared = c
         .execute(
             "return [document.getElementById('digit').textContent, \
@@ -253,7 +287,12 @@ async fn draw(c: &Client, url: &str, shot: &Path) {
     assert_ne!(zero.2, one.2, "the preview did not change");
 
     // A "7" in two mouse strokes (bar, then the diagonal), left on screen.
-    c.find(Locator::Css("#clear")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#clear"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let n = count(c).await;
     stroke(c, &pad, &at(line((-70.0, -85.0), (70.0, -85.0), 20)), false).await;
     stroke(c, &pad, &at(line((70.0, -85.0), (-15.0, 100.0), 30)), false).await;

@@ -36,7 +36,12 @@ impl Server {
             Some((_, rest)) => format!("http://{}", rest.split('/').next().unwrap()),
             None => {
                 let mut err = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
                 panic!("serve printed no address: {line:?}; stderr: {err}");
             }
         };
@@ -96,7 +101,10 @@ fn answer(mut r: ureq::http::Response<ureq::Body>) -> (u16, Value) {
 
 /// A model trained on the built-in sample in `dir` (as runs/latest).
 pub fn train_in(dir: &Path) {
-    let o = run_in(dir, &["train", "--epochs", "4", "--layers", "64", "--quiet"]);
+    let o = run_in(
+        dir,
+        &["train", "--epochs", "4", "--layers", "64", "--quiet"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -181,7 +189,10 @@ fn serve_answers_every_endpoint_and_names_every_bad_request() {
     let api = format!("{}/api/predict", server.url);
     let a = agent();
 
-    assert_eq!(get(&a, &format!("{}/healthz", server.url)), (200, json!({"status": "ok"})));
+    assert_eq!(
+        get(&a, &format!("{}/healthz", server.url)),
+        (200, json!({"status": "ok"}))
+    );
 
     let (s, m) = get(&a, &format!("{}/api/model", server.url));
     assert_eq!(s, 200, "{m}");
@@ -222,9 +233,22 @@ fn serve_answers_every_endpoint_and_names_every_bad_request() {
     let (photo_label, seen) = check_prediction(&body);
     assert_eq!(body["inverted"], true, "{body}");
     let mass: f64 = seen.iter().sum();
-    let cx = seen.iter().enumerate().map(|(i, v)| (i % 28) as f64 * v).sum::<f64>() / mass;
-    let cy = seen.iter().enumerate().map(|(i, v)| (i / 28) as f64 * v).sum::<f64>() / mass;
-    assert!((cx - 14.0).abs() < 1.5 && (cy - 14.0).abs() < 1.5, "({cx}, {cy})");
+    let cx = seen
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i % 28) as f64 * v)
+        .sum::<f64>()
+        / mass;
+    let cy = seen
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i / 28) as f64 * v)
+        .sum::<f64>()
+        / mass;
+    assert!(
+        (cx - 14.0).abs() < 1.5 && (cy - 14.0).abs() < 1.5,
+        "({cx}, {cy})"
+    );
     // As a multipart form's file: the same answer.
     let boundary = "b0undary7MA4YWxkTrZu0gW";
     let mut form = format!(
@@ -245,13 +269,23 @@ fn serve_answers_every_endpoint_and_names_every_bad_request() {
     // Every kind of bad request: a 4xx naming the problem.
     let json_of = |s: &str| s.as_bytes().to_vec();
     check_error(
-        post(&a, &api, "application/json", &json_of("{\"pixels\": [0, 1,")),
+        post(
+            &a,
+            &api,
+            "application/json",
+            &json_of("{\"pixels\": [0, 1,"),
+        ),
         400,
         "malformed_json",
         &["malformed JSON", "EOF"],
     );
     check_error(
-        post(&a, &api, "application/json", &json_of("{\"pixels\": [NaN]}")),
+        post(
+            &a,
+            &api,
+            "application/json",
+            &json_of("{\"pixels\": [NaN]}"),
+        ),
         400,
         "malformed_json",
         &["malformed JSON"],
@@ -263,7 +297,12 @@ fn serve_answers_every_endpoint_and_names_every_bad_request() {
         &["unknown field `pixel`", "784"],
     );
     check_error(
-        post(&a, &api, "application/json", &json_of("{\"pixels\": [\"0\"]}")),
+        post(
+            &a,
+            &api,
+            "application/json",
+            &json_of("{\"pixels\": [\"0\"]}"),
+        ),
         400,
         "bad_field",
         &["invalid type: string"],
@@ -291,7 +330,12 @@ fn serve_answers_every_endpoint_and_names_every_bad_request() {
         &["pixels[700] is -0.25"],
     );
     check_error(
-        post(&a, &api, "application/json", &json_of("{\"pixels\": [1e400]}")),
+        post(
+            &a,
+            &api,
+            "application/json",
+            &json_of("{\"pixels\": [1e400]}"),
+        ),
         400,
         "malformed_json",
         &["number out of range"],
@@ -352,7 +396,12 @@ fn serve_answers_every_endpoint_and_names_every_bad_request() {
         &["4001x4001", "16,000,000"],
     );
     let white = png(&image::GrayImage::from_pixel(300, 200, image::Luma([255])));
-    check_error(post(&a, &api, "image/png", &white), 422, "blank", &["blank"]);
+    check_error(
+        post(&a, &api, "image/png", &white),
+        422,
+        "blank",
+        &["blank"],
+    );
     check_error(
         post(&a, &api, "multipart/form-data; boundary=x", b"--x\r\nnope"),
         400,
@@ -429,7 +478,11 @@ fn serve_refuses_a_missing_model_and_a_taken_port() {
     let dir = tempfile::tempdir().unwrap();
     let o = run_in(dir.path(), &["serve", "--addr", "127.0.0.1:0"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("no runs/latest/model.npz yet"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no runs/latest/model.npz yet"),
+        "{}",
+        stderr(&o)
+    );
     let o = run_in(dir.path(), &["serve", "--model", "gone.npz"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("gone.npz"), "{}", stderr(&o));
@@ -480,7 +533,10 @@ fn serve_under_load() {
                     for k in (t..REQUESTS).step_by(CONNECTIONS) {
                         let (ct, body) = &inputs[k % inputs.len()];
                         let sent = std::time::Instant::now();
-                        let r = a.post(api.as_str()).header("Content-Type", *ct).send(&body[..]);
+                        let r = a
+                            .post(api.as_str())
+                            .header("Content-Type", *ct)
+                            .send(&body[..]);
                         match r {
                             Ok(mut r) if r.status() == 200 => {
                                 let ok = r.body_mut().read_to_string().is_ok();
@@ -522,7 +578,12 @@ fn serve_under_load() {
         errors.len()
     );
     assert_eq!(all.len(), REQUESTS);
-    assert!(errors.is_empty(), "{} errors, first: {}", errors.len(), errors[0]);
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {}",
+        errors.len(),
+        errors[0]
+    );
     let (status, _) = server.stop();
     assert!(status.success());
 }
