@@ -497,6 +497,9 @@ fn serve_refuses_a_missing_model_and_a_taken_port() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+/// One load-test connection's latencies (picture?, milliseconds) and errors.
+type Worker = (Vec<(bool, f64)>, Vec<String>);
+
 /// Load on loopback: 20,000 requests over 32 connections (each a thread
 /// with one keep-alive connection), half 28x28 pixels as JSON, half
 /// photographed digits as PNG. Prints throughput and latency; no request
@@ -522,7 +525,7 @@ fn serve_under_load() {
         })
         .collect();
     let start = std::time::Instant::now();
-    let per_thread: Vec<(Vec<(bool, f64)>, Vec<String>)> = std::thread::scope(|scope| {
+    let per_thread: Vec<Worker> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..CONNECTIONS)
             .map(|t| {
                 let (inputs, api) = (&inputs, &api);
