@@ -6,6 +6,7 @@
 //! ```text
 //! cli                     the command line: flags, printing, progress
 //!  |-> sweep              many runs: plans, parallel workers, result files
+//!  |-> serve              the draw-a-digit page and JSON API (-> model, engine, data)
 //!  |-> train              a Plan from flags, the one `run`, the loops, checkpoints
 //!       |-> engine        forward/backward: blas (fast), naive (oracle), sparse
 //!       |-> optim         SGD, momentum, Adam: the update rules
@@ -23,6 +24,7 @@
 //!   [`optim`]: the update rules engines and trainer share;
 //! - [`train`]: [`train::run`] and what it is made of, [`train::checkpoint`];
 //! - [`sweep`]: hyperparameter sweeps (grid, random search, results, plot);
+//! - [`serve`]: the draw-a-digit page and its JSON API over HTTP;
 //! - [`output`]: every file written safely; [`threads`]: the rayon pool and
 //!   OpenBLAS's threads; [`cli`]: the command line (the binary's only caller).
 
@@ -37,6 +39,7 @@ pub mod optim;
 pub mod output;
 pub(crate) mod plot;
 pub mod rng;
+pub mod serve;
 pub(crate) mod simd;
 pub mod sweep;
 /// Test data shared by unit tests, integration tests and benches (which

@@ -22,6 +22,7 @@ mod predict;
 mod progress;
 mod report;
 mod runs;
+mod serve;
 mod signals;
 mod sweep;
 mod train;
@@ -53,7 +54,8 @@ use std::path::Path;
         mnist-blas eval --model model.npz --data t10k-images-idx3-ubyte.gz \\\n      \
             --plot confusion.png\n  \
         mnist-blas inspect --model model.npz --out weights.png\n  \
-        mnist-blas export --model model.npz --out model.onnx\n\n\
+        mnist-blas export --model model.npz --out model.onnx\n\
+        mnist-blas serve --model model.npz  # draw digits at http://127.0.0.1:8080/\n\n\
         Each subcommand has its own --help with examples."
 )]
 pub struct Cli {
@@ -81,6 +83,8 @@ enum Command {
     /// Draw one image's `--augment` distortions as a grid (docs/img/augment.png).
     #[command(hide = true)]
     AugmentPreview(augment_preview::AugmentPreviewArgs),
+    /// Serve a page to draw digits on and a JSON API, over HTTP.
+    Serve(serve::ServeArgs),
 }
 
 /// Parse the command line and run; the error, if any, is for `main` to print.
@@ -98,6 +102,7 @@ pub fn run() -> Result<()> {
         Some(Command::Sweep(args)) => sweep::run(*args),
         Some(Command::Export(args)) => export::run(args),
         Some(Command::AugmentPreview(args)) => augment_preview::run(args),
+        Some(Command::Serve(args)) => serve::run(args),
     }
 }
 

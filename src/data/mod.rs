@@ -2,7 +2,8 @@
 //!
 //! Readers: Kaggle digit-recognizer CSV (`csv`), original MNIST IDX (`idx`),
 //! each plain or gzipped (`source`). Every error names the file and, where it
-//! has one, the line.
+//! has one, the line. Pictures of single digits (PNG, JPEG, ...) become the
+//! 28x28 the model sees in `image`.
 
 pub mod augment;
 pub mod csv;
@@ -10,6 +11,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod idx;
+pub mod image;
 pub mod sample;
 pub mod source;
 
