@@ -54,7 +54,7 @@ use std::path::Path;
         mnist-blas eval --model model.npz --data t10k-images-idx3-ubyte.gz \\\n      \
             --plot confusion.png\n  \
         mnist-blas inspect --model model.npz --out weights.png\n  \
-        mnist-blas export --model model.npz --out model.onnx\n\
+        mnist-blas export --model model.npz --out model.onnx\n  \
         mnist-blas serve --model model.npz  # draw digits at http://127.0.0.1:8080/\n\n\
         Each subcommand has its own --help with examples."
 )]

@@ -536,12 +536,11 @@ fn a_directory_and_a_symlink_loop_are_named() {
         for args in commands {
             // `eval`, `predict`, `inspect` and `export` take a run folder
             // too: a folder without a model is named as such.
-            let expect =
-                if args[0] != "train" && file == "models" {
-                    "a folder without a model.npz (--model takes a model file or a run folder)"
-                } else {
-                    expect
-                };
+            let expect = if args[0] != "train" && file == "models" {
+                "a folder without a model.npz (--model takes a model file or a run folder)"
+            } else {
+                expect
+            };
             refused(dir.path(), file, &[args], expect);
         }
     }
