@@ -29,6 +29,7 @@ mod engines;
 mod experience;
 mod fuzz_regressions;
 mod help;
+mod images;
 mod inspect_units;
 mod npz_hostile;
 mod numpy_deep;
