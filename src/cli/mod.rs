@@ -19,6 +19,7 @@ mod export;
 mod inspect;
 mod metrics_log;
 mod predict;
+mod predict_images;
 mod progress;
 mod report;
 mod runs;
@@ -70,7 +71,7 @@ enum Command {
     /// Train a model (the default) and write it, its metrics and a summary.
     #[command(after_help = train::EXAMPLES)]
     Train(Box<TrainArgs>),
-    /// Predict labels for a CSV/IDX file and write a Kaggle submission.
+    /// Predict labels for a CSV/IDX file (a Kaggle submission) or for pictures of digits.
     Predict(predict::PredictArgs),
     /// Score a model on a labeled file: accuracy, per-class report, confusion.
     Eval(eval::EvalArgs),

@@ -16,7 +16,9 @@ use std::path::PathBuf;
     mnist-blas predict --data test.csv     # runs/latest's model -> submission.csv\n  \
     mnist-blas predict --model runs/first --data test.csv --out submission.csv\n  \
     mnist-blas predict --data t10k-images-idx3-ubyte.gz --out t10k-predictions.csv\n  \
-    mnist-blas predict --data test.csv --out probs.csv --probabilities --top-k 3\n\n\
+    mnist-blas predict --data test.csv --out probs.csv --probabilities --top-k 3\n  \
+    mnist-blas predict --image seven.jpg photos/   # pictures -> File,Label on stdout\n  \
+    mnist-blas predict --image photos/ --preview seen/ --top-k 2 --out labels.csv\n\n\
     The submission is Kaggle's format: a header `ImageId,Label`, then one row per \
     image, ImageId counting from 1 in file order. Label is the most probable class \
     (the lower digit on a tie).\n\n\
@@ -24,17 +26,37 @@ use std::path::PathBuf;
     of each digit, 6 decimals. --top-k K adds top1,p_top1,...,topK,p_topK: the K most \
     probable digits, most probable first (the lower digit first on a tie), each with \
     its probability; top1 is Label. The two may be combined (p0..p9 come first). \
-    Kaggle accepts only the two columns: submit a file written without these flags.")]
+    Kaggle accepts only the two columns: submit a file written without these flags.\n\n\
+    --image takes pictures of single digits (PNG, JPEG, GIF, BMP, WebP; any size, colour \
+    or grey, dark ink on light paper or light on dark) and brings each to MNIST's form: \
+    cropped to the ink, the longer side scaled to 20 pixels, centred by its centre of \
+    mass in 28x28. A directory stands for its image files (by extension: .png .jpg \
+    .jpeg .gif .bmp .webp), sorted by name; other entries are skipped and counted. The \
+    table is `File,Label` (plus the columns above), one row per picture read. A picture \
+    that cannot be read or shows no digit is reported on one line and left out: the \
+    others are still predicted and written, and the exit status is 1.")]
 pub struct PredictArgs {
     /// Model written by `train`: a .npz file, or a run folder (its model.npz).
     #[arg(long, value_name = "PATH", default_value = super::runs::LATEST_MODEL)]
     pub model: PathBuf,
     /// Images to label: Kaggle test.csv (or train.csv), plain or .gz, or MNIST IDX images.
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "image",
+        conflicts_with = "image"
+    )]
+    pub data: Option<PathBuf>,
+    /// Pictures of single digits to label, or directories of them (see below).
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub image: Vec<PathBuf>,
+    /// Where to write the labels [default: submission.csv; with --image, standard output].
     #[arg(long, value_name = "PATH")]
-    pub data: PathBuf,
-    /// Submission to write: `ImageId,Label`, ImageId from 1.
-    #[arg(long, value_name = "PATH", default_value = "submission.csv")]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
+    /// With --image: write the 28x28 each picture became, as the model saw
+    /// it, to DIR/NAME.png (NAME: the picture's name without its extension).
+    #[arg(long, value_name = "DIR", requires = "image")]
+    pub preview: Option<PathBuf>,
     /// Also write columns p0..p9: each digit's probability (not for Kaggle).
     #[arg(long)]
     pub probabilities: bool,
@@ -53,6 +75,9 @@ pub struct PredictArgs {
     pub quiet: bool,
 }
 
+/// `--out` when it is not given, for `--data`.
+const SUBMISSION: &str = "submission.csv";
+
 /// `--top-k`: a count of classes, 1 to [`CLASSES`].
 fn parse_top_k(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
@@ -69,51 +94,31 @@ pub fn run(args: PredictArgs) -> Result<()> {
         ..args
     };
     check_exists(&args.model, "--model")?;
-    check_exists(&args.data, "--data")?;
-    check_outputs(&[&args.model, &args.data], &[("--out", args.out.as_path())])?;
+    let Some(data) = args.data.clone() else {
+        return super::predict_images::run(&args);
+    };
+    let out = args.out.clone().unwrap_or_else(|| SUBMISSION.into());
+    check_exists(&data, "--data")?;
+    check_outputs(&[&args.model, &data], &[("--out", out.as_path())])?;
     let model = Mlp::load_npz(&args.model)?;
     let pool = thread_pool(args.threads)?;
     pool.install(|| {
-        let set = data::load(&args.data, Expect::Unlabeled)?;
+        let set = data::load(&data, Expect::Unlabeled)?;
         let engine = scoring_engine(args.engine, &model, &set.pixels)?;
         let probs = probabilities(engine.as_ref(), &model, &set);
-        let top_k = args.top_k.unwrap_or(0);
         let mut unsure = 0;
-        write_atomic(&args.out, |w| {
-            write!(w, "ImageId,Label")?;
-            if args.probabilities {
-                for c in 0..CLASSES {
-                    write!(w, ",p{c}")?;
-                }
-            }
-            for r in 1..=top_k {
-                write!(w, ",top{r},p_top{r}")?;
-            }
-            writeln!(w)?;
-            for (i, row) in probs.rows().into_iter().enumerate() {
-                let row = row.as_slice().expect("standard layout");
-                let label = argmax(row);
-                unsure += (row[label] < 0.5) as usize;
-                write!(w, "{},{}", i + 1, label)?;
-                if args.probabilities {
-                    for p in row {
-                        write!(w, ",{p:.6}")?;
-                    }
-                }
-                for &c in &ranked(row)[..top_k] {
-                    write!(w, ",{c},{:.6}", row[c])?;
-                }
-                writeln!(w)?;
-            }
+        write_atomic(&out, |w| {
+            let ids = (1..=set.len()).map(|i| i.to_string());
+            unsure = write_table(w, "ImageId", ids, &probs, &args)?;
             Ok(())
         })?;
         if !args.quiet {
             outln!(
                 "predicted {} of {} with {}; wrote {}",
                 crate::text::plural(set.len(), "image"),
-                args.data.display(),
+                data.display(),
                 args.model.display(),
-                args.out.display()
+                out.display()
             );
             if unsure == 0 {
                 outln!("no prediction below 50% confidence");
@@ -132,6 +137,47 @@ pub fn run(args: PredictArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Writes the table: a header (`key`, Label, then the columns `args`
+/// asks for), then one row per row of `probs`, its first field from
+/// `keys` (written as given: the caller quotes it if it must). Returns how
+/// many predictions are below 50% confidence.
+pub(super) fn write_table(
+    w: &mut impl Write,
+    key: &str,
+    keys: impl Iterator<Item = String>,
+    probs: &ndarray::Array2<f32>,
+    args: &PredictArgs,
+) -> std::io::Result<usize> {
+    let top_k = args.top_k.unwrap_or(0);
+    let mut unsure = 0;
+    write!(w, "{key},Label")?;
+    if args.probabilities {
+        for c in 0..CLASSES {
+            write!(w, ",p{c}")?;
+        }
+    }
+    for r in 1..=top_k {
+        write!(w, ",top{r},p_top{r}")?;
+    }
+    writeln!(w)?;
+    for (row, id) in probs.rows().into_iter().zip(keys) {
+        let row = row.as_slice().expect("standard layout");
+        let label = argmax(row);
+        unsure += (row[label] < 0.5) as usize;
+        write!(w, "{id},{label}")?;
+        if args.probabilities {
+            for p in row {
+                write!(w, ",{p:.6}")?;
+            }
+        }
+        for &c in &ranked(row)[..top_k] {
+            write!(w, ",{c},{:.6}", row[c])?;
+        }
+        writeln!(w)?;
+    }
+    Ok(unsure)
 }
 
 /// The classes from most to least probable. Each rank takes the most

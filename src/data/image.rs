@@ -467,12 +467,11 @@ fn frame(ink: &Plane) -> Option<Vec<f32>> {
     let wy = area_weights(crop.height, my / m, centre, scale);
 
     let mut rows = vec![0f32; crop.height * SIDE];
-    for y in 0..crop.height {
-        for x in 0..crop.width {
-            let v = crop.at(x, y);
+    for (src, row) in crop.v.chunks(crop.width).zip(rows.chunks_mut(SIDE)) {
+        for (&v, weights) in src.iter().zip(&wx) {
             if v != 0.0 {
-                for &(o, wt) in &wx[x] {
-                    rows[y * SIDE + o] += v * wt;
+                for &(o, wt) in weights {
+                    row[o] += v * wt;
                 }
             }
         }

@@ -32,6 +32,7 @@ mod experience;
 mod export;
 mod fuzz_regressions;
 mod help;
+mod images;
 mod inspect_units;
 mod npz_hostile;
 mod numpy_deep;
