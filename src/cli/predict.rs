@@ -17,7 +17,7 @@ use std::path::PathBuf;
     mnist-blas predict --model runs/first --data test.csv --out submission.csv\n  \
     mnist-blas predict --data t10k-images-idx3-ubyte.gz --out t10k-predictions.csv\n  \
     mnist-blas predict --data test.csv --out probs.csv --probabilities --top-k 3\n  \
-    mnist-blas predict --image seven.jpg photos/   # pictures -> File,Label on stdout\n  \
+    mnist-blas predict --image seven.jpg photos/   # File,Label per picture\n  \
     mnist-blas predict --image photos/ --preview seen/ --top-k 2 --out labels.csv\n\n\
     The submission is Kaggle's format: a header `ImageId,Label`, then one row per \
     image, ImageId counting from 1 in file order. Label is the most probable class \

@@ -1,5 +1,5 @@
 //! A model of three hidden layers written by `mnist-blas train` loads in
-//! numpy, and the README's numpy forward pass labels every row as
+//! numpy, and docs/deploy.md's numpy forward pass labels every row as
 //! `mnist-blas predict` does (and gives the f64 oracle's probabilities).
 //!
 //! Needs a `python3` that can import numpy (`.ci/run` installs Debian's
@@ -26,16 +26,16 @@ fn python_with_numpy() -> Option<&'static str> {
     })
 }
 
-/// The README's numpy forward pass: the ```python block that loads
+/// docs/deploy.md's numpy forward pass: the ```python block that loads
 /// `model.npz`.
 fn readme_forward_pass() -> String {
-    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let readme = std::fs::read_to_string(repo("docs/deploy.md")).unwrap();
     readme
         .split("```python\n")
         .skip(1)
         .filter_map(|rest| rest.split_once("\n```").map(|(code, _)| code))
         .find(|code| code.contains("np.load(\"model.npz\")"))
-        .expect("README.md has a ```python block loading model.npz")
+        .expect("docs/deploy.md has a ```python block loading model.npz")
         .to_string()
 }
 
