@@ -8,7 +8,7 @@
 //! Its screenshot goes to its temp folder; to refresh the one in the docs:
 //! `MNIST_BLAS_SCREENSHOT=docs/img/serve.png cargo test --release --features blas --test it -- --ignored browser`.
 
-use crate::serve::{train_in, Server};
+use crate::serve::{centre_of_mass, train_in, Server};
 use fantoccini::actions::{
     InputSource, MouseActions, PointerAction, TouchActions, MOUSE_BUTTON_LEFT,
 };
@@ -161,18 +161,7 @@ fn check(shown: &(String, Vec<f64>, Vec<f64>), want: &str) {
     assert!((bars.iter().sum::<f64>() - 100.0).abs() < 1.0, "{bars:?}");
     let mass: f64 = px.iter().sum();
     assert!(mass > 255.0 * 20.0, "the preview shows little ink: {mass}");
-    let cx = px
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i % 28) as f64 * v)
-        .sum::<f64>()
-        / mass;
-    let cy = px
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i / 28) as f64 * v)
-        .sum::<f64>()
-        / mass;
+    let (cx, cy) = centre_of_mass(px);
     assert!(
         (cx - 14.0).abs() < 1.5 && (cy - 14.0).abs() < 1.5,
         "({cx}, {cy})"

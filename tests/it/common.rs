@@ -146,26 +146,31 @@ pub fn model_bits(path: &Path) -> Vec<u32> {
     bits(&mnist_blas::model::Mlp::load_npz(path).unwrap())
 }
 
+/// Run `cmd`, which must succeed; its output.
+pub fn succeeded(cmd: &mut Command) -> Output {
+    let o = cmd.output().expect("the command runs");
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}\n{}\n{}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    o
+}
+
 /// A Python venv made in `dir/venv` with `packages` pip-installed from
 /// PyPI; its python. pip runs without its cache (the default one is in
 /// the home folder: tests write only in their temp folder).
 pub fn venv_with(dir: &Path, packages: &[&str]) -> PathBuf {
-    let run = |cmd: &mut Command| {
-        let o = cmd.output().expect("the command runs");
-        assert!(
-            o.status.success(),
-            "{cmd:?}: {}\n{}\n{}",
-            o.status,
-            stdout(&o),
-            stderr(&o)
-        );
-    };
     let venv = dir.join("venv");
-    run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+    succeeded(Command::new("python3").arg("-m").arg("venv").arg(&venv));
     let python = venv.join("bin/python");
-    run(Command::new(&python)
-        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-        .args(["--no-cache-dir", "--timeout", "60", "--retries", "3"])
-        .args(packages));
+    succeeded(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(["--no-cache-dir", "--timeout", "60", "--retries", "3"])
+            .args(packages),
+    );
     python
 }

@@ -7,19 +7,7 @@
 
 use std::process::Command;
 
-use crate::common::{repo, stderr, stdout, venv_with, BIN};
-
-fn run(cmd: &mut Command) -> std::process::Output {
-    let o = cmd.output().expect("the command runs");
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}\n{}\n{}",
-        o.status,
-        stdout(&o),
-        stderr(&o)
-    );
-    o
-}
+use crate::common::{repo, stdout, succeeded as run, venv_with, BIN};
 
 #[test]
 #[ignore = "needs PyPI; run by .ci/run"]

@@ -115,6 +115,19 @@ pub fn sample_digit(i: usize) -> (Vec<u8>, u8) {
     (row, set.labels.unwrap()[i])
 }
 
+/// The centre of mass (column, row) of a 28x28 picture, row by row.
+pub fn centre_of_mass(px: &[f64]) -> (f64, f64) {
+    let mass: f64 = px.iter().sum();
+    let along = |coord: fn(usize) -> usize| {
+        px.iter()
+            .enumerate()
+            .map(|(i, v)| coord(i) as f64 * v)
+            .sum::<f64>()
+            / mass
+    };
+    (along(|i| i % 28), along(|i| i / 28))
+}
+
 /// The digit `row` drawn as a person would photograph it: black ink on
 /// white, scaled 8x, off centre in a wider frame, as PNG.
 pub fn photographed(row: &[u8]) -> Vec<u8> {
@@ -232,19 +245,7 @@ fn serve_answers_every_endpoint_and_names_every_bad_request() {
     assert_eq!(s, 200, "{body}");
     let (photo_label, seen) = check_prediction(&body);
     assert_eq!(body["inverted"], true, "{body}");
-    let mass: f64 = seen.iter().sum();
-    let cx = seen
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i % 28) as f64 * v)
-        .sum::<f64>()
-        / mass;
-    let cy = seen
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i / 28) as f64 * v)
-        .sum::<f64>()
-        / mass;
+    let (cx, cy) = centre_of_mass(&seen);
     assert!(
         (cx - 14.0).abs() < 1.5 && (cy - 14.0).abs() < 1.5,
         "({cx}, {cy})"
