@@ -115,6 +115,21 @@ pub fn sample_digit(i: usize) -> (Vec<u8>, u8) {
     (row, set.labels.unwrap()[i])
 }
 
+/// For each of the first `n` sample digits, two request bodies: its
+/// pixels as JSON and its photograph as PNG, with their content types.
+fn mixed_requests(n: usize) -> Vec<(&'static str, Vec<u8>)> {
+    (0..n)
+        .flat_map(|i| {
+            let (row, _) = sample_digit(i);
+            let values: Vec<f64> = row.iter().map(|&b| b as f64 / 255.0).collect();
+            [
+                ("application/json", pixels_json(&values)),
+                ("image/png", photographed(&row)),
+            ]
+        })
+        .collect()
+}
+
 /// The centre of mass (column, row) of a 28x28 picture, row by row.
 pub fn centre_of_mass(px: &[f64]) -> (f64, f64) {
     let mass: f64 = px.iter().sum();
@@ -437,16 +452,7 @@ fn serve_answers_concurrent_clients_alike() {
     train_in(dir.path());
     let server = Server::start(dir.path(), &["--model", "runs/latest"]);
     let api = format!("{}/api/predict", server.url);
-    let inputs: Vec<(&str, Vec<u8>)> = (0..4)
-        .flat_map(|i| {
-            let (row, _) = sample_digit(i);
-            let values: Vec<f64> = row.iter().map(|&b| b as f64 / 255.0).collect();
-            [
-                ("application/json", pixels_json(&values)),
-                ("image/png", photographed(&row)),
-            ]
-        })
-        .collect();
+    let inputs = mixed_requests(4);
     let a = agent();
     let alone: Vec<Value> = inputs
         .iter()
@@ -515,16 +521,7 @@ fn serve_under_load() {
     train_in(dir.path());
     let server = Server::start(dir.path(), &[]);
     let api = format!("{}/api/predict", server.url);
-    let inputs: Vec<(&str, Vec<u8>)> = (0..8)
-        .flat_map(|i| {
-            let (row, _) = sample_digit(i);
-            let values: Vec<f64> = row.iter().map(|&b| b as f64 / 255.0).collect();
-            [
-                ("application/json", pixels_json(&values)),
-                ("image/png", photographed(&row)),
-            ]
-        })
-        .collect();
+    let inputs = mixed_requests(8);
     let start = std::time::Instant::now();
     let per_thread: Vec<Worker> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..CONNECTIONS)
