@@ -12,6 +12,7 @@
 use crate::data::FEATURES;
 use crate::engine::{shard_rows, BatchStats, Engine, PreparedRows};
 use crate::model::{Gradients, Layers, Mlp};
+use crate::optim::PIECE;
 use rayon::prelude::*;
 
 /// Reusable per-shard gradient buffers.
@@ -40,7 +41,6 @@ impl ShardBuffers {
         debug_assert_eq!(x.len(), rows * FEATURES);
         let per_shard = shard_rows(rows);
         let n = rows.div_ceil(per_shard);
-        out.fill(0.0);
         let mut stats = BatchStats::default();
         if let Some(p) = prepared {
             assert_eq!(p.len(), n, "prepared shards do not match the batch");
@@ -49,8 +49,11 @@ impl ShardBuffers {
             Some(p) => engine.accumulate_prepared(model, &p[i], ys, g),
             None => engine.accumulate(model, xs, ys, g),
         };
+        let inv = 1.0 / rows as f32;
         if n <= 1 {
+            out.fill(0.0);
             stats = shard(0, x, y, out);
+            reduce(out, &[], inv);
         } else {
             if self.shards.len() < n || !self.shards[0].same_shape(model) {
                 let shape = model.shape();
@@ -67,14 +70,36 @@ impl ShardBuffers {
                     g.fill(0.0);
                     *s = shard(i, xs, ys, g);
                 });
-            // The fixed-order reduction.
-            for (g, s) in self.shards[..n].iter().zip(&self.stats[..n]) {
-                out.add_assign(g);
+            for s in &self.stats[..n] {
                 stats.merge(*s);
             }
+            reduce(out, &self.shards[..n], inv);
         }
-        out.scale(1.0 / rows as f32);
         stats
+    }
+}
+
+/// The fixed-order reduction: `out = (0 + shards[0] + shards[1] + ...) *
+/// inv`, each element's sum in shard order; with no shards, `out *= inv`. The arithmetic is per element,
+/// so pieces of [`PIECE`] elements go to rayon's threads in any order with
+/// the same bits.
+fn reduce(out: &mut Gradients, shards: &[Gradients], inv: f32) {
+    let sources: Vec<Vec<&[f32]>> = shards.iter().map(|s| s.params()).collect();
+    for (j, block) in out.params_mut().into_iter().enumerate() {
+        block
+            .par_chunks_mut(PIECE)
+            .enumerate()
+            .for_each(|(c, piece)| {
+                let at = c * PIECE;
+                if !sources.is_empty() {
+                    piece.fill(0.0);
+                }
+                for s in &sources {
+                    let s = &s[j][at..at + piece.len()];
+                    piece.iter_mut().zip(s).for_each(|(o, &v)| *o += v);
+                }
+                piece.iter_mut().for_each(|o| *o *= inv);
+            });
     }
 }
 

@@ -45,8 +45,8 @@ impl Stepper<'_> {
         let stats = self
             .shards
             .mean_gradients(self.engine, model, x, y, prepared, &mut self.grads);
-        opt.step(model, &self.grads);
-        self.check_step(&stats, model.is_finite(), unit, at)?;
+        let finite = opt.step(model, &self.grads);
+        self.check_step(&stats, finite, unit, at)?;
         Ok(stats)
     }
 
