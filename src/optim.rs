@@ -177,8 +177,7 @@ impl<'a> Piece<'a> {
             }
             Rule::Adam(consts) => adam_update(&consts, w, m, v, g),
         }
-        // A fold without an early exit, which the compiler vectorises.
-        w.iter().fold(true, |ok, x| ok & x.is_finite())
+        crate::simd::all_finite(w)
     }
 }
 

@@ -144,6 +144,30 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// Whether every value is finite. A fold without an early exit, which
+    /// vectorises: the trainer asks after every step, and weights are
+    /// almost always fine.
+    pub(crate) fn all_finite(values: &[f32]) -> bool {
+        values.iter().fold(true, |ok, v| ok & v.is_finite())
+    }
+}
+
+multiversion! {
+    /// `out = (0 + sources[0] + sources[1] + ...) * k` element by element,
+    /// the sources added in order; with no sources, `out *= k`. Each source
+    /// is at least `out.len()` long.
+    pub(crate) fn sum_scaled(out: &mut [f32], sources: &[&[f32]], k: f32) {
+        if !sources.is_empty() {
+            out.fill(0.0);
+        }
+        for s in sources {
+            out.iter_mut().zip(*s).for_each(|(o, &v)| *o += v);
+        }
+        out.iter_mut().for_each(|o| *o *= k);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

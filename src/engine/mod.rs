@@ -84,6 +84,14 @@ pub trait Engine: Send + Sync {
     /// Class probabilities, `rows x 10`.
     fn probabilities(&self, model: &Mlp, x: &[u8]) -> Array2<f32>;
 
+    /// Rows per shard for a batch of `rows` on a model whose first hidden
+    /// layer has `hidden` units: [`shard_rows`], unless the engine keeps
+    /// the cores busy inside one shard for that width. A function of the
+    /// batch size and the shape alone, never of the thread count.
+    fn shard_rows(&self, rows: usize, _hidden: usize) -> usize {
+        shard_rows(rows)
+    }
+
     /// Convert rows `x` once into the form this engine computes from
     /// fastest, for many [`Engine::accumulate_prepared`] calls on the same
     /// rows (full-batch training passes over one batch hundreds of times).

@@ -220,13 +220,6 @@ impl Mlp {
         }
     }
 
-    /// `self += other`, element by element.
-    pub fn add_assign(&mut self, other: &Mlp) {
-        for (a, b) in self.params_mut().into_iter().zip(other.params()) {
-            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-        }
-    }
-
     pub fn scale(&mut self, k: f32) {
         for p in self.params_mut() {
             p.iter_mut().for_each(|v| *v *= k);
@@ -235,11 +228,7 @@ impl Mlp {
 
     /// True when every parameter is a finite number.
     pub fn is_finite(&self) -> bool {
-        // A fold without an early exit, which the compiler vectorises: the
-        // trainer asks after every step, and weights are almost always fine.
-        self.params()
-            .iter()
-            .all(|p| p.iter().fold(true, |ok, v| ok & v.is_finite()))
+        self.params().iter().all(|p| crate::simd::all_finite(p))
     }
 
     /// Save as `.npz`: float32 `wi` (outputs by inputs) and `bi` (outputs

@@ -3,14 +3,15 @@
 //!
 //! A batch is cut into shards of [`crate::engine::SHARD_ROWS`] rows, or into two halves
 //! when it has at most that many, so that a batch of 128 keeps two cores
-//! busy too ([`shard_rows`]). The cut depends
-//! only on the batch size, never on the thread count; each shard's gradient is
+//! busy too ([`Engine::shard_rows`]; an engine may instead split a wide
+//! layer's products across the cores inside one shard). The cut depends
+//! only on the batch size and the shape, never on the thread count; each shard's gradient is
 //! computed into its own buffer, and the buffers are summed in shard order.
 //! So `--threads 1` and `--threads 8` add the same numbers in the same order
 //! and give bit-identical weights: only who computes which shard changes.
 
 use crate::data::FEATURES;
-use crate::engine::{shard_rows, BatchStats, Engine, PreparedRows};
+use crate::engine::{BatchStats, Engine, PreparedRows};
 use crate::model::{Gradients, Layers, Mlp};
 use crate::optim::PIECE;
 use rayon::prelude::*;
@@ -39,7 +40,7 @@ impl ShardBuffers {
     ) -> BatchStats {
         let rows = y.len();
         debug_assert_eq!(x.len(), rows * FEATURES);
-        let per_shard = shard_rows(rows);
+        let per_shard = engine.shard_rows(rows, model.hidden());
         let n = rows.div_ceil(per_shard);
         let mut stats = BatchStats::default();
         if let Some(p) = prepared {
@@ -91,14 +92,8 @@ fn reduce(out: &mut Gradients, shards: &[Gradients], inv: f32) {
             .enumerate()
             .for_each(|(c, piece)| {
                 let at = c * PIECE;
-                if !sources.is_empty() {
-                    piece.fill(0.0);
-                }
-                for s in &sources {
-                    let s = &s[j][at..at + piece.len()];
-                    piece.iter_mut().zip(s).for_each(|(o, &v)| *o += v);
-                }
-                piece.iter_mut().for_each(|o| *o *= inv);
+                let pieces: Vec<&[f32]> = sources.iter().map(|s| &s[j][at..]).collect();
+                crate::simd::sum_scaled(piece, &pieces, inv);
             });
     }
 }
@@ -109,7 +104,7 @@ fn reduce(out: &mut Gradients, shards: &[Gradients], inv: f32) {
 /// steps: full-batch training.
 pub fn prepare(engine: &dyn Engine, x: &[u8], layers: &Layers) -> Option<Vec<PreparedRows>> {
     let shards: Vec<Option<PreparedRows>> = x
-        .par_chunks(shard_rows(x.len() / FEATURES) * FEATURES)
+        .par_chunks(engine.shard_rows(x.len() / FEATURES, layers.hidden()[0]) * FEATURES)
         .map(|xs| engine.prepare(xs, layers))
         .collect();
     shards.into_iter().collect()
