@@ -120,7 +120,10 @@ impl Optimizer {
     /// floats each step; on one core it was a fifth of a 784-2048-10 step.
     pub fn step(&mut self, model: &mut Mlp, g: &Gradients) -> bool {
         let rule = self.next_rule();
-        let mut moments = (self.m.params_mut().into_iter(), self.v.params_mut().into_iter());
+        let mut moments = (
+            self.m.params_mut().into_iter(),
+            self.v.params_mut().into_iter(),
+        );
         let mut pieces = Vec::new();
         for (w, g) in model.params_mut().into_iter().zip(g.params()) {
             // Rules without a moment have empty moment arrays.
@@ -160,7 +163,12 @@ impl<'a> Piece<'a> {
             let (v, v_rest) = split(p.v);
             let (g, g_rest) = p.g.split_at(PIECE);
             out.push(Piece { w, m, v, g });
-            p = Piece { w: w_rest, m: m_rest, v: v_rest, g: g_rest };
+            p = Piece {
+                w: w_rest,
+                m: m_rest,
+                v: v_rest,
+                g: g_rest,
+            };
         }
         out.push(p);
     }

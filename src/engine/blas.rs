@@ -39,7 +39,7 @@ impl Workspace {
             self.x = Array2::zeros((rows, FEATURES));
         }
         self.above.prepare(rows, m);
-        if self.dw1_t.ncols() != m.hidden() {
+        if hidden_pieces(m.hidden()) == 1 && self.dw1_t.ncols() != m.hidden() {
             self.dw1_t = Array2::zeros((FEATURES, m.hidden()));
         }
     }
@@ -172,7 +172,21 @@ impl Above {
 }
 
 thread_local! {
-    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+    /// This thread's workspaces, one per call in progress on it.
+    static WORKSPACES: RefCell<Vec<Workspace>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `f` with a workspace of this thread's. A thread that waits inside
+/// [`by_hidden_pieces`] may run another shard's call meanwhile (rayon
+/// steals work while it waits): that call takes a second workspace
+/// rather than finding the first one borrowed.
+fn with_workspace<R>(f: impl FnOnce(&mut Workspace) -> R) -> R {
+    let mut ws = WORKSPACES
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_default();
+    let out = f(&mut ws);
+    WORKSPACES.with(|s| s.borrow_mut().push(ws));
+    out
 }
 
 /// `pixels / 255` as f32, into `out` (same number of elements).
@@ -369,8 +383,7 @@ impl Engine for BlasEngine {
     fn probabilities(&self, m: &Mlp, x: &[u8]) -> Array2<f32> {
         let rows = x.len() / FEATURES;
         let mut out = Array2::zeros((rows, m.layers.last().expect("a layer").outputs()));
-        WORKSPACE.with(|ws| {
-            let ws = &mut *ws.borrow_mut();
+        with_workspace(|ws| {
             let blocks = x.chunks(ROW_BLOCK * FEATURES);
             for (xb, mut ob) in blocks.zip(out.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)) {
                 forward(m, xb, ws);
@@ -390,8 +403,7 @@ const ROW_BLOCK: usize = crate::engine::SHARD_ROWS;
 
 /// [`Engine::accumulate`] on at most [`ROW_BLOCK`] rows.
 fn accumulate_block(m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStats {
-    WORKSPACE.with(|ws| {
-        let ws = &mut *ws.borrow_mut();
+    with_workspace(|ws| {
         forward(m, x, ws);
         let stats = ws.above.backward(m, y, g);
 

@@ -118,3 +118,33 @@ fn two_hidden_layers_are_bit_identical_on_1_and_2_threads() {
         }
     }
 }
+
+/// A first hidden layer of 1,024 units: the engines cut its products into
+/// pieces of hidden units that run in parallel (a batch of 128 is one
+/// shard), and a full batch of 845 rows is four shards whose pieces all
+/// share two threads. Same bits on 1 and 2 threads, and no workspace is
+/// taken twice when a thread waiting for its pieces runs another shard.
+#[test]
+fn a_wide_first_layer_is_bit_identical_on_1_and_2_threads() {
+    for engine in [EngineKind::Blas, EngineKind::Sparse] {
+        for schedule in [
+            Schedule::MiniBatch {
+                epochs: 1,
+                batch_size: 128,
+            },
+            Schedule::FullBatch { iterations: 2 },
+        ] {
+            let mut cfg = config(schedule, OptimizerKind::Adam, engine);
+            cfg.layers = Layers::one(1024);
+            cfg.lr = 0.001;
+            cfg.init = Init::He;
+            let one = train_with_threads(&cfg, 1);
+            assert_bit_identical(&one, &train_with_threads(&cfg, 2));
+            let untrained = Mlp::init(&cfg.layers, Init::He, cfg.seed).unwrap();
+            assert_ne!(
+                one.layers[0].w, untrained.layers[0].w,
+                "{engine} {schedule:?}"
+            );
+        }
+    }
+}
