@@ -13,11 +13,15 @@
 //! sparse engine shares for models of two hidden layers or more (it
 //! computes the first layer its own way).
 
-use super::{argmax, BatchStats, Engine, EngineKind};
+use super::{
+    argmax, hidden_pieces, piece_bounds, shard_rows_by_pieces, with_scratch, BatchStats, Engine,
+    EngineKind,
+};
 use crate::data::FEATURES;
 use crate::model::{Gradients, Mlp};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
 use std::cell::RefCell;
 
 pub struct BlasEngine;
@@ -172,21 +176,14 @@ impl Above {
 }
 
 thread_local! {
-    /// This thread's workspaces, one per call in progress on it.
+    /// This thread's workspaces, one per call in progress on it (see
+    /// [`with_scratch`]: a thread waiting for its hidden pieces may run
+    /// another shard meanwhile).
     static WORKSPACES: RefCell<Vec<Workspace>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `f` with a workspace of this thread's. A thread that waits inside
-/// [`by_hidden_pieces`] may run another shard's call meanwhile (rayon
-/// steals work while it waits): that call takes a second workspace
-/// rather than finding the first one borrowed.
 fn with_workspace<R>(f: impl FnOnce(&mut Workspace) -> R) -> R {
-    let mut ws = WORKSPACES
-        .with(|s| s.borrow_mut().pop())
-        .unwrap_or_default();
-    let out = f(&mut ws);
-    WORKSPACES.with(|s| s.borrow_mut().push(ws));
-    out
+    with_scratch(&WORKSPACES, f)
 }
 
 /// `pixels / 255` as f32, into `out` (same number of elements).
@@ -238,63 +235,25 @@ fn forward(m: &Mlp, pixels: &[u8], ws: &mut Workspace) {
     ws.above.forward(m);
 }
 
-/// Hidden units from which the first layer's products are cut into pieces
-/// of hidden units that rayon's threads take (see [`by_hidden_pieces`]).
-/// From this width on a batch of up to [`ROW_BLOCK`] rows is one shard
-/// ([`BlasEngine`]'s `shard_rows`) rather than two halves: each piece's
-/// products then run over all the batch's rows, which OpenBLAS does at a
-/// higher rate than over half of them (`dw1`'s inner dimension is the
-/// row count), and no shard's gradients need adding up.
-const PIECES_FROM: usize = 512;
-
-/// Hidden units per piece, at least: 2048 hidden units make four pieces.
-const PIECE_UNITS: usize = 512;
-
-/// How many pieces of hidden units the first layer's products are cut
-/// into for a first hidden layer of `hidden` units: a function of the
-/// shape alone, so the bits are the same on any thread count.
-fn hidden_pieces(hidden: usize) -> usize {
-    if hidden < PIECES_FROM {
-        1
-    } else {
-        hidden / PIECE_UNITS
-    }
-}
-
 /// `f(out piece, input piece)` on matching pieces of the first layer's
-/// hidden units: `out` split along `out_axis` and `input` along
-/// `input_axis`, into [`hidden_pieces`] pieces done in parallel.
+/// hidden units ([`piece_bounds`]): `out` cut along `out_axis` and `input`
+/// along `input_axis`, the pieces in parallel.
 fn by_hidden_pieces<F>(
-    (out, out_axis): (ArrayViewMut2<f32>, Axis),
-    (input, input_axis): (ArrayView2<f32>, Axis),
+    (mut out, out_axis): (ArrayViewMut2<f32>, Axis),
+    (mut input, input_axis): (ArrayView2<f32>, Axis),
     f: &F,
 ) where
     F: Fn(ArrayViewMut2<f32>, ArrayView2<f32>) + Sync,
 {
-    let pieces = hidden_pieces(out.len_of(out_axis));
-    split(out, input, pieces, f, (out_axis, input_axis));
-}
-
-fn split<F>(
-    out: ArrayViewMut2<f32>,
-    input: ArrayView2<f32>,
-    pieces: usize,
-    f: &F,
-    axes: (Axis, Axis),
-) where
-    F: Fn(ArrayViewMut2<f32>, ArrayView2<f32>) + Sync,
-{
-    if pieces <= 1 {
-        return f(out, input);
+    let bounds = piece_bounds(out.len_of(out_axis));
+    let mut pieces = Vec::with_capacity(bounds.len());
+    for b in bounds.iter().rev() {
+        let (rest, o) = out.split_at(out_axis, b.start);
+        let (rest_in, i) = input.split_at(input_axis, b.start);
+        pieces.push((o, i));
+        (out, input) = (rest, rest_in);
     }
-    let half = pieces / 2;
-    let mid = out.len_of(axes.0) * half / pieces;
-    let (out_lo, out_hi) = out.split_at(axes.0, mid);
-    let (in_lo, in_hi) = input.split_at(axes.1, mid);
-    rayon::join(
-        || split(out_lo, in_lo, half, f, axes),
-        || split(out_hi, in_hi, pieces - half, f, axes),
-    );
+    pieces.into_par_iter().for_each(|(o, i)| f(o, i));
 }
 
 // The small element-wise steps below work on plain slices of the
@@ -369,15 +328,10 @@ impl Engine for BlasEngine {
         stats
     }
 
-    /// Whole batches of up to [`ROW_BLOCK`] rows from [`PIECES_FROM`]
-    /// hidden units, whose first-layer products are cut into pieces of
-    /// hidden units instead.
+    /// Whole batches for a wide first layer, whose products are cut into
+    /// pieces of hidden units instead.
     fn shard_rows(&self, rows: usize, hidden: usize) -> usize {
-        if hidden_pieces(hidden) > 1 {
-            ROW_BLOCK
-        } else {
-            super::shard_rows(rows)
-        }
+        shard_rows_by_pieces(rows, hidden)
     }
 
     fn probabilities(&self, m: &Mlp, x: &[u8]) -> Array2<f32> {

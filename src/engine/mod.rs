@@ -42,6 +42,60 @@ pub fn shard_rows(rows: usize) -> usize {
     }
 }
 
+/// Hidden units per piece, at least, when an engine cuts a wide first
+/// layer's products into pieces of hidden units ([`hidden_pieces`]): a
+/// piece of the sparse engine's transposed weights (784 x 256 f32, 784 KiB)
+/// then stays in L2 while every row of a shard passes over it.
+pub const PIECE_UNITS: usize = 256;
+
+/// How many pieces of hidden units the blas and sparse engines cut a first
+/// hidden layer of `hidden` units into, to run in parallel: 1 below
+/// `2 * PIECE_UNITS`. A function of the shape alone, so the bits are the
+/// same on any thread count.
+pub fn hidden_pieces(hidden: usize) -> usize {
+    (hidden / PIECE_UNITS).max(1)
+}
+
+/// The hidden units of each of [`hidden_pieces`]'s pieces: nearly equal
+/// runs, each starting at a multiple of 16 (the sparse engine's lanes).
+pub fn piece_bounds(hidden: usize) -> Vec<std::ops::Range<usize>> {
+    let n = hidden_pieces(hidden);
+    let start = |k: usize| {
+        if k == n {
+            hidden
+        } else {
+            hidden * k / n / 16 * 16
+        }
+    };
+    (0..n).map(|k| start(k)..start(k + 1)).collect()
+}
+
+/// Rows per shard for the engines that split a wide first layer into
+/// pieces ([`hidden_pieces`]): a whole batch of up to [`SHARD_ROWS`] rows
+/// when there are two pieces or more (the pieces keep the cores busy, and
+/// each piece's products run over all the rows), else [`shard_rows`].
+pub(crate) fn shard_rows_by_pieces(rows: usize, hidden: usize) -> usize {
+    if hidden_pieces(hidden) > 1 {
+        SHARD_ROWS
+    } else {
+        shard_rows(rows)
+    }
+}
+
+/// `f` with one of this thread's scratch values from `stack`, made on
+/// first use. A thread that waits inside a parallel section (rayon runs
+/// other work while it waits) may start another call that needs scratch:
+/// that call takes a second value rather than finding the first borrowed.
+pub(crate) fn with_scratch<T: Default, R>(
+    stack: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    let mut scratch = stack.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    let out = f(&mut scratch);
+    stack.with(|s| s.borrow_mut().push(scratch));
+    out
+}
+
 /// Loss and accuracy counts of one pass over some rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct BatchStats {

@@ -398,6 +398,10 @@ fn deep_sparse_matches_naive() {
         (256, "32-16", Init::Uniform, 33),
         (300, "24-16-12", Init::He, 34),
         (70, "200-20", Init::He, 35),
+        // First layers cut into pieces of hidden units: one layer of 600
+        // (pieces of 288 and 312, the last chunk partial), and 530-20.
+        (130, "600", Init::He, 44),
+        (40, "530-20", Init::Uniform, 45),
     ] {
         let (x, y) = random_batch(rows, seed);
         let layers = Layers::parse(layers).unwrap();
@@ -447,17 +451,24 @@ fn deep_sparse_accumulate_adds_exactly() {
     }
 }
 
-/// The deep path keeps a transposed copy of the last `w1` it saw; a model
-/// that differs in one first-layer weight must not be served the stale copy.
+/// The deep path keeps a transposed copy of the last `w1` it saw, piece by
+/// piece; a model that differs in one first-layer weight must not be
+/// served the stale copy, in the first piece or in a later one.
 #[test]
 fn deep_sparse_sees_a_one_weight_change() {
+    for (layers, unit) in [("32-16", 3), ("600", 3), ("600", 500)] {
+        sees_a_one_weight_change(layers, unit);
+    }
+}
+
+fn sees_a_one_weight_change(layers: &str, unit: usize) {
     let (x, y) = random_batch(40, 43);
-    let layers = Layers::parse("32-16").unwrap();
+    let layers = Layers::parse(layers).unwrap();
     let m = Mlp::init(&layers, Init::He, 43).unwrap();
     let mut changed = m.clone();
     // A pixel lit in some row, so the change reaches the gradients.
     let lit = (0..FEATURES).find(|&i| x[i] != 0).unwrap();
-    changed.layers[0].w[[3, lit]] += 0.25;
+    changed.layers[0].w[[unit, lit]] += 0.25;
     let run = |model: &Mlp| {
         let mut g = Mlp::zeros(&model.shape());
         SparseEngine.accumulate(model, &x, &y, &mut g);

@@ -1,5 +1,5 @@
-//! Models with more than one hidden layer: the sparse first layer, and the
-//! layers above it as the dense engine's products.
+//! Models with more than one hidden layer, or a wide one: the sparse first
+//! layer, and the layers above it as the dense engine's products.
 //!
 //! Rows go in blocks of at most [`SHARD_ROWS`]. For each block:
 //!
@@ -18,14 +18,19 @@
 //!   contiguous run of `h1` sums; sixteen such columns at a time are added
 //!   into the model-layout gradient by 16 x 16 block transposes.
 //!
+//! The first layer's hidden units are cut into pieces
+//! ([`crate::engine::piece_bounds`]: one below 512 units), each with its
+//! own `w1t`, small enough to stay in L2 while every row of the block
+//! passes over it; the pieces of both first-layer steps run in parallel.
+//!
 //! Each thread keeps its workspace between calls, so training allocates
-//! nothing once the first block is seen; `w1t` is rebuilt only when `w1`'s
-//! bits change (a full-batch step hands each thread the same weights for
-//! many shards). Every sum runs in a fixed order (pixels ascending within a
-//! row, rows ascending within a pixel), so a block always gives the same
-//! bits, on any thread and at any vector width; the first layer's sums are
-//! ordered differently from the blas engine's, so the two agree to f32
-//! rounding, not bit for bit.
+//! nothing once the first block is seen; a piece's `w1t` is rebuilt only
+//! when its weights' bits change (a full-batch step hands each thread the
+//! same weights for many shards). Every sum runs in a fixed order (pixels
+//! ascending within a row, rows ascending within a pixel), whatever the
+//! pieces, so a block always gives the same bits, on any thread and at any
+//! vector width; the first layer's sums are ordered differently from the
+//! blas engine's, so the two agree to f32 rounding, not bit for bit.
 
 use super::gather::NonZeros;
 use super::layout::{
@@ -33,29 +38,20 @@ use super::layout::{
 };
 use super::prepared::Columns;
 use super::row_set::RowSet;
-use super::workspace::same_slice_bits;
 use crate::data::FEATURES;
 use crate::engine::blas::Above;
-use crate::engine::{BatchStats, SHARD_ROWS};
+use crate::engine::{piece_bounds, with_scratch, BatchStats, SHARD_ROWS};
 use crate::model::{Gradients, Mlp};
 use crate::simd::multiversion;
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// One thread's state for deep models, reused from call to call.
+/// One thread's state for these models, reused from call to call.
 #[derive(Default)]
 struct Workspace {
-    /// First-layer width `h1`, and `Hp / 16` chunks of it.
-    hidden: usize,
-    chunks: usize,
-    /// `w1` transposed, padded: pixel `i`'s weights are chunks
-    /// `i * chunks..(i + 1) * chunks` ([`PIXEL_SLOTS`] rows, the last unused).
-    w1t: Vec<Chunk>,
-    /// The `w1` that `w1t` holds (empty before the first).
-    loaded: Vec<f32>,
-    b1: Vec<Chunk>,
-    /// One row's first-layer sums.
-    z: Vec<Chunk>,
+    /// The first layer, piece by piece.
+    pieces: Vec<Piece>,
     /// The layers above the first.
     above: Above,
     /// The block's non-zeros by row and by pixel.
@@ -63,39 +59,109 @@ struct Workspace {
     columns: Columns,
     /// One row's non-zeros, as they are gathered.
     nz: NonZeros,
-    /// The block's `dz1`, padded (`rows x chunks`): the rows aligned to
-    /// cache lines, which `dz1` as [`Above`] leaves it need not be.
+}
+
+/// One piece of the first layer's hidden units.
+#[derive(Default)]
+struct Piece {
+    /// The piece's first hidden unit, its width `h`, and `Hp / 16` chunks.
+    start: usize,
+    hidden: usize,
+    chunks: usize,
+    /// The piece of `w1` transposed, padded: pixel `i`'s weights are
+    /// chunks `i * chunks..(i + 1) * chunks` ([`PIXEL_SLOTS`] rows, the
+    /// last unused).
+    w1t: Vec<Chunk>,
+    b1: Vec<Chunk>,
+    /// One row's first-layer sums.
+    z: Vec<Chunk>,
+    /// The block's `dz1` for this piece, padded (`rows x chunks`): the rows
+    /// aligned to cache lines, which `dz1` as [`Above`] leaves it need not be.
     dz1: Vec<Chunk>,
     /// Sixteen pixels' columns of the block's `dw1` (`16 x chunks`).
     cols: Vec<Chunk>,
 }
 
-impl Workspace {
-    /// Make the first layer of `m` the one in `w1t` and `b1`.
-    fn load(&mut self, m: &Mlp) {
-        let first = &m.layers[0];
-        let h = first.outputs();
-        if self.hidden != h || self.w1t.is_empty() {
-            let chunks = h.div_ceil(LANES);
-            self.hidden = h;
-            self.chunks = chunks;
-            self.w1t = vec![ZERO; PIXEL_SLOTS * chunks];
-            self.b1 = vec![ZERO; chunks];
-            self.z = vec![ZERO; chunks];
-            self.cols = vec![ZERO; LANES * chunks];
-            // Padding lanes are 0 only in rows laid out for this width.
-            self.dz1.clear();
-            self.loaded.clear();
+impl Piece {
+    fn new(start: usize, hidden: usize) -> Piece {
+        let chunks = hidden.div_ceil(LANES);
+        Piece {
+            start,
+            hidden,
+            chunks,
+            w1t: vec![ZERO; PIXEL_SLOTS * chunks],
+            b1: vec![ZERO; chunks],
+            z: vec![ZERO; chunks],
+            cols: vec![ZERO; LANES * chunks],
+            ..Piece::default()
         }
-        let w1 = first.w.as_slice().expect("standard layout");
-        if !same_slice_bits(&self.loaded, w1) {
-            transpose_in(w1, h, &mut self.w1t);
-            self.loaded.clear();
-            self.loaded.extend_from_slice(w1);
+    }
+
+    /// Make `w1` (this piece's rows of the model's `w1`) and `b1` the
+    /// weights in `w1t` and `b1`.
+    fn load(&mut self, w1: &[f32], b1: &[f32]) {
+        if !self.holds(w1) {
+            transpose_in(w1, self.hidden, &mut self.w1t);
         }
-        for (j, &b) in first.b.iter().enumerate() {
+        for (j, &b) in b1.iter().enumerate() {
             self.b1[j / LANES][j % LANES] = b;
         }
+    }
+}
+
+impl Piece {
+    /// Whether `w1t` holds `w1`'s bits already. Compared in `w1`'s order,
+    /// leaving at the first difference: after an update, the first weight.
+    /// (A copy of the weights to compare against cost a tenth of a step.)
+    fn holds(&self, w1: &[f32]) -> bool {
+        let (hp, t) = (self.chunks * LANES, lanes(&self.w1t));
+        w1.chunks_exact(FEATURES).enumerate().all(|(j, row)| {
+            let column = t[j..].iter().step_by(hp);
+            row.iter()
+                .zip(column)
+                .all(|(v, t)| v.to_bits() == t.to_bits())
+        })
+    }
+}
+
+impl Workspace {
+    /// Make the first layer of `m` the one the pieces hold.
+    fn load(&mut self, m: &Mlp) {
+        let first = &m.layers[0];
+        let bounds = piece_bounds(first.outputs());
+        let same = self.pieces.len() == bounds.len()
+            && self
+                .pieces
+                .iter()
+                .zip(&bounds)
+                .all(|(p, b)| p.start == b.start && p.hidden == b.len());
+        if !same {
+            self.pieces = bounds
+                .iter()
+                .map(|b| Piece::new(b.start, b.len()))
+                .collect();
+        }
+        let w1 = first.w.as_slice().expect("standard layout");
+        let b1 = first.b.as_slice().expect("contiguous bias");
+        self.pieces.par_iter_mut().for_each(|p| {
+            let units = p.start..p.start + p.hidden;
+            p.load(
+                &w1[units.start * FEATURES..units.end * FEATURES],
+                &b1[units],
+            );
+        });
+    }
+
+    /// `a1 = relu(z1)` for the rows in `by_row`, into [`Above`], piece by
+    /// piece in parallel.
+    fn forward_first(&mut self) {
+        let a1 = self.above.a1_mut().view_mut();
+        let by_row = &self.by_row;
+        let a1 = column_pieces(a1, &self.pieces);
+        self.pieces
+            .par_iter_mut()
+            .zip(a1)
+            .for_each(|(p, a1)| forward_rows(&p.w1t, &p.b1, by_row, &mut p.z, p.hidden, a1));
     }
 
     /// Forward and backward over one block of rows, adding the summed
@@ -104,38 +170,53 @@ impl Workspace {
         self.by_row.regather(x, &mut self.nz);
         self.columns.sort(&self.by_row);
         self.above.prepare(y.len(), m);
-        let a1 = self.above.a1_mut().as_slice_mut().expect("standard layout");
-        let z = &mut self.z;
-        forward_rows(&self.w1t, &self.b1, &self.by_row, z, self.hidden, a1);
+        self.forward_first();
         self.above.forward(m);
         let stats = self.above.backward(m, y, g);
         let g1 = &mut g.layers[0];
         self.above.add_b1_gradient(&mut g1.b);
-        let dz1 = self.above.dz1().as_slice().expect("standard layout");
-        let (h, chunks) = (self.hidden, self.chunks);
-        let w = g1.w.as_slice_mut().expect("standard layout");
-        w1_gradient(
-            dz1,
-            h,
-            chunks,
-            &self.columns,
-            &mut self.dz1,
-            &mut self.cols,
-            w,
-        );
+        let dz1 = self.above.dz1().view();
+        let columns = &self.columns;
+        let mut w = g1.w.as_slice_mut().expect("standard layout");
+        let mut w_pieces = Vec::with_capacity(self.pieces.len());
+        for p in self.pieces.iter().rev() {
+            let (rest, piece) = w.split_at_mut(p.start * FEATURES);
+            w_pieces.push(piece);
+            w = rest;
+        }
+        w_pieces.reverse();
+        self.pieces.par_iter_mut().zip(w_pieces).for_each(|(p, w)| {
+            let dz1 = dz1.slice(ndarray::s![.., p.start..p.start + p.hidden]);
+            w1_gradient(dz1, p.chunks, columns, &mut p.dz1, &mut p.cols, w);
+        });
         stats
     }
 }
 
-thread_local! {
-    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+/// `a1`'s columns cut as the pieces cut the hidden units.
+fn column_pieces<'a>(
+    mut a1: ArrayViewMut2<'a, f32>,
+    pieces: &[Piece],
+) -> Vec<ArrayViewMut2<'a, f32>> {
+    let mut out = Vec::with_capacity(pieces.len());
+    for p in pieces.iter().rev() {
+        let (rest, piece) = a1.split_at(Axis(1), p.start);
+        out.push(piece);
+        a1 = rest;
+    }
+    out.reverse();
+    out
 }
 
-/// [`crate::engine::Engine::accumulate`] for models of two hidden layers or more.
+thread_local! {
+    /// This thread's workspaces, one per call in progress on it (see
+    /// [`with_scratch`]).
+    static WORKSPACES: RefCell<Vec<Workspace>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`crate::engine::Engine::accumulate`] for these models.
 pub(super) fn accumulate(m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStats {
-    debug_assert!(m.layers.len() > 2);
-    WORKSPACE.with(|ws| {
-        let ws = &mut *ws.borrow_mut();
+    with_scratch(&WORKSPACES, |ws| {
         ws.load(m);
         let mut stats = BatchStats::default();
         for (xb, yb) in x.chunks(SHARD_ROWS * FEATURES).zip(y.chunks(SHARD_ROWS)) {
@@ -145,21 +226,18 @@ pub(super) fn accumulate(m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> Batc
     })
 }
 
-/// [`crate::engine::Engine::probabilities`] for models of two hidden layers or more.
+/// [`crate::engine::Engine::probabilities`] for these models.
 pub(super) fn probabilities(m: &Mlp, x: &[u8]) -> Array2<f32> {
-    debug_assert!(m.layers.len() > 2);
     let rows = x.len() / FEATURES;
     let classes = m.layers.last().expect("a layer").outputs();
     let mut out = Array2::zeros((rows, classes));
-    WORKSPACE.with(|ws| {
-        let ws = &mut *ws.borrow_mut();
+    with_scratch(&WORKSPACES, |ws| {
         ws.load(m);
         let blocks = x.chunks(SHARD_ROWS * FEATURES);
         for (xb, mut ob) in blocks.zip(out.axis_chunks_iter_mut(Axis(0), SHARD_ROWS)) {
+            ws.by_row.regather(xb, &mut ws.nz);
             ws.above.prepare(ob.nrows(), m);
-            let a1 = ws.above.a1_mut().as_slice_mut().expect("standard layout");
-            let (nz, z) = (&mut ws.nz, &mut ws.z);
-            forward_raw_rows(&ws.w1t, &ws.b1, xb, nz, z, ws.hidden, a1);
+            ws.forward_first();
             ws.above.forward(m);
             ob.assign(ws.above.probabilities());
         }
@@ -168,8 +246,9 @@ pub(super) fn probabilities(m: &Mlp, x: &[u8]) -> Array2<f32> {
 }
 
 multiversion! {
-    /// `a1 = relu(z1)` of every row of a block (`a1` is `rows x h1`).
-    fn forward_rows(w1t: &[Chunk], b1: &[Chunk], rows: &RowSet<f32>, z: &mut [Chunk], h: usize, a1: &mut [f32]) {
+    /// `a1 = relu(z1)` of every row of a block for one piece of the hidden
+    /// units (`a1` is `rows x h`).
+    fn forward_rows(w1t: &[Chunk], b1: &[Chunk], rows: &RowSet<f32>, z: &mut [Chunk], h: usize, a1: ArrayViewMut2<f32>) {
         forward_rows_inline(w1t, b1, rows, z, h, a1);
     }
 }
@@ -182,24 +261,13 @@ fn forward_rows_inline(
     rows: &RowSet<f32>,
     z: &mut [Chunk],
     h: usize,
-    a1: &mut [f32],
+    mut a1: ArrayViewMut2<f32>,
 ) {
     let (w1t, b1, z) = (lanes(w1t), lanes(b1), lanes_mut(z));
-    for (r, out) in a1.chunks_exact_mut(h).enumerate() {
+    for (r, mut out) in a1.rows_mut().into_iter().enumerate() {
+        let out = out.as_slice_mut().expect("rows of a1 are contiguous");
         let (index, value, _) = rows.row(r);
-        first_layer_row(w1t, b1, (index, value), z, out);
-    }
-}
-
-multiversion! {
-    /// [`forward_rows`] from raw rows (`rows x 784` bytes), gathering each
-    /// row's non-zeros into `nz` as it goes.
-    fn forward_raw_rows(w1t: &[Chunk], b1: &[Chunk], x: &[u8], nz: &mut NonZeros, z: &mut [Chunk], h: usize, a1: &mut [f32]) {
-        let (w1t, b1, z) = (lanes(w1t), lanes(b1), lanes_mut(z));
-        for (row, out) in x.chunks_exact(FEATURES).zip(a1.chunks_exact_mut(h)) {
-            nz.gather(row);
-            first_layer_row(w1t, b1, (nz.index(), nz.values()), z, out);
-        }
+        first_layer_row(w1t, b1, (index, value), z, &mut out[..h]);
     }
 }
 
@@ -253,34 +321,34 @@ fn weights(w1t: &[f32], hp: usize, i: u16) -> &[f32] {
 }
 
 multiversion! {
-    /// `dw1 += ` the block's first-layer weight gradient, `w` being `dw1`
-    /// (`h1 x 784`). `dz1` (`rows x h1`) is first copied into aligned,
-    /// padded rows; then sixteen pixels at a time, each pixel's column is
-    /// summed over the rows that have it lit, into `cols` (`16 x chunks`,
-    /// in L1), and the sixteen columns are added into `w` by 16 x 16 block
-    /// transposes.
-    fn w1_gradient(dz1: &[f32], h: usize, chunks: usize, columns: &Columns, dz1_rows: &mut Vec<Chunk>, cols: &mut [Chunk], w: &mut [f32]) {
-        w1_gradient_inline(dz1, h, chunks, columns, dz1_rows, cols, w);
+    /// `dw1 += ` the block's first-layer weight gradient for one piece of
+    /// the hidden units, `w` being its rows of `dw1` (`h x 784`) and `dz1`
+    /// its columns of the block's `dz1` (`rows x h`). `dz1` is first copied
+    /// into aligned, padded rows; then sixteen pixels at a time, each
+    /// pixel's column is summed over the rows that have it lit, into
+    /// `cols` (`16 x chunks`, in L1), and the sixteen columns are added
+    /// into `w` by 16 x 16 block transposes.
+    fn w1_gradient(dz1: ArrayView2<f32>, chunks: usize, columns: &Columns, dz1_rows: &mut Vec<Chunk>, cols: &mut [Chunk], w: &mut [f32]) {
+        w1_gradient_inline(dz1, chunks, columns, dz1_rows, cols, w);
     }
 }
 
 /// [`w1_gradient`]'s body, compiled into each caller.
 #[inline(always)]
 fn w1_gradient_inline(
-    dz1: &[f32],
-    h: usize,
+    dz1: ArrayView2<f32>,
     chunks: usize,
     columns: &Columns,
     dz1_rows: &mut Vec<Chunk>,
     cols: &mut [Chunk],
     w: &mut [f32],
 ) {
-    let rows = dz1.len() / h;
+    let (rows, h) = dz1.dim();
     dz1_rows.resize(rows * chunks, ZERO);
     let hp = chunks * LANES;
     let padded = lanes_mut(&mut dz1_rows[..rows * chunks]);
-    for (from, to) in dz1.chunks_exact(h).zip(padded.chunks_exact_mut(hp)) {
-        to[..h].copy_from_slice(from);
+    for (from, to) in dz1.rows().into_iter().zip(padded.chunks_exact_mut(hp)) {
+        to[..h].copy_from_slice(from.as_slice().expect("rows of dz1 are contiguous"));
     }
     let dz1 = lanes(&dz1_rows[..rows * chunks]);
     let cols = &mut cols[..LANES * chunks];
@@ -348,23 +416,29 @@ mod tests {
             ws.load(&m);
             ws.by_row.regather(&x, &mut ws.nz);
             ws.columns.sort(&ws.by_row);
-            let chunks = ws.chunks;
+            let p = &mut ws.pieces[0];
+            assert_eq!(p.hidden, h);
+            let chunks = p.chunks;
 
-            let mut best = vec![0.0; rows * h];
-            forward_rows(&ws.w1t, &ws.b1, &ws.by_row, &mut ws.z, h, &mut best);
-            let mut plain = vec![0.0; rows * h];
-            forward_rows_inline(&ws.w1t, &ws.b1, &ws.by_row, &mut ws.z, h, &mut plain);
+            let mut best = Array2::zeros((rows, h));
+            forward_rows(&p.w1t, &p.b1, &ws.by_row, &mut p.z, h, best.view_mut());
+            let mut plain = Array2::zeros((rows, h));
+            forward_rows_inline(&p.w1t, &p.b1, &ws.by_row, &mut p.z, h, plain.view_mut());
             assert!(best.iter().any(|&v| v > 0.0));
+            let (best, plain) = (
+                best.into_raw_vec_and_offset().0,
+                plain.into_raw_vec_and_offset().0,
+            );
             assert_eq!(bits(&best), bits(&plain), "forward, H={h}");
 
-            let dz1: Vec<f32> = (0..rows * h)
-                .map(|k| ((k * 7919) % 101) as f32 * 0.013 - 0.6)
-                .collect();
+            let dz1 = Array2::from_shape_fn((rows, h), |(r, j)| {
+                (((r * h + j) * 7919) % 101) as f32 * 0.013 - 0.6
+            });
             let mut best = vec![0.5; h * FEATURES];
-            let (d, c) = (&mut ws.dz1, &mut ws.cols);
-            w1_gradient(&dz1, h, chunks, &ws.columns, d, c, &mut best);
+            let (d, c) = (&mut p.dz1, &mut p.cols);
+            w1_gradient(dz1.view(), chunks, &ws.columns, d, c, &mut best);
             let mut plain = vec![0.5; h * FEATURES];
-            w1_gradient_inline(&dz1, h, chunks, &ws.columns, d, c, &mut plain);
+            w1_gradient_inline(dz1.view(), chunks, &ws.columns, d, c, &mut plain);
             assert!(best.iter().any(|&v| v != 0.5));
             assert_eq!(bits(&best), bits(&plain), "dw1, H={h}");
         }

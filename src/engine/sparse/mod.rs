@@ -38,7 +38,8 @@
 //! - `halves.rs`: the resident trainer for batches of up to one shard, `w1`
 //!   cut by pixel across two cores; `halves/helper.rs` is its helper
 //!   thread and the protocol the two threads follow;
-//! - `deep.rs`: models with two hidden layers or more. The first layer is
+//! - `deep.rs`: models with two hidden layers or more, or a first layer of
+//!   512 units or more, cut into pieces of hidden units. The first layer is
 //!   computed over the non-zeros as above, the layers above it by the blas
 //!   engine's dense products ([`crate::engine::blas`]); the generic calls
 //!   only (no prepared rows, no resident trainer).
@@ -64,6 +65,14 @@ mod workspace;
 
 pub use prepared::SparseRows;
 
+/// Whether a model of `layers` dense layers whose first hidden layer has
+/// `hidden` units goes through `deep.rs` (any model of two hidden layers or
+/// more, and one whose first layer is cut into pieces) rather than the
+/// one-hidden-layer paths.
+fn takes_deep_path(layers: usize, hidden: usize) -> bool {
+    layers != 2 || crate::engine::hidden_pieces(hidden) > 1
+}
+
 /// The engine over non-zero pixels (see the module documentation).
 pub struct SparseEngine;
 
@@ -74,7 +83,7 @@ impl Engine for SparseEngine {
 
     fn accumulate(&self, m: &Mlp, x: &[u8], y: &[u8], g: &mut Gradients) -> BatchStats {
         debug_assert_eq!(x.len(), y.len() * FEATURES);
-        if m.layers.len() != 2 {
+        if takes_deep_path(m.layers.len(), m.hidden()) {
             return deep::accumulate(m, x, y, g);
         }
         with_model(m, |ws| {
@@ -86,7 +95,7 @@ impl Engine for SparseEngine {
     }
 
     fn prepare(&self, x: &[u8], layers: &Layers) -> Option<PreparedRows> {
-        if layers.depth() != 2 {
+        if takes_deep_path(layers.depth(), layers.hidden()[0]) {
             return None;
         }
         SparseRows::new(x).map(PreparedRows::Sparse)
@@ -121,7 +130,7 @@ impl Engine for SparseEngine {
         model: &Mlp,
         optimizer: &Optimizer,
     ) -> Option<Box<dyn ResidentTrainer>> {
-        if model.layers.len() != 2 {
+        if takes_deep_path(model.layers.len(), model.hidden()) {
             return None;
         }
         // One shard per batch: the two halves of `w1` on two threads of
@@ -135,8 +144,14 @@ impl Engine for SparseEngine {
         }
     }
 
+    /// Whole batches for a wide first layer, whose steps are cut into
+    /// pieces of hidden units instead.
+    fn shard_rows(&self, rows: usize, hidden: usize) -> usize {
+        crate::engine::shard_rows_by_pieces(rows, hidden)
+    }
+
     fn probabilities(&self, m: &Mlp, x: &[u8]) -> Array2<f32> {
-        if m.layers.len() != 2 {
+        if takes_deep_path(m.layers.len(), m.hidden()) {
             return deep::probabilities(m, x);
         }
         let rows = x.len() / FEATURES;
