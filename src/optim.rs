@@ -138,6 +138,19 @@ impl Optimizer {
     }
 }
 
+/// `rule` on one block of weights `w` with moments `m`, `v` (empty for a
+/// rule that keeps none) and mean gradients `g`, as [`Optimizer::step`]
+/// applies it; whether the updated weights are all finite.
+pub(crate) fn apply_rule(
+    rule: &Rule,
+    w: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+) -> bool {
+    Piece { w, m, v, g }.apply(rule)
+}
+
 /// Parameters per piece of an update ([`Optimizer::step`]) and of the
 /// shards' reduction (`train::shard`): a 784-10-10 model is one piece,
 /// done on the calling thread; a piece's four arrays (512 KiB) stay in L2

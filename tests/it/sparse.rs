@@ -347,6 +347,93 @@ fn resident_steps_match_the_generic_path() {
     assert_eq!(halves_bits.len(), 4);
 }
 
+/// The deep path's resident trainer (batches of one shard; the first layer
+/// kept transposed, each piece updated as its gradient is summed) against
+/// the generic path (`accumulate` through `ShardBuffers`, then
+/// `Optimizer::step`), step by step: the same statistics, then the same
+/// weights and moments, bit for bit, for each rule, on 1 and 2 threads. A
+/// one-layer model cut into two pieces, a deep one of two pieces, and a
+/// deep one of one piece at batches under 128 rows (one shard too).
+#[test]
+fn deep_resident_steps_match_the_generic_path_exactly() {
+    use mnist_blas::optim::{Optimizer, OptimizerKind};
+    use mnist_blas::rng::{SeededRng, Stream};
+    use mnist_blas::train::shard::ShardBuffers;
+
+    let rows = 400;
+    let (x, y) = random_batch(rows, 23);
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for (layers, batch_size, batches) in [
+            ("600", 128, &[128, 128, 17, 128][..]),
+            ("530-24", 128, &[128, 55, 128][..]),
+            ("32-16", 64, &[64, 64, 9, 64][..]),
+        ] {
+            for kind in [
+                OptimizerKind::Adam,
+                OptimizerKind::Sgd,
+                OptimizerKind::Momentum,
+            ] {
+                let layers = Layers::parse(layers).unwrap();
+                let at = format!("threads {threads}, layers {layers}, {kind:?}");
+                pool.install(|| {
+                    let start = Mlp::init(&layers, Init::He, 5).unwrap();
+                    let mut generic = (start.clone(), Optimizer::new(kind, 0.01, 0.9, &layers));
+                    let mut opt = Optimizer::new(kind, 0.01, 0.9, &layers);
+                    let mut resident = SparseEngine
+                        .resident(&x, &y, batch_size, &start, &opt)
+                        .expect("a resident trainer for batches of one shard");
+                    let mut shards = ShardBuffers::default();
+                    let mut grads = Mlp::zeros(&layers);
+                    let mut rng = SeededRng::new(4, Stream::Shuffle);
+                    for (step, &batch) in batches.iter().enumerate() {
+                        let order = rng.permutation(rows);
+                        let idx = &order[..batch];
+                        let (mut xb, mut yb) = (Vec::new(), Vec::new());
+                        for &i in idx {
+                            xb.extend_from_slice(&x[i * FEATURES..(i + 1) * FEATURES]);
+                            yb.push(y[i]);
+                        }
+                        let lr = 0.01 / (1 + step) as f32;
+                        generic.1.lr = lr;
+                        opt.lr = lr;
+                        let want = shards.mean_gradients(
+                            &SparseEngine,
+                            &generic.0,
+                            &xb,
+                            &yb,
+                            None,
+                            &mut grads,
+                        );
+                        assert!(generic.1.step(&mut generic.0, &grads));
+                        let got = resident.step(idx, &opt.next_rule());
+                        assert!(got.finite, "{at}, step {step}");
+                        assert_eq!(got.stats.correct, want.correct, "{at}, step {step}");
+                        assert_eq!(
+                            got.stats.loss_sum.to_bits(),
+                            want.loss_sum.to_bits(),
+                            "{at}, step {step}"
+                        );
+                    }
+                    let mut model = Mlp::zeros(&layers);
+                    assert!(resident.write_back(&mut model, &mut opt));
+                    assert_ne!(
+                        bits(&model),
+                        bits(&start),
+                        "{at}: training moved the weights"
+                    );
+                    assert_eq!(bits(&model), bits(&generic.0), "{at}: weights");
+                    assert_eq!(bits(&opt.m), bits(&generic.1.m), "{at}: first moment");
+                    assert_eq!(bits(&opt.v), bits(&generic.1.v), "{at}: second moment");
+                });
+            }
+        }
+    }
+}
+
 /// A run that blows up stops with `Diverged` on the sparse engine's
 /// resident trainers too, though they apply an update as late as the next
 /// step: NaN weights (SGD at 1e30) and a finite but exploded loss.

@@ -63,27 +63,27 @@ struct Workspace {
 
 /// One piece of the first layer's hidden units.
 #[derive(Default)]
-struct Piece {
+pub(super) struct Piece {
     /// The piece's first hidden unit, its width `h`, and `Hp / 16` chunks.
-    start: usize,
-    hidden: usize,
-    chunks: usize,
+    pub(super) start: usize,
+    pub(super) hidden: usize,
+    pub(super) chunks: usize,
     /// The piece of `w1` transposed, padded: pixel `i`'s weights are
     /// chunks `i * chunks..(i + 1) * chunks` ([`PIXEL_SLOTS`] rows, the
     /// last unused).
-    w1t: Vec<Chunk>,
-    b1: Vec<Chunk>,
+    pub(super) w1t: Vec<Chunk>,
+    pub(super) b1: Vec<Chunk>,
     /// One row's first-layer sums.
-    z: Vec<Chunk>,
+    pub(super) z: Vec<Chunk>,
     /// The block's `dz1` for this piece, padded (`rows x chunks`): the rows
     /// aligned to cache lines, which `dz1` as [`Above`] leaves it need not be.
-    dz1: Vec<Chunk>,
+    pub(super) dz1: Vec<Chunk>,
     /// Sixteen pixels' columns of the block's `dw1` (`16 x chunks`).
-    cols: Vec<Chunk>,
+    pub(super) cols: Vec<Chunk>,
 }
 
 impl Piece {
-    fn new(start: usize, hidden: usize) -> Piece {
+    pub(super) fn new(start: usize, hidden: usize) -> Piece {
         let chunks = hidden.div_ceil(LANES);
         Piece {
             start,
@@ -99,10 +99,15 @@ impl Piece {
 
     /// Make `w1` (this piece's rows of the model's `w1`) and `b1` the
     /// weights in `w1t` and `b1`.
-    fn load(&mut self, w1: &[f32], b1: &[f32]) {
+    pub(super) fn load(&mut self, w1: &[f32], b1: &[f32]) {
         if !self.holds(w1) {
             transpose_in(w1, self.hidden, &mut self.w1t);
         }
+        self.set_bias(b1);
+    }
+
+    /// This piece's `b1` (its `h` biases) into its padded chunks.
+    pub(super) fn set_bias(&mut self, b1: &[f32]) {
         for (j, &b) in b1.iter().enumerate() {
             self.b1[j / LANES][j % LANES] = b;
         }
@@ -157,7 +162,7 @@ impl Workspace {
     fn forward_first(&mut self) {
         let a1 = self.above.a1_mut().view_mut();
         let by_row = &self.by_row;
-        let a1 = column_pieces(a1, &self.pieces);
+        let a1 = column_pieces(a1, self.pieces.iter());
         self.pieces
             .par_iter_mut()
             .zip(a1)
@@ -194,12 +199,12 @@ impl Workspace {
 }
 
 /// `a1`'s columns cut as the pieces cut the hidden units.
-fn column_pieces<'a>(
+pub(super) fn column_pieces<'a, 'p>(
     mut a1: ArrayViewMut2<'a, f32>,
-    pieces: &[Piece],
+    pieces: impl DoubleEndedIterator<Item = &'p Piece>,
 ) -> Vec<ArrayViewMut2<'a, f32>> {
-    let mut out = Vec::with_capacity(pieces.len());
-    for p in pieces.iter().rev() {
+    let mut out = Vec::new();
+    for p in pieces.rev() {
         let (rest, piece) = a1.split_at(Axis(1), p.start);
         out.push(piece);
         a1 = rest;
@@ -248,7 +253,7 @@ pub(super) fn probabilities(m: &Mlp, x: &[u8]) -> Array2<f32> {
 multiversion! {
     /// `a1 = relu(z1)` of every row of a block for one piece of the hidden
     /// units (`a1` is `rows x h`).
-    fn forward_rows(w1t: &[Chunk], b1: &[Chunk], rows: &RowSet<f32>, z: &mut [Chunk], h: usize, a1: ArrayViewMut2<f32>) {
+    pub(super) fn forward_rows(w1t: &[Chunk], b1: &[Chunk], rows: &RowSet<f32>, z: &mut [Chunk], h: usize, a1: ArrayViewMut2<f32>) {
         forward_rows_inline(w1t, b1, rows, z, h, a1);
     }
 }
@@ -343,6 +348,24 @@ fn w1_gradient_inline(
     cols: &mut [Chunk],
     w: &mut [f32],
 ) {
+    let h = dz1.ncols();
+    let add = &mut |cols: &mut [Chunk], i0: usize| add_columns_transposed(cols, i0, h, w);
+    w1_gradient_columns(dz1, chunks, columns, dz1_rows, cols, add);
+}
+
+/// The block's first-layer weight gradient for one piece, sixteen pixels'
+/// columns at a time: `each(cols, i0)` receives pixels `i0..i0 + 16`'s
+/// columns (`16 x chunks`, padded lanes zero). `dz1` (`rows x h`) is first
+/// copied into aligned, padded rows (`dz1_rows`).
+#[inline(always)]
+pub(super) fn w1_gradient_columns(
+    dz1: ArrayView2<f32>,
+    chunks: usize,
+    columns: &Columns,
+    dz1_rows: &mut Vec<Chunk>,
+    cols: &mut [Chunk],
+    each: &mut dyn FnMut(&mut [Chunk], usize),
+) {
     let (rows, h) = dz1.dim();
     dz1_rows.resize(rows * chunks, ZERO);
     let hp = chunks * LANES;
@@ -356,7 +379,7 @@ fn w1_gradient_inline(
         for (p, column) in lanes_mut(cols).chunks_exact_mut(hp).enumerate() {
             pixel_gradient(dz1, hp, columns.column(i0 + p), column);
         }
-        add_columns_transposed(cols, i0, h, w);
+        each(cols, i0);
     }
 }
 

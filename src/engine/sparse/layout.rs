@@ -275,6 +275,12 @@ pub(super) fn transpose_in(w1: &[f32], h: usize, w1t: &mut [Chunk]) {
 }
 }
 
+/// `w1` (`h x 784`) = `w1t` (padded, `784 x Hp`), exactly: [`transpose_in`]'s
+/// inverse.
+pub(super) fn copy_out(w1t: &[Chunk], h: usize, w1: &mut [f32]) {
+    transpose_out(w1t, h, w1, Combine::Copy);
+}
+
 /// How [`transpose_out`] combines with what is already there.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Combine {

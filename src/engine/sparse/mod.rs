@@ -41,8 +41,9 @@
 //! - `deep.rs`: models with two hidden layers or more, or a first layer of
 //!   512 units or more, cut into pieces of hidden units. The first layer is
 //!   computed over the non-zeros as above, the layers above it by the blas
-//!   engine's dense products ([`crate::engine::blas`]); the generic calls
-//!   only (no prepared rows, no resident trainer).
+//!   engine's dense products ([`crate::engine::blas`]); no prepared rows;
+//! - `deep_resident.rs`: the resident trainer for those models, for
+//!   batches of one shard, with the first layer kept transposed.
 
 use super::{BatchStats, Engine, EngineKind, PreparedRows, ResidentTrainer};
 use crate::data::{CLASSES, FEATURES};
@@ -53,6 +54,7 @@ use prepared::accumulate_prepared_rows;
 use workspace::{accumulate_rows, probabilities_rows, with_model};
 
 mod deep;
+mod deep_resident;
 mod gather;
 mod halves;
 mod kernels;
@@ -131,7 +133,12 @@ impl Engine for SparseEngine {
         optimizer: &Optimizer,
     ) -> Option<Box<dyn ResidentTrainer>> {
         if takes_deep_path(model.layers.len(), model.hidden()) {
-            return None;
+            // Batches of one shard: the first layer stays transposed.
+            if self.shard_rows(batch_size, model.hidden()) < batch_size {
+                return None;
+            }
+            let trainer = deep_resident::DeepTrainer::new(x, y, model, optimizer)?;
+            return Some(Box::new(trainer));
         }
         // One shard per batch: the two halves of `w1` on two threads of
         // their own. More: shards on the rayon pool.

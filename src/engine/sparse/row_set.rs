@@ -143,6 +143,26 @@ impl<V: PixelValue> RowSet<V> {
     }
 }
 
+impl RowSet<f32> {
+    /// Rows `batch` of `from`, in that order, their values scaled to f32,
+    /// replacing what this set held (a resident trainer's batch).
+    pub(super) fn select(&mut self, from: &RowSet<u8>, batch: &[usize]) {
+        let table = crate::engine::pixel_table();
+        self.start.clear();
+        self.index.clear();
+        self.value.clear();
+        self.split.clear();
+        self.start.push(0);
+        for &r in batch {
+            let (index, value, split) = from.row(r);
+            self.index.extend_from_slice(index);
+            self.value.extend(value.iter().map(|&v| v.scaled(table)));
+            self.start.push(self.index.len() as u32);
+            self.split.push(split as u16);
+        }
+    }
+}
+
 /// How many of a row's (ascending) non-zero pixels lie below [`PIXEL_SPLIT`].
 #[inline(always)]
 fn split_point(index: &[u16]) -> usize {
