@@ -49,11 +49,12 @@ pub fn shard_rows(rows: usize) -> usize {
 pub const PIECE_UNITS: usize = 256;
 
 /// How many pieces of hidden units the blas and sparse engines cut a first
-/// hidden layer of `hidden` units into, to run in parallel: 1 below
-/// `2 * PIECE_UNITS`. A function of the shape alone, so the bits are the
+/// hidden layer of `hidden` units into, to run in parallel: `hidden /
+/// PIECE_UNITS` rounded to the nearest, at least 1 (so from 384 units on,
+/// two pieces or more). A function of the shape alone, so the bits are the
 /// same on any thread count.
 pub fn hidden_pieces(hidden: usize) -> usize {
-    (hidden / PIECE_UNITS).max(1)
+    ((hidden + PIECE_UNITS / 2) / PIECE_UNITS).max(1)
 }
 
 /// The hidden units of each of [`hidden_pieces`]'s pieces: nearly equal

@@ -90,7 +90,7 @@ fn piped_train_prints_plain_lines_a_summary_and_json_and_draws_curves() {
         "data:       built-in sample (6,000 rows)",
         "split:      4,800 train / 1,200 held out (--split 0.8, seed 0)",
         "model:      784-10-10 (7,960 parameters), init he",
-        "engine:     sparse (f32 over each image's non-zero pixels; auto: 81% of pixels are 0, 10 hidden units <= 128), batches sharded over ",
+        "engine:     sparse (f32 over each image's non-zero pixels; auto: 81% of pixels are 0), batches sharded over ",
         "blas:       OpenBLAS",
         "settings:   adam lr 0.005 (cosine schedule), batch 32, 2 epochs = 300 steps",
         "time:       load ",

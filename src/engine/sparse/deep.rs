@@ -19,7 +19,7 @@
 //!   into the model-layout gradient by 16 x 16 block transposes.
 //!
 //! The first layer's hidden units are cut into pieces
-//! ([`crate::engine::piece_bounds`]: one below 512 units), each with its
+//! ([`crate::engine::piece_bounds`]: one below 384 units), each with its
 //! own `w1t`, small enough to stay in L2 while every row of the block
 //! passes over it; the pieces of both first-layer steps run in parallel.
 //!
