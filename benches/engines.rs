@@ -12,7 +12,8 @@
 //!   `sparse_prepared`, the full-batch trainer's path, where the rows were
 //!   converted once before the first step (`Engine::prepare`, untimed);
 //! - `depth`: `forward_backward` on one 256-row shard for a ladder of
-//!   shapes, one to three hidden layers ([`DEPTHS`]).
+//!   shapes, one to three hidden layers and a first layer wide enough to
+//!   be cut into pieces of hidden units (1024; [`DEPTHS`]).
 //!
 //! Rows are real MNIST digits (`../shared`, else the repository sample,
 //! cycled), so the sparse engine sees real sparsity. OpenBLAS is pinned to
@@ -34,7 +35,7 @@ const LADDER: [usize; 5] = [32, 64, 256, 1024, 8400];
 const ENGINES: [EngineKind; 3] = [EngineKind::Naive, EngineKind::Blas, EngineKind::Sparse];
 const HIDDEN: usize = 10;
 /// The `depth` group's shapes (hidden widths) and its rows (one shard).
-const DEPTHS: [&str; 4] = ["10", "256", "256-128", "256-128-64"];
+const DEPTHS: [&str; 5] = ["10", "256", "1024", "256-128", "256-128-64"];
 const DEPTH_ROWS: usize = 256;
 
 fn configure<'a>(

@@ -8,8 +8,10 @@ Usage (from the project root, after `cargo build --release --features blas`):
 
 For each shape and run, in turn: torch with 2 threads, mnist-blas `--engine auto`, `--engine
 blas` (2 threads), and at the `--one-thread` shapes torch and blas with 1 thread. Each
-`--simd` level runs the mnist-blas columns again with MNIST_BLAS_SIMD set. Prints one line per
-measurement and a Markdown table of medians with the ratios the targets are stated in.
+`--simd` level runs the columns again with MNIST_BLAS_SIMD set for mnist-blas and, for `avx2`,
+torch held to AVX2 too (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA), as on
+a machine without AVX-512. Prints one line per measurement and a Markdown table of medians with
+the ratios the targets are stated in.
 """
 import argparse
 import csv
@@ -41,10 +43,19 @@ def median_epoch(metrics):
     return statistics.median(b - a for a, b in zip([0.0] + ends[:-1], ends))
 
 
-def torch_epoch(layers, threads):
+# What holds torch (ATen, MKL, oneDNN) to a SIMD level.
+TORCH_SIMD = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "baseline": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+                 "ONEDNN_MAX_CPU_ISA": "SSE41"},
+}
+
+
+def torch_epoch(layers, threads, simd=""):
+    env = dict(os.environ, **TORCH_SIMD.get(simd, {}))
     out = subprocess.run([a.torch_python, a.peer, "--dir", a.idx, "--layers", layers, "--batch", "128",
                           "--threads", str(threads), "--epochs", str(a.epochs)],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, env=env).stdout
     line = next(l for l in out.splitlines() if l.startswith("RESULT "))
     return json.loads(line[7:])["epoch_s_median"]
 
@@ -70,12 +81,12 @@ with tempfile.TemporaryDirectory() as tmp:
     for run in range(a.runs):
         for L in shapes:
             cols = []
-            if not a.no_torch:
-                cols.append(("torch 2t", lambda L=L: (torch_epoch(L, 2), "")))
-                if L in one:
-                    cols.append(("torch 1t", lambda L=L: (torch_epoch(L, 1), "")))
             for s in simds:
                 tag = f" {s}" if s else ""
+                if not a.no_torch:
+                    cols.append((f"torch 2t{tag}", lambda L=L, s=s: (torch_epoch(L, 2, s), "")))
+                    if L in one:
+                        cols.append((f"torch 1t{tag}", lambda L=L, s=s: (torch_epoch(L, 1, s), "")))
                 cols.append((f"auto{tag}", lambda L=L, s=s: ours(L, "auto", 2, s, tmp)))
                 cols.append((f"blas 2t{tag}", lambda L=L, s=s: ours(L, "blas", 2, s, tmp)))
                 if L in one:
@@ -91,13 +102,17 @@ for (_, n) in got:
         names.append(n)
 med = {k: statistics.median(v) for k, v in got.items()}
 print()
-print("| layers | " + " | ".join(names) + " | torch/auto | torch/blas | blas 1t/2t |")
-print("|---" * (len(names) + 4) + "|")
+ratios = []
+for s in simds:
+    tag = f" {s}" if s else ""
+    ratios += [(f"torch/auto{tag}", f"torch 2t{tag}", f"auto{tag}"),
+               (f"torch/blas{tag}", f"torch 2t{tag}", f"blas 2t{tag}"),
+               (f"blas 1t/2t{tag}", f"blas 1t{tag}", f"blas 2t{tag}")]
+print("| layers | " + " | ".join(names + [r[0] for r in ratios]) + " |")
+print("|---" * (len(names) + len(ratios) + 1) + "|")
 for L in shapes:
     row = [f"{med[(L, n)]:.3f}" if (L, n) in med else "-" for n in names]
-    t = med.get((L, "torch 2t"))
-    au = med.get((L, "auto"))
-    bl = med.get((L, "blas 2t"))
-    b1 = med.get((L, "blas 1t"))
-    r = lambda x, y: f"{x / y:.2f}x" if x and y else "-"
-    print(f"| 784-{L}-10 | " + " | ".join(row) + f" | {r(t, au)} | {r(t, bl)} | {r(b1, bl)} |")
+    for _, x, y in ratios:
+        x, y = med.get((L, x)), med.get((L, y))
+        row.append(f"{x / y:.2f}x" if x and y else "-")
+    print(f"| 784-{L}-10 | " + " | ".join(row) + " |")

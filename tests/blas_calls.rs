@@ -175,4 +175,31 @@ fn every_hot_path_product_goes_to_cblas_sgemm() {
             "sharded full batch, layers {layers}"
         );
     }
+
+    // A wide first layer is cut into pieces of hidden units, each piece's
+    // products a product of its own, on column and row slices of the
+    // arrays (strided views that ndarray could have kept for itself): one
+    // call per piece forward (`z1`'s columns) and backward (`dw1`'s rows),
+    // with the second layer's three as before.
+    for (hidden, pieces) in [(384, 2), (1024, 4)] {
+        assert_eq!(mnist_blas::engine::hidden_pieces(hidden), pieces);
+        let layers = Layers::one(hidden);
+        let m = Mlp::init(&layers, Init::He, 11).unwrap();
+        for rows in [1, 128, SHARD_ROWS] {
+            let (x, y) = random_batch(rows, 12);
+            assert_eq!(
+                calls_during(|| drop(engine.probabilities(&m, &x))),
+                pieces + 1,
+                "forward, {hidden} hidden units, {rows} rows"
+            );
+            let mut g = Mlp::zeros(&layers);
+            assert_eq!(
+                calls_during(|| {
+                    engine.accumulate(&m, &x, &y, &mut g);
+                }),
+                2 * pieces + 3,
+                "step, {hidden} hidden units, {rows} rows"
+            );
+        }
+    }
 }
