@@ -8,7 +8,9 @@
 use crate::common::bits;
 use crate::testutil::{max_rel_diff, random_batch, tolerance};
 use mnist_blas::data::FEATURES;
-use mnist_blas::engine::{naive, naive::NaiveEngine, sparse::SparseEngine, Engine};
+use mnist_blas::engine::{
+    naive, naive::NaiveEngine, sparse::SparseEngine, BatchStats, Engine, ResidentStep,
+};
 use mnist_blas::model::{Init, Layers, Mlp};
 
 fn as_f64(a: &[f32]) -> Vec<f64> {
@@ -216,6 +218,85 @@ fn a_one_weight_change_is_seen() {
     assert_ne!(run(&m), fresh);
 }
 
+/// The generic path (the engine's `accumulate` through `ShardBuffers`, then
+/// `Optimizer::step` on the model) and the sparse engine's resident trainer,
+/// from the same start, stepped together on the same rows.
+struct Lockstep {
+    rows: usize,
+    generic: (Mlp, mnist_blas::optim::Optimizer),
+    opt: mnist_blas::optim::Optimizer,
+    resident: Box<dyn mnist_blas::engine::ResidentTrainer>,
+    shards: mnist_blas::train::shard::ShardBuffers,
+    grads: Mlp,
+    rng: mnist_blas::rng::SeededRng,
+}
+
+impl Lockstep {
+    fn new(
+        (x, y): (&[u8], &[u8]),
+        batch_size: usize,
+        start: &Mlp,
+        kind: mnist_blas::optim::OptimizerKind,
+        seed: u64,
+    ) -> Lockstep {
+        use mnist_blas::optim::Optimizer;
+        let layers = start.shape();
+        let opt = Optimizer::new(kind, 0.01, 0.9, &layers);
+        let resident = SparseEngine
+            .resident(x, y, batch_size, start, &opt)
+            .expect("the sparse engine has a resident trainer");
+        Lockstep {
+            rows: y.len(),
+            generic: (start.clone(), opt.clone()),
+            opt,
+            resident,
+            shards: Default::default(),
+            grads: Mlp::zeros(&layers),
+            rng: mnist_blas::rng::SeededRng::new(seed, mnist_blas::rng::Stream::Shuffle),
+        }
+    }
+
+    /// Step `step` on `batch` random rows of `x`, `y` on both paths, at a
+    /// rate that falls from step to step as a schedule's does: the generic
+    /// path's counts and the resident trainer's step.
+    fn step(
+        &mut self,
+        (x, y): (&[u8], &[u8]),
+        batch: usize,
+        step: usize,
+    ) -> (BatchStats, ResidentStep) {
+        let order = self.rng.permutation(self.rows);
+        let idx = &order[..batch];
+        let (mut xb, mut yb) = (Vec::new(), Vec::new());
+        for &i in idx {
+            xb.extend_from_slice(&x[i * FEATURES..(i + 1) * FEATURES]);
+            yb.push(y[i]);
+        }
+        let lr = 0.01 / (1 + step) as f32;
+        self.generic.1.lr = lr;
+        self.opt.lr = lr;
+        let (model, opt) = (&mut self.generic.0, &mut self.generic.1);
+        let want =
+            self.shards
+                .mean_gradients(&SparseEngine, model, &xb, &yb, None, &mut self.grads);
+        assert!(opt.step(model, &self.grads), "the generic path diverged");
+        (want, self.resident.step(idx, &self.opt.next_rule()))
+    }
+
+    /// The resident trainer's model and optimizer written back, beside the
+    /// generic path's.
+    fn finish(
+        mut self,
+    ) -> (
+        (Mlp, mnist_blas::optim::Optimizer),
+        (Mlp, mnist_blas::optim::Optimizer),
+    ) {
+        let mut model = Mlp::zeros(&self.generic.0.shape());
+        assert!(self.resident.write_back(&mut model, &mut self.opt));
+        ((model, self.opt), self.generic)
+    }
+}
+
 /// The sparse engine's resident mini-batch trainers against the generic
 /// path (the engine's `accumulate` through `ShardBuffers`, then
 /// `Optimizer::step` on the model), step by step, for each update rule,
@@ -230,9 +311,7 @@ fn a_one_weight_change_is_seen() {
 ///   for bit.
 #[test]
 fn resident_steps_match_the_generic_path() {
-    use mnist_blas::optim::{Optimizer, OptimizerKind};
-    use mnist_blas::rng::{SeededRng, Stream};
-    use mnist_blas::train::shard::ShardBuffers;
+    use mnist_blas::optim::OptimizerKind;
 
     let rows = 700;
     let (x, y) = random_batch(rows, 17);
@@ -267,38 +346,10 @@ fn resident_steps_match_the_generic_path() {
                 let exact = batch_size > 256;
                 pool.install(|| {
                     let start = Mlp::init(&Layers::one(hidden), Init::He, 3).unwrap();
-                    let mut generic = (start.clone(), Optimizer::new(kind, 0.01, 0.9, &Layers::one(hidden)));
-                    let mut opt = Optimizer::new(kind, 0.01, 0.9, &Layers::one(hidden));
-                    let mut resident = SparseEngine
-                        .resident(&x, &y, batch_size, &start, &opt)
-                        .expect("the sparse engine has a resident trainer");
-                    let mut shards = ShardBuffers::default();
-                    let mut grads = Mlp::zeros(&Layers::one(hidden));
-                    let mut rng = SeededRng::new(9, Stream::Shuffle);
+                    let mut both = Lockstep::new((&x, &y), batch_size, &start, kind, 9);
                     let mut losses = Vec::new();
                     for (step, &batch) in batches.iter().enumerate() {
-                        let order = rng.permutation(rows);
-                        let idx = &order[..batch];
-                        let (mut xb, mut yb) = (Vec::new(), Vec::new());
-                        for &i in idx {
-                            xb.extend_from_slice(&x[i * FEATURES..(i + 1) * FEATURES]);
-                            yb.push(y[i]);
-                        }
-                        // A changing rate, as a schedule gives.
-                        let lr = 0.01 / (1 + step) as f32;
-                        generic.1.lr = lr;
-                        opt.lr = lr;
-                        let want = shards.mean_gradients(
-                            &SparseEngine,
-                            &generic.0,
-                            &xb,
-                            &yb,
-                            None,
-                            &mut grads,
-                        );
-                        generic.1.step(&mut generic.0, &grads);
-                        let rule = opt.next_rule();
-                        let got = resident.step(idx, &rule);
+                        let (want, got) = both.step((&x, &y), batch, step);
                         let at = format!(
                             "threads {threads}, batches of {batch_size}, H={hidden}, {kind:?}, step {step}"
                         );
@@ -317,8 +368,7 @@ fn resident_steps_match_the_generic_path() {
                         }
                         losses.push(got.stats.loss_sum.to_bits());
                     }
-                    let mut model = Mlp::zeros(&Layers::one(hidden));
-                    assert!(resident.write_back(&mut model, &mut opt));
+                    let ((model, opt), generic) = both.finish();
                     let at = format!("threads {threads}, batches of {batch_size}, H={hidden}, {kind:?}");
                     assert_ne!(bits(&model), bits(&start), "{at}: training moved the weights");
                     assert_eq!(opt.t, generic.1.t, "{at}");
@@ -356,9 +406,7 @@ fn resident_steps_match_the_generic_path() {
 /// deep one of one piece at batches under 128 rows (one shard too).
 #[test]
 fn deep_resident_steps_match_the_generic_path_exactly() {
-    use mnist_blas::optim::{Optimizer, OptimizerKind};
-    use mnist_blas::rng::{SeededRng, Stream};
-    use mnist_blas::train::shard::ShardBuffers;
+    use mnist_blas::optim::OptimizerKind;
 
     let rows = 400;
     let (x, y) = random_batch(rows, 23);
@@ -381,35 +429,9 @@ fn deep_resident_steps_match_the_generic_path_exactly() {
                 let at = format!("threads {threads}, layers {layers}, {kind:?}");
                 pool.install(|| {
                     let start = Mlp::init(&layers, Init::He, 5).unwrap();
-                    let mut generic = (start.clone(), Optimizer::new(kind, 0.01, 0.9, &layers));
-                    let mut opt = Optimizer::new(kind, 0.01, 0.9, &layers);
-                    let mut resident = SparseEngine
-                        .resident(&x, &y, batch_size, &start, &opt)
-                        .expect("a resident trainer for batches of one shard");
-                    let mut shards = ShardBuffers::default();
-                    let mut grads = Mlp::zeros(&layers);
-                    let mut rng = SeededRng::new(4, Stream::Shuffle);
+                    let mut both = Lockstep::new((&x, &y), batch_size, &start, kind, 4);
                     for (step, &batch) in batches.iter().enumerate() {
-                        let order = rng.permutation(rows);
-                        let idx = &order[..batch];
-                        let (mut xb, mut yb) = (Vec::new(), Vec::new());
-                        for &i in idx {
-                            xb.extend_from_slice(&x[i * FEATURES..(i + 1) * FEATURES]);
-                            yb.push(y[i]);
-                        }
-                        let lr = 0.01 / (1 + step) as f32;
-                        generic.1.lr = lr;
-                        opt.lr = lr;
-                        let want = shards.mean_gradients(
-                            &SparseEngine,
-                            &generic.0,
-                            &xb,
-                            &yb,
-                            None,
-                            &mut grads,
-                        );
-                        assert!(generic.1.step(&mut generic.0, &grads));
-                        let got = resident.step(idx, &opt.next_rule());
+                        let (want, got) = both.step((&x, &y), batch, step);
                         assert!(got.finite, "{at}, step {step}");
                         assert_eq!(got.stats.correct, want.correct, "{at}, step {step}");
                         assert_eq!(
@@ -418,8 +440,7 @@ fn deep_resident_steps_match_the_generic_path_exactly() {
                             "{at}, step {step}"
                         );
                     }
-                    let mut model = Mlp::zeros(&layers);
-                    assert!(resident.write_back(&mut model, &mut opt));
+                    let ((model, opt), generic) = both.finish();
                     assert_ne!(
                         bits(&model),
                         bits(&start),
