@@ -138,7 +138,13 @@ fn minibatch_adam_resumes_bit_identically_mid_epoch_and_at_a_boundary() {
 #[test]
 fn sparse_minibatch_resumes_bit_identically_with_either_trainer() {
     let data = random_dataset(300, 4);
-    for (batch_size, stops) in [(32, &[1, 9, 10, 23][..]), (280, &[1, 2, 5][..])] {
+    // One hidden layer of 12 (the one-layer trainers), then the deep path's
+    // resident trainer at batch 32: a first layer in two pieces (400), and a
+    // deeper network (24-12); at 280 rows these take the generic path.
+    let cases = [(32, &[1, 9, 10, 23][..]), (280, &[1, 2, 5][..])]
+        .into_iter()
+        .flat_map(|c| ["12", "400", "24-12"].map(|l| (Layers::parse(l).unwrap(), c)));
+    for (layers, (batch_size, stops)) in cases {
         let mut cfg = config(
             OptimizerKind::Adam,
             Schedule::MiniBatch {
@@ -147,6 +153,7 @@ fn sparse_minibatch_resumes_bit_identically_with_either_trainer() {
             },
         );
         cfg.engine = EngineKind::Sparse;
+        cfg.layers = layers;
         for &stop_at in stops {
             resume_matches_uninterrupted(&cfg, &data, stop_at);
             // An observer that stops without asking for the state still gets
@@ -163,7 +170,8 @@ fn sparse_minibatch_resumes_bit_identically_with_either_trainer() {
             assert_eq!(
                 bits(&stopped.model),
                 bits(&seen.state.unwrap().model),
-                "batch {batch_size}, stopped after step {stop_at}"
+                "layers {}, batch {batch_size}, stopped after step {stop_at}",
+                cfg.layers
             );
         }
     }
