@@ -154,8 +154,9 @@ impl ResidentTrainer for DeepTrainer {
             })
             .reduce(|| true, |a, b| a & b);
 
-        // The rest, as `Optimizer::step` updates them: b1, then the layers
-        // above (b1 first so the pieces see this step's biases next step).
+        // The rest as `Optimizer::step` updates them (b1 and the layers
+        // above, from means scaled as the generic path scales them); then
+        // the pieces take the new biases for the next step.
         let mut finite = first;
         let blocks = model
             .params_mut()
