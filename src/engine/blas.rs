@@ -14,8 +14,8 @@
 //! computes the first layer its own way).
 
 use super::{
-    argmax, hidden_pieces, piece_bounds, shard_rows_by_pieces, with_scratch, BatchStats, Engine,
-    EngineKind,
+    argmax, cut_at, hidden_pieces, piece_bounds, shard_rows_by_pieces, with_scratch, BatchStats,
+    Engine, EngineKind,
 };
 use crate::data::FEATURES;
 use crate::model::{Gradients, Mlp};
@@ -239,21 +239,17 @@ fn forward(m: &Mlp, pixels: &[u8], ws: &mut Workspace) {
 /// hidden units ([`piece_bounds`]): `out` cut along `out_axis` and `input`
 /// along `input_axis`, the pieces in parallel.
 fn by_hidden_pieces<F>(
-    (mut out, out_axis): (ArrayViewMut2<f32>, Axis),
-    (mut input, input_axis): (ArrayView2<f32>, Axis),
+    (out, out_axis): (ArrayViewMut2<f32>, Axis),
+    (input, input_axis): (ArrayView2<f32>, Axis),
     f: &F,
 ) where
     F: Fn(ArrayViewMut2<f32>, ArrayView2<f32>) + Sync,
 {
     let bounds = piece_bounds(out.len_of(out_axis));
-    let mut pieces = Vec::with_capacity(bounds.len());
-    for b in bounds.iter().rev() {
-        let (rest, o) = out.split_at(out_axis, b.start);
-        let (rest_in, i) = input.split_at(input_axis, b.start);
-        pieces.push((o, i));
-        (out, input) = (rest, rest_in);
-    }
-    pieces.into_par_iter().for_each(|(o, i)| f(o, i));
+    let starts = || bounds.iter().map(|b| b.start);
+    let outs = cut_at(out, starts(), |a, at| a.split_at(out_axis, at));
+    let inputs = cut_at(input, starts(), |a, at| a.split_at(input_axis, at));
+    outs.into_par_iter().zip(inputs).for_each(|(o, i)| f(o, i));
 }
 
 // The small element-wise steps below work on plain slices of the

@@ -71,6 +71,25 @@ pub fn piece_bounds(hidden: usize) -> Vec<std::ops::Range<usize>> {
     (0..n).map(|k| start(k)..start(k + 1)).collect()
 }
 
+/// `whole` cut at `starts` (ascending, the first 0), into one part per
+/// start in the same order: `split(x, at)` returns `x` before and from
+/// `at`. How the engines hand each piece of hidden units ([`piece_bounds`])
+/// its own part of an array.
+pub(crate) fn cut_at<T>(
+    mut whole: T,
+    starts: impl DoubleEndedIterator<Item = usize>,
+    split: impl Fn(T, usize) -> (T, T),
+) -> Vec<T> {
+    let mut parts = Vec::new();
+    for at in starts.rev() {
+        let (rest, part) = split(whole, at);
+        parts.push(part);
+        whole = rest;
+    }
+    parts.reverse();
+    parts
+}
+
 /// Rows per shard for the engines that split a wide first layer into
 /// pieces ([`hidden_pieces`]): a whole batch of up to [`SHARD_ROWS`] rows
 /// when there are two pieces or more (the pieces keep the cores busy, and

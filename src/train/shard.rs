@@ -5,8 +5,9 @@
 //! when it has at most that many, so that a batch of 128 keeps two cores
 //! busy too ([`Engine::shard_rows`]; an engine may instead split a wide
 //! layer's products across the cores inside one shard). The cut depends
-//! only on the batch size and the shape, never on the thread count; each shard's gradient is
-//! computed into its own buffer, and the buffers are summed in shard order.
+//! only on the batch size and the shape, never on the thread count; each
+//! shard's gradient is computed into its own buffer, and the buffers are
+//! summed in shard order.
 //! So `--threads 1` and `--threads 8` add the same numbers in the same order
 //! and give bit-identical weights: only who computes which shard changes.
 
@@ -81,9 +82,9 @@ impl ShardBuffers {
 }
 
 /// The fixed-order reduction: `out = (0 + shards[0] + shards[1] + ...) *
-/// inv`, each element's sum in shard order; with no shards, `out *= inv`. The arithmetic is per element,
-/// so pieces of [`PIECE`] elements go to rayon's threads in any order with
-/// the same bits.
+/// inv`, each element's sum in shard order; with no shards, `out *= inv`.
+/// The arithmetic is per element, so pieces of [`PIECE`] elements go to
+/// rayon's threads in any order with the same bits.
 fn reduce(out: &mut Gradients, shards: &[Gradients], inv: f32) {
     let sources: Vec<Vec<&[f32]>> = shards.iter().map(|s| s.params()).collect();
     for (j, block) in out.params_mut().into_iter().enumerate() {

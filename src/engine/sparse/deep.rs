@@ -40,7 +40,7 @@ use super::prepared::Columns;
 use super::row_set::RowSet;
 use crate::data::FEATURES;
 use crate::engine::blas::Above;
-use crate::engine::{piece_bounds, with_scratch, BatchStats, SHARD_ROWS};
+use crate::engine::{cut_at, piece_bounds, with_scratch, BatchStats, SHARD_ROWS};
 use crate::model::{Gradients, Mlp};
 use crate::simd::multiversion;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
@@ -182,14 +182,9 @@ impl Workspace {
         self.above.add_b1_gradient(&mut g1.b);
         let dz1 = self.above.dz1().view();
         let columns = &self.columns;
-        let mut w = g1.w.as_slice_mut().expect("standard layout");
-        let mut w_pieces = Vec::with_capacity(self.pieces.len());
-        for p in self.pieces.iter().rev() {
-            let (rest, piece) = w.split_at_mut(p.start * FEATURES);
-            w_pieces.push(piece);
-            w = rest;
-        }
-        w_pieces.reverse();
+        let w = g1.w.as_slice_mut().expect("standard layout");
+        let starts = self.pieces.iter().map(|p| p.start * FEATURES);
+        let w_pieces = cut_at(w, starts, |w, at| w.split_at_mut(at));
         self.pieces.par_iter_mut().zip(w_pieces).for_each(|(p, w)| {
             let dz1 = dz1.slice(ndarray::s![.., p.start..p.start + p.hidden]);
             w1_gradient(dz1, p.chunks, columns, &mut p.dz1, &mut p.cols, w);
@@ -200,17 +195,10 @@ impl Workspace {
 
 /// `a1`'s columns cut as the pieces cut the hidden units.
 pub(super) fn column_pieces<'a, 'p>(
-    mut a1: ArrayViewMut2<'a, f32>,
+    a1: ArrayViewMut2<'a, f32>,
     pieces: impl DoubleEndedIterator<Item = &'p Piece>,
 ) -> Vec<ArrayViewMut2<'a, f32>> {
-    let mut out = Vec::new();
-    for p in pieces.rev() {
-        let (rest, piece) = a1.split_at(Axis(1), p.start);
-        out.push(piece);
-        a1 = rest;
-    }
-    out.reverse();
-    out
+    cut_at(a1, pieces.map(|p| p.start), |a, at| a.split_at(Axis(1), at))
 }
 
 thread_local! {

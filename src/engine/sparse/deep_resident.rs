@@ -66,8 +66,7 @@ impl DeepTrainer {
             false => saved.clone(),
         };
         let (m, v) = (moment(&opt.m), moment(&opt.v));
-        let first = |a: &Mlp| a.layers[0].w.as_slice().expect("standard layout").to_vec();
-        let (w1, m1, v1) = (first(model), first(&m), first(&v));
+        let (w1, m1, v1) = (first_weights(model), first_weights(&m), first_weights(&v));
         let pieces = piece_bounds(model.hidden())
             .into_par_iter()
             .map(|b| {
@@ -82,7 +81,7 @@ impl DeepTrainer {
                     transpose_in(&a[rows.clone()], b.len(), &mut t);
                     t
                 };
-                let (m, v) = (transposed(&m1), transposed(&v1));
+                let (m, v) = (transposed(m1), transposed(v1));
                 Resident { piece, m, v }
             })
             .collect();
@@ -100,6 +99,11 @@ impl DeepTrainer {
             g: Mlp::zeros(&shape),
         })
     }
+}
+
+/// The first layer's weights of `m`, flat.
+fn first_weights(m: &Mlp) -> &[f32] {
+    m.layers[0].w.as_slice().expect("standard layout")
 }
 
 impl ResidentTrainer for DeepTrainer {
@@ -162,9 +166,9 @@ impl ResidentTrainer for DeepTrainer {
             .params_mut()
             .into_iter()
             .zip(m.params_mut())
-            .zip(v.params_mut());
-        for (k, ((w, mk), vk)) in blocks.enumerate().skip(1) {
-            let gk = g.params_mut().swap_remove(k);
+            .zip(v.params_mut())
+            .zip(g.params_mut());
+        for (((w, mk), vk), gk) in blocks.skip(1) {
             crate::simd::sum_scaled(gk, &[], inv);
             finite &= apply_rule(rule, w, mk, vk, gk);
         }
