@@ -182,7 +182,7 @@ fn every_hot_path_product_goes_to_cblas_sgemm() {
     // call per piece forward (`z1`'s columns) and backward (`dw1`'s rows),
     // with the second layer's three as before.
     for (hidden, pieces) in [(384, 2), (1024, 4)] {
-        assert_eq!(mnist_blas::engine::hidden_pieces(hidden), pieces);
+        assert_eq!(mnist_blas::engine::BLAS_PIECES.count(hidden), pieces);
         let layers = Layers::one(hidden);
         let m = Mlp::init(&layers, Init::He, 11).unwrap();
         for rows in [1, 128, SHARD_ROWS] {

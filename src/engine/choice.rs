@@ -8,11 +8,11 @@
 //! for one hidden layer of any width (up to 256 units by its one-layer
 //! trainers, beyond by its first layer cut into pieces of hidden units
 //! that run in parallel, kept transposed between steps), and for deeper
-//! networks whose first layer is cut into pieces (512-256). A deeper
-//! network with a narrower first layer runs the sparse first layer on
-//! half a batch per core, and there the two engines were even at batch
-//! 128 (256-128: 0.76 against 0.73 s an epoch), so it keeps dense
-//! products, whose bits the deeper defaults were chosen with.
+//! networks whose first layer is cut into pieces, from 256 units
+//! ([`super::sparse::PIECES`]; 784-256-128-10 at batch 128: 0.57 against
+//! 0.71 s an epoch). A deeper network with a narrower first layer runs
+//! the sparse first layer on half a batch per core, which at 256-128 had
+//! been even with dense products (0.76 against 0.73 s), so it keeps those.
 
 use super::EngineKind;
 use crate::model::Layers;
@@ -72,7 +72,7 @@ pub fn choose(layers: &Layers, pixels: &[u8]) -> Choice {
     let percent = format!("{:.0}% of pixels are 0", zeros * 100.0);
     let (kind, reason) = if zeros < SPARSE_MIN_ZEROS {
         (EngineKind::Blas, format!("dense rows ({percent})"))
-    } else if layers.depth() > 2 && super::hidden_pieces(h1) == 1 {
+    } else if layers.depth() > 2 && super::sparse::PIECES.count(h1) == 1 {
         (
             EngineKind::Blas,
             format!(
@@ -107,7 +107,16 @@ mod tests {
     fn sparse_for_mostly_zero_rows_unless_deep_and_narrow() {
         let mostly_zero: Vec<u8> = (0..784 * 4).map(|i| (i % 5 == 0) as u8 * 200).collect();
         let dense = vec![7u8; 784 * 4];
-        for layers in ["10", "128", "129", "300", "2048", "384-256", "1024-64-32"] {
+        for layers in [
+            "10",
+            "128",
+            "129",
+            "300",
+            "2048",
+            "256-128",
+            "384-256",
+            "1024-64-32",
+        ] {
             let layers = Layers::parse(layers).unwrap();
             let c = choose(&layers, &mostly_zero);
             assert_eq!(c.kind, EngineKind::Sparse, "{layers}");
@@ -120,7 +129,7 @@ mod tests {
                 c.reason
             );
         }
-        for layers in ["64-32", "256-128", "383-64-32"] {
+        for layers in ["64-32", "128-64", "255-128-64"] {
             let layers = Layers::parse(layers).unwrap();
             let c = choose(&layers, &mostly_zero);
             assert_eq!(c.kind, EngineKind::Blas, "{layers}");

@@ -42,38 +42,66 @@ pub fn shard_rows(rows: usize) -> usize {
     }
 }
 
-/// Hidden units per piece, at least, when an engine cuts a wide first
-/// layer's products into pieces of hidden units ([`hidden_pieces`]): a
-/// piece of the sparse engine's transposed weights (784 x 256 f32, 784 KiB)
-/// then stays in L2 while every row of a shard passes over it.
+/// Hidden units per piece, about, when an engine cuts a wide first layer's
+/// products into pieces of hidden units ([`Pieces`]): a piece of the sparse
+/// engine's transposed weights (784 x 256 f32, 784 KiB) then stays in L2
+/// while every row of a shard passes over it.
 pub const PIECE_UNITS: usize = 256;
 
-/// How many pieces of hidden units the blas and sparse engines cut a first
-/// hidden layer of `hidden` units into, to run in parallel: `hidden /
-/// PIECE_UNITS` rounded to the nearest, at least 1 (so from 384 units on,
-/// two pieces or more). A function of the shape alone, so the bits are the
-/// same on any thread count.
-pub fn hidden_pieces(hidden: usize) -> usize {
-    ((hidden + PIECE_UNITS / 2) / PIECE_UNITS).max(1)
+/// How an engine cuts a first hidden layer into pieces of hidden units, run
+/// in parallel: one piece below `two_from` units, else `hidden /
+/// PIECE_UNITS` rounded to the nearest, at least 2. A function of the shape
+/// alone, so the bits are the same on any thread count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pieces {
+    /// The narrowest first layer cut into two pieces.
+    pub two_from: usize,
 }
 
-/// The hidden units of each of [`hidden_pieces`]'s pieces: nearly equal
-/// runs, each starting at a multiple of 16 (the sparse engine's lanes).
-pub fn piece_bounds(hidden: usize) -> Vec<std::ops::Range<usize>> {
-    let n = hidden_pieces(hidden);
-    let start = |k: usize| {
-        if k == n {
-            hidden
+/// The blas engine's pieces: from 384 units, where a piece's products
+/// (128 rows x 784 x 192 units at least) are still worth a core.
+pub const BLAS_PIECES: Pieces = Pieces { two_from: 384 };
+
+impl Pieces {
+    /// How many pieces a first hidden layer of `hidden` units is cut into.
+    pub fn count(self, hidden: usize) -> usize {
+        if hidden < self.two_from {
+            1
         } else {
-            hidden * k / n / 16 * 16
+            ((hidden + PIECE_UNITS / 2) / PIECE_UNITS).max(2)
         }
-    };
-    (0..n).map(|k| start(k)..start(k + 1)).collect()
+    }
+
+    /// The hidden units of each piece: nearly equal runs, each starting at
+    /// a multiple of 16 (the sparse engine's lanes).
+    pub fn bounds(self, hidden: usize) -> Vec<std::ops::Range<usize>> {
+        let n = self.count(hidden);
+        let start = |k: usize| {
+            if k == n {
+                hidden
+            } else {
+                hidden * k / n / 16 * 16
+            }
+        };
+        (0..n).map(|k| start(k)..start(k + 1)).collect()
+    }
+
+    /// Rows per shard: a whole batch of up to [`SHARD_ROWS`] rows when the
+    /// layer is cut in two pieces or more (the pieces keep the cores busy,
+    /// and each piece's products run over all the rows), else
+    /// [`shard_rows`].
+    pub fn shard_rows(self, rows: usize, hidden: usize) -> usize {
+        if self.count(hidden) > 1 {
+            SHARD_ROWS
+        } else {
+            shard_rows(rows)
+        }
+    }
 }
 
 /// `whole` cut at `starts` (ascending, the first 0), into one part per
 /// start in the same order: `split(x, at)` returns `x` before and from
-/// `at`. How the engines hand each piece of hidden units ([`piece_bounds`])
+/// `at`. How the engines hand each piece of hidden units ([`Pieces`])
 /// its own part of an array.
 pub(crate) fn cut_at<T>(
     mut whole: T,
@@ -88,18 +116,6 @@ pub(crate) fn cut_at<T>(
     }
     parts.reverse();
     parts
-}
-
-/// Rows per shard for the engines that split a wide first layer into
-/// pieces ([`hidden_pieces`]): a whole batch of up to [`SHARD_ROWS`] rows
-/// when there are two pieces or more (the pieces keep the cores busy, and
-/// each piece's products run over all the rows), else [`shard_rows`].
-pub(crate) fn shard_rows_by_pieces(rows: usize, hidden: usize) -> usize {
-    if hidden_pieces(hidden) > 1 {
-        SHARD_ROWS
-    } else {
-        shard_rows(rows)
-    }
 }
 
 /// `f` with one of this thread's scratch values from `stack`, made on
@@ -158,11 +174,11 @@ pub trait Engine: Send + Sync {
     /// Class probabilities, `rows x 10`.
     fn probabilities(&self, model: &Mlp, x: &[u8]) -> Array2<f32>;
 
-    /// Rows per shard for a batch of `rows` on a model whose first hidden
-    /// layer has `hidden` units: [`shard_rows`], unless the engine keeps
-    /// the cores busy inside one shard for that width. A function of the
-    /// batch size and the shape alone, never of the thread count.
-    fn shard_rows(&self, rows: usize, _hidden: usize) -> usize {
+    /// Rows per shard for a batch of `rows` on a model of shape `layers`:
+    /// [`shard_rows`], unless the engine keeps the cores busy inside one
+    /// shard for that shape. A function of the batch size and the shape
+    /// alone, never of the thread count.
+    fn shard_rows(&self, rows: usize, _layers: &Layers) -> usize {
         shard_rows(rows)
     }
 

@@ -41,7 +41,7 @@ impl ShardBuffers {
     ) -> BatchStats {
         let rows = y.len();
         debug_assert_eq!(x.len(), rows * FEATURES);
-        let per_shard = engine.shard_rows(rows, model.hidden());
+        let per_shard = engine.shard_rows(rows, &model.shape());
         let n = rows.div_ceil(per_shard);
         let mut stats = BatchStats::default();
         if let Some(p) = prepared {
@@ -105,7 +105,7 @@ fn reduce(out: &mut Gradients, shards: &[Gradients], inv: f32) {
 /// steps: full-batch training.
 pub fn prepare(engine: &dyn Engine, x: &[u8], layers: &Layers) -> Option<Vec<PreparedRows>> {
     let shards: Vec<Option<PreparedRows>> = x
-        .par_chunks(engine.shard_rows(x.len() / FEATURES, layers.hidden()[0]) * FEATURES)
+        .par_chunks(engine.shard_rows(x.len() / FEATURES, layers) * FEATURES)
         .map(|xs| engine.prepare(xs, layers))
         .collect();
     shards.into_iter().collect()

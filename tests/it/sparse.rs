@@ -418,6 +418,7 @@ fn deep_resident_steps_match_the_generic_path_exactly() {
         for (layers, batch_size, batches) in [
             ("600", 128, &[128, 128, 17, 128][..]),
             ("530-24", 128, &[128, 55, 128][..]),
+            ("256-128", 128, &[128, 60, 128][..]),
             ("32-16", 64, &[64, 64, 9, 64][..]),
         ] {
             for kind in [

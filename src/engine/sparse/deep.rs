@@ -19,7 +19,7 @@
 //!   into the model-layout gradient by 16 x 16 block transposes.
 //!
 //! The first layer's hidden units are cut into pieces
-//! ([`crate::engine::piece_bounds`]: one below 384 units), each with its
+//! ([`super::PIECES`]: one below 256 units), each with its
 //! own `w1t`, small enough to stay in L2 while every row of the block
 //! passes over it; the pieces of both first-layer steps run in parallel.
 //!
@@ -40,7 +40,7 @@ use super::prepared::Columns;
 use super::row_set::RowSet;
 use crate::data::FEATURES;
 use crate::engine::blas::Above;
-use crate::engine::{cut_at, piece_bounds, with_scratch, BatchStats, SHARD_ROWS};
+use crate::engine::{cut_at, with_scratch, BatchStats, SHARD_ROWS};
 use crate::model::{Gradients, Mlp};
 use crate::simd::multiversion;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
@@ -133,7 +133,7 @@ impl Workspace {
     /// Make the first layer of `m` the one the pieces hold.
     fn load(&mut self, m: &Mlp) {
         let first = &m.layers[0];
-        let bounds = piece_bounds(first.outputs());
+        let bounds = super::PIECES.bounds(first.outputs());
         let same = self.pieces.len() == bounds.len()
             && self
                 .pieces

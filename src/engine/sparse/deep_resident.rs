@@ -18,7 +18,7 @@ use super::row_set::RowSet;
 use super::update::update_block;
 use crate::data::FEATURES;
 use crate::engine::blas::Above;
-use crate::engine::{piece_bounds, ResidentStep, ResidentTrainer};
+use crate::engine::{ResidentStep, ResidentTrainer};
 use crate::model::{Gradients, Mlp};
 use crate::optim::{apply_rule, Optimizer, Rule};
 use crate::simd::multiversion;
@@ -67,7 +67,8 @@ impl DeepTrainer {
         };
         let (m, v) = (moment(&opt.m), moment(&opt.v));
         let (w1, m1, v1) = (first_weights(model), first_weights(&m), first_weights(&v));
-        let pieces = piece_bounds(model.hidden())
+        let pieces = super::PIECES
+            .bounds(model.hidden())
             .into_par_iter()
             .map(|b| {
                 let mut piece = Piece::new(b.start, b.len());
@@ -122,7 +123,6 @@ impl ResidentTrainer for DeepTrainer {
             g,
         } = self;
         by_row.select(rows, batch);
-        columns.sort(by_row);
         y.clear();
         y.extend(batch.iter().map(|&r| labels[r]));
 
@@ -133,7 +133,9 @@ impl ResidentTrainer for DeepTrainer {
             let p = &mut r.piece;
             forward_rows(&p.w1t, &p.b1, by_row, &mut p.z, p.hidden, a1);
         });
-        above.forward(model);
+        // The layers above, and the rows sorted by pixel for the first
+        // layer's gradient, side by side.
+        rayon::join(|| columns.sort(by_row), || above.forward(model));
 
         // Backward: the layers above and b1 into `g`, then each piece of
         // w1's gradient and update together.

@@ -45,7 +45,7 @@
 //! - `deep_resident.rs`: the resident trainer for those models, for
 //!   batches of one shard, with the first layer kept transposed.
 
-use super::{BatchStats, Engine, EngineKind, PreparedRows, ResidentTrainer};
+use super::{BatchStats, Engine, EngineKind, Pieces, PreparedRows, ResidentTrainer};
 use crate::data::{CLASSES, FEATURES};
 use crate::model::{Gradients, Layers, Mlp};
 use crate::optim::Optimizer;
@@ -80,6 +80,12 @@ fn takes_deep_path(layers: usize, hidden: usize) -> bool {
 /// while they are this narrow (784-384-10 took 2.5 s an epoch, against
 /// 0.8 s for dense products).
 const ONE_LAYER_MAX: usize = 256;
+
+/// How the deep path cuts the first layer into pieces: from 256 units, so
+/// that a batch of one shard keeps both cores busy on its first layer
+/// (784-256-128-10: each piece's 128 columns of `w1t` take 400 KiB) and
+/// stays resident ([`deep_resident`]).
+pub const PIECES: Pieces = Pieces { two_from: 256 };
 
 /// The engine over non-zero pixels (see the module documentation).
 pub struct SparseEngine;
@@ -140,7 +146,7 @@ impl Engine for SparseEngine {
     ) -> Option<Box<dyn ResidentTrainer>> {
         if takes_deep_path(model.layers.len(), model.hidden()) {
             // Batches of one shard: the first layer stays transposed.
-            if self.shard_rows(batch_size, model.hidden()) < batch_size {
+            if self.shard_rows(batch_size, &model.shape()) < batch_size {
                 return None;
             }
             let trainer = deep_resident::DeepTrainer::new(x, y, model, optimizer)?;
@@ -157,10 +163,14 @@ impl Engine for SparseEngine {
         }
     }
 
-    /// Whole batches for a wide first layer, whose steps are cut into
-    /// pieces of hidden units instead.
-    fn shard_rows(&self, rows: usize, hidden: usize) -> usize {
-        crate::engine::shard_rows_by_pieces(rows, hidden)
+    /// Whole batches for the deep path's first layer in pieces, whose
+    /// steps are cut into pieces of hidden units instead.
+    fn shard_rows(&self, rows: usize, layers: &Layers) -> usize {
+        let h1 = layers.hidden()[0];
+        match takes_deep_path(layers.depth(), h1) {
+            true => PIECES.shard_rows(rows, h1),
+            false => crate::engine::shard_rows(rows),
+        }
     }
 
     fn probabilities(&self, m: &Mlp, x: &[u8]) -> Array2<f32> {
