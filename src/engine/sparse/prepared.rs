@@ -12,7 +12,7 @@ use super::layout::{axpy, Chunk, ZERO};
 use super::row_set::RowSet;
 use super::workspace::Workspace;
 use crate::data::FEATURES;
-use crate::engine::{pixel_table, BatchStats};
+use crate::engine::{pixel_table, BatchStats, SHARD_ROWS};
 use crate::simd::multiversion;
 use std::ops::Range;
 
@@ -29,11 +29,15 @@ pub struct SparseRows {
     /// Each row's non-zeros, for the forward passes.
     by_row: RowSet<f32>,
     /// The non-zeros grouped by pixel, rows ascending, in groups of four
-    /// pixels `4g..4g + 4`: while all four have entries left, one entry of
-    /// each, side by side (`quad_row[k][j]` is pixel `4g + j`'s k-th row, for
-    /// `k` in `group_start[g]..group_start[g + 1]`), so the per-pixel sums
-    /// read one stream instead of eight; then each pixel's remaining
-    /// entries, `tail_row[tail_start[i]..tail_start[i + 1]]` for pixel `i`.
+    /// pixels `group_pixels[g]`: while all four have entries left, one entry
+    /// of each, side by side (`quad_row[k][j]` is the k-th row of the
+    /// group's pixel `j`, for `k` in `group_start[g]..group_start[g + 1]`),
+    /// so the per-pixel sums read one stream instead of eight; then each
+    /// pixel's remaining entries, `tail_row[tail_start[4g + j]..tail_start[4g
+    /// + j + 1]]`. The pixels are grouped in order of their number of
+    /// entries, so a group's four have about as many and the tails, one
+    /// running sum each, are short.
+    group_pixels: Vec<[u16; 4]>,
     group_start: Vec<u32>,
     quad_row: Vec<[u16; 4]>,
     quad_value: Vec<[f32; 4]>,
@@ -54,6 +58,7 @@ impl SparseRows {
         let columns = Columns::of(&by_row);
         let mut prepared = SparseRows {
             by_row,
+            group_pixels: Vec::with_capacity(FEATURES / 4),
             group_start: Vec::with_capacity(FEATURES / 4 + 1),
             quad_row: Vec::new(),
             quad_value: Vec::new(),
@@ -67,15 +72,15 @@ impl SparseRows {
 
     /// Fill the groups of four pixels from `columns` (see the fields).
     fn interleave(&mut self, columns: &Columns) {
+        // Most entries first; a stable sort, so ties keep pixel order.
+        let mut by_count: Vec<u16> = (0..FEATURES as u16).collect();
+        by_count.sort_by_key(|&i| std::cmp::Reverse(columns.span(i as usize).len()));
         self.tail_start.push(0u32);
-        for g in 0..FEATURES / 4 {
+        for pixels in by_count.chunks_exact(4) {
+            let pixels: [u16; 4] = pixels.try_into().expect("four pixels");
+            self.group_pixels.push(pixels);
             self.group_start.push(self.quad_row.len() as u32);
-            let cols = [
-                columns.span(4 * g),
-                columns.span(4 * g + 1),
-                columns.span(4 * g + 2),
-                columns.span(4 * g + 3),
-            ];
+            let cols = pixels.map(|i| columns.span(i as usize));
             let common = cols.iter().map(|c| c.len()).min().unwrap_or(0);
             for k in 0..common {
                 self.quad_row
@@ -166,14 +171,46 @@ impl Columns {
     }
 }
 
+/// Every row's `dz1`, as the gradient pass reads it: chunk `c` of row `r`.
+trait Dz1Rows {
+    fn at(&self, r: u16, c: usize) -> &Chunk;
+}
+
+/// `chunks` chunks per row, one row after another.
+struct Strided<'a> {
+    rows: &'a [Chunk],
+    chunks: usize,
+}
+
+impl Dz1Rows for Strided<'_> {
+    #[inline(always)]
+    fn at(&self, r: u16, c: usize) -> &Chunk {
+        &self.rows[r as usize * self.chunks + c]
+    }
+}
+
+/// One chunk per row (up to 16 hidden units) and at most [`SHARD_ROWS`]
+/// rows, a power of two: indexed modulo its length, so with no bounds check
+/// (a full batch's shards have at most that many rows).
+struct OneChunk<'a>(&'a [Chunk; SHARD_ROWS]);
+
+const _: () = assert!(SHARD_ROWS.is_power_of_two());
+
+impl Dz1Rows for OneChunk<'_> {
+    #[inline(always)]
+    fn at(&self, r: u16, _c: usize) -> &Chunk {
+        &self.0[r as usize % SHARD_ROWS]
+    }
+}
+
 /// `dw1` from the per-pixel groups: for each pixel, the sum over its rows of
 /// `value * dz1[row]`, in row order. Four pixels at a time, so four
 /// independent sums hide the adds' latency; each sum's own order is
 /// unchanged.
 #[inline(always)]
-fn first_layer_gradient(g_w1t: &mut [Chunk], dz1_rows: &[Chunk], s: &SparseRows, chunks: usize) {
+fn first_layer_gradient(g_w1t: &mut [Chunk], dz1: &impl Dz1Rows, s: &SparseRows, chunks: usize) {
     let g_w1t = &mut g_w1t[..FEATURES * chunks];
-    for g in 0..FEATURES / 4 {
+    for (g, pixels) in s.group_pixels.iter().enumerate() {
         let quads = s.group_start[g] as usize..s.group_start[g + 1] as usize;
         let (rows, values) = (&s.quad_row[quads.clone()], &s.quad_value[quads]);
         for c in 0..chunks {
@@ -181,27 +218,20 @@ fn first_layer_gradient(g_w1t: &mut [Chunk], dz1_rows: &[Chunk], s: &SparseRows,
             // an array would live on the stack, one store per multiply-add.
             let (mut a0, mut a1, mut a2, mut a3) = (ZERO, ZERO, ZERO, ZERO);
             for (r, v) in rows.iter().zip(values) {
-                axpy(&mut a0, v[0], &dz1_rows[r[0] as usize * chunks + c]);
-                axpy(&mut a1, v[1], &dz1_rows[r[1] as usize * chunks + c]);
-                axpy(&mut a2, v[2], &dz1_rows[r[2] as usize * chunks + c]);
-                axpy(&mut a3, v[3], &dz1_rows[r[3] as usize * chunks + c]);
+                axpy(&mut a0, v[0], dz1.at(r[0], c));
+                axpy(&mut a1, v[1], dz1.at(r[1], c));
+                axpy(&mut a2, v[2], dz1.at(r[2], c));
+                axpy(&mut a3, v[3], dz1.at(r[3], c));
             }
             for (j, acc) in [a0, a1, a2, a3].into_iter().enumerate() {
-                let p = 4 * g + j;
-                let tail = s.tail_start[p] as usize..s.tail_start[p + 1] as usize;
-                let sum = column_sum(
-                    acc,
-                    &s.tail_row[tail.clone()],
-                    &s.tail_value[tail],
-                    dz1_rows,
-                    chunks,
-                    c,
-                );
+                let t = 4 * g + j;
+                let tail = s.tail_start[t] as usize..s.tail_start[t + 1] as usize;
+                let sum = column_sum(acc, &s.tail_row[tail.clone()], &s.tail_value[tail], dz1, c);
                 // Every entry is written here, so the buffer needs no
                 // clearing first; and a running sum that starts at +0 never
                 // becomes -0, so the sum is exactly `0 + sum`, what the
                 // row-by-row path adds up.
-                g_w1t[p * chunks + c] = sum;
+                g_w1t[pixels[j] as usize * chunks + c] = sum;
             }
         }
     }
@@ -209,16 +239,9 @@ fn first_layer_gradient(g_w1t: &mut [Chunk], dz1_rows: &[Chunk], s: &SparseRows,
 
 /// `acc + sum of value * dz1[row]` over one column's pairs, in order.
 #[inline(always)]
-fn column_sum(
-    mut acc: Chunk,
-    rows: &[u16],
-    values: &[f32],
-    dz1_rows: &[Chunk],
-    chunks: usize,
-    c: usize,
-) -> Chunk {
+fn column_sum(mut acc: Chunk, rows: &[u16], values: &[f32], dz1: &impl Dz1Rows, c: usize) -> Chunk {
     for (&r, &v) in rows.iter().zip(values) {
-        axpy(&mut acc, v, &dz1_rows[r as usize * chunks + c]);
+        axpy(&mut acc, v, dz1.at(r, c));
     }
     acc
 }
@@ -248,10 +271,13 @@ multiversion! {
                 dz1_rows[r * chunks..(r + 1) * chunks].copy_from_slice(&s.dz1[..chunks]);
             }
         }
-        if chunks == 1 {
-            first_layer_gradient(&mut ws.s.g_w1t, &dz1_rows, rows, 1);
+        if chunks == 1 && rows.rows() <= SHARD_ROWS {
+            dz1_rows.resize(SHARD_ROWS, ZERO);
+            let dz1 = OneChunk(dz1_rows[..SHARD_ROWS].try_into().expect("SHARD_ROWS rows"));
+            first_layer_gradient(&mut ws.s.g_w1t, &dz1, rows, 1);
         } else {
-            first_layer_gradient(&mut ws.s.g_w1t, &dz1_rows, rows, chunks);
+            let dz1 = Strided { rows: &dz1_rows, chunks };
+            first_layer_gradient(&mut ws.s.g_w1t, &dz1, rows, chunks);
         }
         ws.s.dz1_rows = dz1_rows;
         stats.loss_sum = loss.finish();
