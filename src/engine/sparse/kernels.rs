@@ -126,7 +126,7 @@ fn softmax_classes(z: &mut Chunk) {
 /// Below -87.3 (where `expf` leaves the normal range) the result is that of
 /// -87.3; NaN stays NaN.
 #[inline(always)]
-fn exp_chunk(x: Chunk) -> Chunk {
+pub(super) fn exp_chunk(x: Chunk) -> Chunk {
     const LOWEST: f32 = -87.3;
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // 1.5 * 2^23: adding it rounds to an integer (to nearest even), which

@@ -383,7 +383,7 @@ pub(super) fn add_columns_transposed(columns: &[Chunk], i0: usize, h: usize, w1:
 /// shuffles); otherwise element by element. Data movement only, so both give
 /// the same bits.
 #[inline]
-fn transpose16(block: &mut [Chunk; LANES]) {
+pub(super) fn transpose16(block: &mut [Chunk; LANES]) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::level() == crate::simd::Level::Avx512 {
         // SAFETY: AVX-512F was detected.

@@ -28,6 +28,8 @@
 //!   that pass over them many times;
 //! - `kernels.rs`: the per-row arithmetic (the first layer over the
 //!   non-zeros, softmax, loss, backward pass), shared by every path;
+//! - `head_block.rs`: the same head for sixteen rows at once, one per
+//!   lane, for up to 16 hidden units (full-batch training's prepared rows);
 //! - `workspace.rs`: the generic [`Engine`] calls' per-thread copy of the
 //!   model and their loops over raw rows;
 //! - `prepared.rs`: full-batch training's shards converted once
@@ -57,6 +59,7 @@ mod deep;
 mod deep_resident;
 mod gather;
 mod halves;
+mod head_block;
 mod kernels;
 mod layout;
 mod prepared;

@@ -7,7 +7,8 @@
 //! rows in order, so a pass gives the bits of the generic path on the raw
 //! rows.
 
-use super::kernels::{backward_head, forward_row, LossSum};
+use super::head_block::{class_major, head_block, unit_major, BLOCK};
+use super::kernels::{backward_head, forward_row, partial_sum, LossSum};
 use super::layout::{axpy, Chunk, ZERO};
 use super::row_set::RowSet;
 use super::workspace::Workspace;
@@ -33,10 +34,10 @@ pub struct SparseRows {
     /// of each, side by side (`quad_row[k][j]` is the k-th row of the
     /// group's pixel `j`, for `k` in `group_start[g]..group_start[g + 1]`),
     /// so the per-pixel sums read one stream instead of eight; then each
-    /// pixel's remaining entries, `tail_row[tail_start[4g + j]..tail_start[4g
-    /// + j + 1]]`. The pixels are grouped in order of their number of
-    /// entries, so a group's four have about as many and the tails, one
-    /// running sum each, are short.
+    /// pixel's remaining entries, `tail_row[tail_start[t]..tail_start[t +
+    /// 1]]` for `t = 4g + j`. The pixels are grouped in order of their
+    /// number of entries, so a group's four have about as many and the
+    /// tails, one running sum each, are short.
     group_pixels: Vec<[u16; 4]>,
     group_start: Vec<u32>,
     quad_row: Vec<[u16; 4]>,
@@ -258,7 +259,24 @@ multiversion! {
         dz1_rows.resize(rows.rows() * chunks, ZERO);
         let mut loss = LossSum::new();
         let table = pixel_table();
-        for (r, &label) in y.iter().enumerate() {
+        // Up to 16 hidden units: sixteen rows' heads at a time, the rest
+        // row by row below.
+        let blocked = if chunks == 1 { y.len() / BLOCK * BLOCK } else { 0 };
+        if blocked > 0 {
+            let Workspace { w, s, .. } = &mut *ws;
+            let mut g_w2 = class_major(&s.g_w2t);
+            for r0 in (0..blocked).step_by(BLOCK) {
+                let mut z = [ZERO; BLOCK];
+                for (r, z) in (r0..r0 + BLOCK).zip(z.iter_mut()) {
+                    let (index, value, _) = rows.by_row.row(r);
+                    *z = partial_sum(&w.w1t, 1, 0, index, value, table);
+                }
+                let (labels, dz1) = (&y[r0..r0 + BLOCK], &mut dz1_rows[r0..r0 + BLOCK]);
+                head_block(w, s, &mut g_w2, &z, labels, &mut stats, &mut loss, dz1);
+            }
+            unit_major(g_w2, &mut s.g_w2t);
+        }
+        for (r, &label) in y.iter().enumerate().skip(blocked) {
             let (index, value, _) = rows.by_row.row(r);
             let Workspace { w, s, .. } = &mut *ws;
             if chunks == 1 {
