@@ -379,17 +379,24 @@ pub(super) fn add_columns_transposed(columns: &[Chunk], i0: usize, h: usize, w1:
     columns_out(columns, i0, h, w1, Combine::Add);
 }
 
-/// Transposes a 16 x 16 block in place: with AVX-512, in registers (64
-/// shuffles); otherwise element by element. Data movement only, so both give
+/// Transposes a 16 x 16 block in place: with AVX-512 or AVX2, in
+/// registers; otherwise element by element. Data movement only, so all give
 /// the same bits.
 #[inline]
 pub(super) fn transpose16(block: &mut [Chunk; LANES]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() == crate::simd::Level::Avx512 {
+    match crate::simd::level() {
         // SAFETY: AVX-512F was detected.
-        unsafe { transpose16_avx512(block) };
-        return;
+        crate::simd::Level::Avx512 => return unsafe { transpose16_avx512(block) },
+        // SAFETY: AVX2 was detected.
+        crate::simd::Level::Avx2 => return unsafe { transpose16_avx2(block) },
+        crate::simd::Level::Baseline => {}
     }
+    transpose16_scalar(block);
+}
+
+/// [`transpose16`] element by element.
+fn transpose16_scalar(block: &mut [Chunk; LANES]) {
     #[allow(clippy::needless_range_loop, reason = "a swap across the diagonal")]
     for a in 0..LANES {
         for b in a + 1..LANES {
@@ -397,6 +404,61 @@ pub(super) fn transpose16(block: &mut [Chunk; LANES]) {
             block[a][b] = block[b][a];
             block[b][a] = t;
         }
+    }
+}
+
+/// [`transpose16`] as four 8 x 8 transposes of 256-bit rows (each the
+/// classic unpack, shuffle and 128-bit permute), the two off-diagonal
+/// quarters swapping places.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transpose16_avx2(block: &mut [Chunk; LANES]) {
+    use std::arch::x86_64::*;
+    #[target_feature(enable = "avx2")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t: [__m256; 8] = std::array::from_fn(|i| {
+            let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+            if i % 2 == 0 {
+                _mm256_unpacklo_ps(a, b)
+            } else {
+                _mm256_unpackhi_ps(a, b)
+            }
+        });
+        // u[4h + k]: element k (and k + 4) of rows 4h..4h + 4.
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xee>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xee>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xee>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xee>(t[5], t[7]),
+        ];
+        std::array::from_fn(|k| {
+            if k < 4 {
+                _mm256_permute2f128_ps::<0x20>(u[k], u[4 + k])
+            } else {
+                _mm256_permute2f128_ps::<0x31>(u[k - 4], u[k])
+            }
+        })
+    }
+    // SAFETY: every Chunk is 64 bytes and 64-byte aligned, so both 32-byte
+    // halves of each are aligned loads and stores within `block`.
+    let half = |row: &Chunk, h: usize| unsafe { _mm256_load_ps(row.0.as_ptr().add(8 * h)) };
+    let quarter =
+        |rows: usize, h: usize| transpose8(std::array::from_fn(|i| half(&block[rows + i], h)));
+    // Quarters by (rows, lanes): [0..8, 0..8], [0..8, 8..16], [8..16, 0..8], [8..16, 8..16].
+    let (a, b, c, d) = (quarter(0, 0), quarter(0, 1), quarter(8, 0), quarter(8, 1));
+    for i in 0..8 {
+        let put = |row: &mut Chunk, h: usize, v: __m256| {
+            // SAFETY: as above.
+            unsafe { _mm256_store_ps(row.0.as_mut_ptr().add(8 * h), v) }
+        };
+        put(&mut block[i], 0, a[i]);
+        put(&mut block[i], 1, c[i]);
+        put(&mut block[8 + i], 0, b[i]);
+        put(&mut block[8 + i], 1, d[i]);
     }
 }
 
@@ -472,19 +534,35 @@ pub(super) fn two_layers_mut(m: &mut Mlp) -> [&mut Dense; 2] {
 mod tests {
     use super::*;
 
-    /// The AVX-512 transpose (when this CPU has it) against the definition.
+    /// Every transpose this CPU can run, against the definition.
     #[test]
     fn transpose16_transposes() {
-        let mut block = [ZERO; LANES];
-        for (i, row) in block.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = (i * 100 + j) as f32;
+        type Transpose = fn(&mut [Chunk; LANES]);
+        let mut versions: Vec<(&str, Transpose)> =
+            vec![("dispatched", transpose16), ("scalar", transpose16_scalar)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 was detected.
+                versions.push(("avx2", |b| unsafe { transpose16_avx2(b) }));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F was detected.
+                versions.push(("avx512", |b| unsafe { transpose16_avx512(b) }));
             }
         }
-        transpose16(&mut block);
-        for (i, row) in block.iter().enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                assert_eq!(v, (j * 100 + i) as f32, "[{i}][{j}]");
+        for (name, transpose) in versions {
+            let mut block = [ZERO; LANES];
+            for (i, row) in block.iter_mut().enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = (i * 100 + j) as f32;
+                }
+            }
+            transpose(&mut block);
+            for (i, row) in block.iter().enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    assert_eq!(v, (j * 100 + i) as f32, "{name} [{i}][{j}]");
+                }
             }
         }
     }
