@@ -9,6 +9,7 @@
 use mnist_blas::engine::SHARD_ROWS;
 use mnist_blas::engine::{blas::BlasEngine, Engine};
 use mnist_blas::model::{Init, Layers, Mlp};
+use mnist_blas::optim::{Optimizer, OptimizerKind};
 use mnist_blas::{data, rng};
 
 #[path = "../src/testutil.rs"]
@@ -199,6 +200,29 @@ fn every_hot_path_product_goes_to_cblas_sgemm() {
                 }),
                 2 * pieces + 3,
                 "step, {hidden} hidden units, {rows} rows"
+            );
+        }
+    }
+
+    // The resident trainer (batches of one shard, the first layer in
+    // pieces) makes the same products, and a step told the next step's rows
+    // also takes their first layer's pieces, which that step then skips.
+    for (hidden, pieces) in [(512, 2), (1024, 4)] {
+        let layers = Layers::one(hidden);
+        let m = Mlp::init(&layers, Init::He, 13).unwrap();
+        let (x, y) = random_batch(300, 14);
+        let mut opt = Optimizer::new(OptimizerKind::Adam, 1e-3, 0.9, &layers);
+        let mut trainer = engine
+            .resident(&x, &y, 100, &m, &opt)
+            .expect("a resident trainer");
+        let rule = opt.next_rule();
+        let batch = |k: usize| (k * 100..(k + 1) * 100).collect::<Vec<usize>>();
+        trainer.upcoming(&batch(1));
+        for (k, products) in [(0, 3 * pieces + 3), (1, pieces + 3), (2, 2 * pieces + 3)] {
+            assert_eq!(
+                calls_during(|| assert!(trainer.step(&batch(k), &rule).finite)),
+                products,
+                "resident step {k}, {hidden} hidden units"
             );
         }
     }

@@ -34,6 +34,7 @@ mod fuzz_regressions;
 mod help;
 mod images;
 mod inspect_units;
+mod lockstep;
 mod npz_hostile;
 mod numpy_deep;
 mod numpy_fixture;

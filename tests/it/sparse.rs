@@ -6,11 +6,10 @@
 //! products).
 
 use crate::common::bits;
+use crate::lockstep::{steps_match_the_generic_path_exactly, Hints, Lockstep};
 use crate::testutil::{max_rel_diff, random_batch, tolerance};
 use mnist_blas::data::FEATURES;
-use mnist_blas::engine::{
-    naive, naive::NaiveEngine, sparse::SparseEngine, BatchStats, Engine, ResidentStep,
-};
+use mnist_blas::engine::{naive, naive::NaiveEngine, sparse::SparseEngine, Engine, EngineKind};
 use mnist_blas::model::{Init, Layers, Mlp};
 
 fn as_f64(a: &[f32]) -> Vec<f64> {
@@ -225,85 +224,6 @@ fn a_one_weight_change_is_seen() {
     assert_ne!(run(&m), fresh);
 }
 
-/// The generic path (the engine's `accumulate` through `ShardBuffers`, then
-/// `Optimizer::step` on the model) and the sparse engine's resident trainer,
-/// from the same start, stepped together on the same rows.
-struct Lockstep {
-    rows: usize,
-    generic: (Mlp, mnist_blas::optim::Optimizer),
-    opt: mnist_blas::optim::Optimizer,
-    resident: Box<dyn mnist_blas::engine::ResidentTrainer>,
-    shards: mnist_blas::train::shard::ShardBuffers,
-    grads: Mlp,
-    rng: mnist_blas::rng::SeededRng,
-}
-
-impl Lockstep {
-    fn new(
-        (x, y): (&[u8], &[u8]),
-        batch_size: usize,
-        start: &Mlp,
-        kind: mnist_blas::optim::OptimizerKind,
-        seed: u64,
-    ) -> Lockstep {
-        use mnist_blas::optim::Optimizer;
-        let layers = start.shape();
-        let opt = Optimizer::new(kind, 0.01, 0.9, &layers);
-        let resident = SparseEngine
-            .resident(x, y, batch_size, start, &opt)
-            .expect("the sparse engine has a resident trainer");
-        Lockstep {
-            rows: y.len(),
-            generic: (start.clone(), opt.clone()),
-            opt,
-            resident,
-            shards: Default::default(),
-            grads: Mlp::zeros(&layers),
-            rng: mnist_blas::rng::SeededRng::new(seed, mnist_blas::rng::Stream::Shuffle),
-        }
-    }
-
-    /// Step `step` on `batch` random rows of `x`, `y` on both paths, at a
-    /// rate that falls from step to step as a schedule's does: the generic
-    /// path's counts and the resident trainer's step.
-    fn step(
-        &mut self,
-        (x, y): (&[u8], &[u8]),
-        batch: usize,
-        step: usize,
-    ) -> (BatchStats, ResidentStep) {
-        let order = self.rng.permutation(self.rows);
-        let idx = &order[..batch];
-        let (mut xb, mut yb) = (Vec::new(), Vec::new());
-        for &i in idx {
-            xb.extend_from_slice(&x[i * FEATURES..(i + 1) * FEATURES]);
-            yb.push(y[i]);
-        }
-        let lr = 0.01 / (1 + step) as f32;
-        self.generic.1.lr = lr;
-        self.opt.lr = lr;
-        let (model, opt) = (&mut self.generic.0, &mut self.generic.1);
-        let want =
-            self.shards
-                .mean_gradients(&SparseEngine, model, &xb, &yb, None, &mut self.grads);
-        assert!(opt.step(model, &self.grads), "the generic path diverged");
-        (want, self.resident.step(idx, &self.opt.next_rule()))
-    }
-
-    /// The resident trainer's model and optimizer written back, beside the
-    /// generic path's.
-    fn finish(
-        mut self,
-    ) -> (
-        (Mlp, mnist_blas::optim::Optimizer),
-        (Mlp, mnist_blas::optim::Optimizer),
-    ) {
-        let mut model = Mlp::zeros(&self.generic.0.shape());
-        assert!(self.resident.write_back(&mut model, &mut self.opt));
-        ((model, self.opt), self.generic)
-    }
-}
-
 /// The sparse engine's resident mini-batch trainers against the generic
 /// path (the engine's `accumulate` through `ShardBuffers`, then
 /// `Optimizer::step` on the model), step by step, for each update rule,
@@ -353,10 +273,10 @@ fn resident_steps_match_the_generic_path() {
                 let exact = batch_size > 256;
                 pool.install(|| {
                     let start = Mlp::init(&Layers::one(hidden), Init::He, 3).unwrap();
-                    let mut both = Lockstep::new((&x, &y), batch_size, &start, kind, 9);
+                    let mut both = Lockstep::new(EngineKind::Sparse, (&x, &y), batch_size, &start, kind, 9);
                     let mut losses = Vec::new();
                     for (step, &batch) in batches.iter().enumerate() {
-                        let (want, got) = both.step((&x, &y), batch, step);
+                        let (want, got) = both.step((&x, &y), (batch, batches.get(step + 1).copied()), step, Hints::True);
                         let at = format!(
                             "threads {threads}, batches of {batch_size}, H={hidden}, {kind:?}, step {step}"
                         );
@@ -406,61 +326,20 @@ fn resident_steps_match_the_generic_path() {
 
 /// The deep path's resident trainer (batches of one shard; the first layer
 /// kept transposed, each piece updated as its gradient is summed) against
-/// the generic path (`accumulate` through `ShardBuffers`, then
-/// `Optimizer::step`), step by step: the same statistics, then the same
-/// weights and moments, bit for bit, for each rule, on 1 and 2 threads. A
-/// one-layer model cut into two pieces, a deep one of two pieces, and a
-/// deep one of one piece at batches under 128 rows (one shard too).
+/// the generic path, exactly: a one-layer model cut into two pieces, a deep
+/// one of two pieces, and deep ones of one piece (at batches under 128 rows,
+/// one shard too).
 #[test]
 fn deep_resident_steps_match_the_generic_path_exactly() {
-    use mnist_blas::optim::OptimizerKind;
-
-    let rows = 400;
-    let (x, y) = random_batch(rows, 23);
-    for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        for (layers, batch_size, batches) in [
+    steps_match_the_generic_path_exactly(
+        EngineKind::Sparse,
+        &[
             ("600", 128, &[128, 128, 17, 128][..]),
             ("530-24", 128, &[128, 55, 128][..]),
             ("256-128", 128, &[128, 60, 128][..]),
             ("32-16", 64, &[64, 64, 9, 64][..]),
-        ] {
-            for kind in [
-                OptimizerKind::Adam,
-                OptimizerKind::Sgd,
-                OptimizerKind::Momentum,
-            ] {
-                let layers = Layers::parse(layers).unwrap();
-                let at = format!("threads {threads}, layers {layers}, {kind:?}");
-                pool.install(|| {
-                    let start = Mlp::init(&layers, Init::He, 5).unwrap();
-                    let mut both = Lockstep::new((&x, &y), batch_size, &start, kind, 4);
-                    for (step, &batch) in batches.iter().enumerate() {
-                        let (want, got) = both.step((&x, &y), batch, step);
-                        assert!(got.finite, "{at}, step {step}");
-                        assert_eq!(got.stats.correct, want.correct, "{at}, step {step}");
-                        assert_eq!(
-                            got.stats.loss_sum.to_bits(),
-                            want.loss_sum.to_bits(),
-                            "{at}, step {step}"
-                        );
-                    }
-                    let ((model, opt), generic) = both.finish();
-                    assert_ne!(
-                        bits(&model),
-                        bits(&start),
-                        "{at}: training moved the weights"
-                    );
-                    assert_eq!(bits(&model), bits(&generic.0), "{at}: weights");
-                    assert_eq!(bits(&opt.m), bits(&generic.1.m), "{at}: first moment");
-                    assert_eq!(bits(&opt.v), bits(&generic.1.v), "{at}: second moment");
-                });
-            }
-        }
-    }
+        ],
+    );
 }
 
 /// A run that blows up stops with `Diverged` on the sparse engine's

@@ -13,9 +13,13 @@
 //! sparse engine shares for models of two hidden layers or more (it
 //! computes the first layer its own way).
 
-use super::{argmax, cut_at, with_scratch, BatchStats, Engine, EngineKind, BLAS_PIECES};
+mod resident;
+
+use super::BLAS_PIECES;
+use super::{argmax, cut_at, with_scratch, BatchStats, Engine, EngineKind, ResidentTrainer};
 use crate::data::FEATURES;
 use crate::model::{Gradients, Layers, Mlp};
+use crate::optim::Optimizer;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -176,6 +180,12 @@ impl Above {
         stats
     }
 
+    /// `dz1`, and `a1` to overwrite (with the next rows' first layer: `dz1`
+    /// no longer needs it), after [`Above::backward`].
+    pub(crate) fn dz1_and_a1_mut(&mut self) -> (&Array2<f32>, &mut Array2<f32>) {
+        (&self.deltas[0], &mut self.acts[0])
+    }
+
     /// `dz1` (`rows x h1`), after [`Above::backward`].
     pub(crate) fn dz1(&self) -> &Array2<f32> {
         &self.deltas[0]
@@ -230,21 +240,35 @@ fn forward(m: &Mlp, pixels: &[u8], ws: &mut Workspace) {
     let rows = pixels.len() / FEATURES;
     ws.prepare(rows, m);
     to_f32(pixels, &mut ws.x);
+    forward_from_f32(m, &ws.x, &mut ws.above);
+}
 
+/// [`forward`] from rows already converted (`x`, `rows x 784`), with
+/// `above` prepared for them.
+fn forward_from_f32(m: &Mlp, x: &Array2<f32>, above: &mut Above) {
     let layer = &m.layers[0];
-    let x = &ws.x;
-    let a = ws.above.a1_mut();
+    let a = above.a1_mut();
     // Seed the output with the bias and let gemm add the product (beta = 1).
     seed_rows(a, &layer.b);
     by_hidden_pieces(
         (a.view_mut(), Axis(1)),
         (layer.w.view(), Axis(0)),
-        &|mut a: ArrayViewMut2<f32>, w: ArrayView2<f32>| {
-            general_mat_mul(1.0, x, &w.t(), 1.0, &mut a);
-            a.mapv_inplace(|v| v.max(0.0));
-        },
+        &|a: ArrayViewMut2<f32>, w: ArrayView2<f32>| first_layer_piece(x, w, a),
     );
-    ws.above.forward(m);
+    above.forward(m);
+}
+
+/// One piece of the first layer's hidden units: `a = relu(a + x w^T)`,
+/// with `a` (`rows x units`, a run of `a1`'s columns) seeded with the
+/// piece's biases.
+fn first_layer_piece(x: &Array2<f32>, w: ArrayView2<f32>, mut a: ArrayViewMut2<f32>) {
+    general_mat_mul(1.0, x, &w.t(), 1.0, &mut a);
+    for mut row in a.rows_mut() {
+        let row = row.as_slice_mut().expect("a run of a standard array's row");
+        for v in row {
+            *v = v.max(0.0);
+        }
+    }
 }
 
 /// `f(out piece, input piece)` on matching pieces of the first layer's
@@ -340,6 +364,23 @@ impl Engine for BlasEngine {
     /// pieces of hidden units instead.
     fn shard_rows(&self, rows: usize, layers: &Layers) -> usize {
         BLAS_PIECES.shard_rows(rows, layers.hidden()[0])
+    }
+
+    /// For batches of one shard whose first layer is cut into pieces: see
+    /// [`resident`].
+    fn resident(
+        &self,
+        x: &[u8],
+        y: &[u8],
+        batch_size: usize,
+        model: &Mlp,
+        optimizer: &Optimizer,
+    ) -> Option<Box<dyn ResidentTrainer>> {
+        let h1 = model.hidden();
+        if BLAS_PIECES.count(h1) == 1 || self.shard_rows(batch_size, &model.shape()) < batch_size {
+            return None;
+        }
+        Some(Box::new(resident::BlasTrainer::new(x, y, model, optimizer)))
     }
 
     fn probabilities(&self, m: &Mlp, x: &[u8]) -> Array2<f32> {
