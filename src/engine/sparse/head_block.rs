@@ -11,7 +11,7 @@
 //! sums over rows (`db2`, `dw2`, `db1`) and the loss still go row by row,
 //! in row order, on rows transposed back.
 
-use super::kernels::{exp_chunk, LossSum};
+use super::kernels::{class_sum, exp_chunk, LossSum};
 use super::layout::{add, axpy, transpose16, Chunk, Scratch, Weights, LANES, ZERO};
 use crate::data::CLASSES;
 use crate::engine::{argmax, BatchStats};
@@ -119,17 +119,7 @@ pub(super) fn head_block(
     }
     // Whole chunks at a time: written lane by lane across the classes, the
     // compiler made this loop scatter stores.
-    let pairs = [
-        add(&e[0], &e[1]),
-        add(&e[2], &e[3]),
-        add(&e[4], &e[5]),
-        add(&e[6], &e[7]),
-        add(&e[8], &e[9]),
-    ];
-    let sum = add(
-        &add(&add(&pairs[0], &pairs[1]), &add(&pairs[2], &pairs[3])),
-        &pairs[4],
-    );
+    let sum = class_sum(&e);
     let mut inv = ZERO;
     for l in 0..LANES {
         inv[l] = 1.0 / sum[l];

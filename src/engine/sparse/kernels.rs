@@ -103,19 +103,49 @@ fn softmax_classes(z: &mut Chunk) {
         *v -= max;
     }
     let e = exp_chunk(shifted);
-    // A fixed order of additions (a tree, for a shorter dependency chain).
-    let pairs = [
-        e[0] + e[1],
-        e[2] + e[3],
-        e[4] + e[5],
-        e[6] + e[7],
-        e[8] + e[9],
-    ];
-    let sum = ((pairs[0] + pairs[1]) + (pairs[2] + pairs[3])) + pairs[4];
-    let inv = 1.0 / sum;
+    let inv = 1.0 / class_sum(&e[..CLASSES]);
     for (l, v) in z.iter_mut().enumerate() {
         *v = if l < CLASSES { e[l] * inv } else { 0.0 };
     }
+}
+
+/// What [`class_sum`] adds: one row's `f32` lanes, or sixteen rows'
+/// chunks lane by lane (`head_block.rs`). A trait method, not a closure:
+/// inlined into a multiversioned caller, it keeps the caller's vector
+/// features.
+pub(super) trait Plus: Copy {
+    fn plus(self, other: Self) -> Self;
+}
+
+impl Plus for f32 {
+    #[inline(always)]
+    fn plus(self, other: f32) -> f32 {
+        self + other
+    }
+}
+
+impl Plus for Chunk {
+    #[inline(always)]
+    fn plus(self, other: Chunk) -> Chunk {
+        add(&self, &other)
+    }
+}
+
+/// The softmax's sum of the ten classes' exponentials `e`, in the one
+/// fixed order both heads use (a tree, for a shorter dependency chain).
+#[inline(always)]
+pub(super) fn class_sum<T: Plus>(e: &[T]) -> T {
+    let e = &e[..CLASSES];
+    let pairs = [
+        e[0].plus(e[1]),
+        e[2].plus(e[3]),
+        e[4].plus(e[5]),
+        e[6].plus(e[7]),
+        e[8].plus(e[9]),
+    ];
+    (pairs[0].plus(pairs[1]))
+        .plus(pairs[2].plus(pairs[3]))
+        .plus(pairs[4])
 }
 
 /// `e^x` lane by lane, for `x <= 0` (logits minus their maximum), within
