@@ -9,6 +9,7 @@
 //!   for mini-batch training it also offers a [`ResidentTrainer`], which
 //!   keeps the model in its own layout from step to step.
 
+mod awake;
 pub mod blas;
 pub mod choice;
 pub mod naive;

@@ -11,7 +11,8 @@
 //! scales it in a pass of its own or reads it back from memory, and wakes
 //! the pool's threads once instead of five times: on this VM a pool thread
 //! asleep between phases took long enough to wake that the other core sat
-//! waiting for it.
+//! waiting for it. So the pool's threads spin through the short serial
+//! parts instead ([`crate::engine::awake`]).
 //!
 //! Every product, sum and update is the generic path's, in the same order,
 //! so the weights and moments are the same bits, on any thread count
@@ -19,6 +20,7 @@
 
 use super::{first_layer_piece, seed_rows, Above, BLAS_PIECES};
 use crate::data::FEATURES;
+use crate::engine::awake::{beside_awake, Running};
 use crate::engine::{cut_at, prefetch_lines, ResidentStep, ResidentTrainer};
 use crate::model::{Dense, Gradients, Mlp};
 use crate::optim::{apply_rule, Optimizer, Rule, PIECE};
@@ -26,8 +28,6 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 pub(super) struct BlasTrainer {
     /// Every training row's pixels (`rows x 784`), and the labels.
@@ -133,8 +133,7 @@ impl ResidentTrainer for BlasTrainer {
         // `Optimizer::step` updates them), and the next rows gathered, side
         // by side.
         let inv = 1.0 / rows as f32;
-        let above_done = AtomicBool::new(false);
-        let ((stats, above_finite), ()) = rayon::join(
+        let (stats, above_finite) = beside_awake(
             || {
                 above.forward(model);
                 for layer in &mut g.layers {
@@ -146,14 +145,12 @@ impl ResidentTrainer for BlasTrainer {
                 let stats = above.backward(model, y, g);
                 above.add_b1_gradient(&mut g.layers[0].b);
                 let finite = update_layers(rule, (rest(model), rest(m), rest(v), rest(g)), inv);
-                above_done.store(true, Ordering::Release);
                 (stats, finite)
             },
             || {
                 if let Some(next) = next {
                     gather_f32(pixels, next, x_next);
                 }
-                stay_awake_until(&above_done);
             },
         );
 
@@ -265,59 +262,6 @@ impl Piece<'_> {
         finite
     }
 }
-
-/// Spin until `done` is set, or [`STAY_AWAKE`] has passed: a pool thread
-/// that runs this beside the layers above is awake for the pieces after
-/// them. Left to sleep, it took long to wake on this VM: the wake-up call
-/// alone was a tenth of the caller's step. Bounded, so that a thread that
-/// runs it in its caller's place (a pool of one, or one whose caller waits
-/// on a task of its own) loses at most that long.
-fn stay_awake_until(done: &AtomicBool) {
-    let start = Instant::now();
-    while !done.load(Ordering::Acquire) && start.elapsed() < STAY_AWAKE {
-        std::hint::spin_loop();
-    }
-}
-
-/// The pieces' tasks of one step, counted as they start and end, so that
-/// a thread with no task left to take keeps its core awake while another
-/// thread's task runs, rather than sleeping (see [`stay_awake_until`]):
-/// whichever thread finishes first is then awake for the next step.
-struct Running {
-    tasks: usize,
-    started: AtomicUsize,
-    finished: AtomicUsize,
-}
-
-impl Running {
-    fn new(tasks: usize) -> Running {
-        Running {
-            tasks,
-            started: AtomicUsize::new(0),
-            finished: AtomicUsize::new(0),
-        }
-    }
-
-    /// `f()`, then, once every task has started, a spin while the others
-    /// run on. They run on other threads (a task starts no other), so a
-    /// task never waits for itself.
-    fn task<R>(&self, f: impl FnOnce() -> R) -> R {
-        self.started.fetch_add(1, Ordering::AcqRel);
-        let r = f();
-        self.finished.fetch_add(1, Ordering::AcqRel);
-        let start = Instant::now();
-        while self.started.load(Ordering::Acquire) == self.tasks
-            && self.finished.load(Ordering::Acquire) < self.tasks
-            && start.elapsed() < STAY_AWAKE
-        {
-            std::hint::spin_loop();
-        }
-        r
-    }
-}
-
-/// How long [`stay_awake_until`] spins at most.
-const STAY_AWAKE: Duration = Duration::from_millis(1);
 
 /// Where each piece starts, in units.
 fn starts(bounds: &[Range<usize>]) -> impl DoubleEndedIterator<Item = usize> + '_ {

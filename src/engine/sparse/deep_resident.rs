@@ -17,6 +17,7 @@ use super::prepared::Columns;
 use super::row_set::RowSet;
 use super::update::update_block;
 use crate::data::FEATURES;
+use crate::engine::awake::{beside_awake, Running};
 use crate::engine::blas::Above;
 use crate::engine::{ResidentStep, ResidentTrainer};
 use crate::model::{Gradients, Mlp};
@@ -129,26 +130,53 @@ impl ResidentTrainer for DeepTrainer {
         // Forward: the first layer piece by piece, then the layers above.
         above.prepare(batch.len(), model);
         let a1 = column_pieces(above.a1_mut().view_mut(), pieces.iter().map(|r| &r.piece));
+        let running = Running::new(pieces.len());
         pieces.par_iter_mut().zip(a1).for_each(|(r, a1)| {
             let p = &mut r.piece;
-            forward_rows(&p.w1t, &p.b1, by_row, &mut p.z, p.hidden, a1);
+            running.task(|| forward_rows(&p.w1t, &p.b1, by_row, &mut p.z, p.hidden, a1));
         });
         // The layers above, and the rows sorted by pixel for the first
         // layer's gradient, side by side.
         rayon::join(|| columns.sort(by_row), || above.forward(model));
 
-        // Backward: the layers above and b1 into `g`, then each piece of
-        // w1's gradient and update together.
-        for layer in &mut g.layers[1..] {
-            layer.w.fill(0.0);
-            layer.b.fill(0.0);
-        }
-        g.layers[0].b.fill(0.0);
-        let stats = above.backward(model, y, g);
-        above.add_b1_gradient(&mut g.layers[0].b);
+        // Backward: the layers above and b1 into `g`, and their update (as
+        // `Optimizer::step` updates them, from means scaled as the generic
+        // path scales them), a pool thread kept awake beside it
+        // (`engine::awake`); then each piece of w1's gradient and update
+        // together. The pieces take the new biases for the next step.
         let inv = 1.0 / batch.len() as f32;
+        let (stats, above_finite) = beside_awake(
+            || {
+                for layer in &mut g.layers[1..] {
+                    layer.w.fill(0.0);
+                    layer.b.fill(0.0);
+                }
+                g.layers[0].b.fill(0.0);
+                let stats = above.backward(model, y, g);
+                above.add_b1_gradient(&mut g.layers[0].b);
+                let mut finite = true;
+                let blocks = model
+                    .params_mut()
+                    .into_iter()
+                    .zip(m.params_mut())
+                    .zip(v.params_mut())
+                    .zip(g.params_mut());
+                for (((w, mk), vk), gk) in blocks.skip(1) {
+                    crate::simd::sum_scaled(gk, &[], inv);
+                    finite &= apply_rule(rule, w, mk, vk, gk);
+                }
+                let b1 = model.layers[0].b.as_slice().expect("contiguous bias");
+                for r in pieces.iter_mut() {
+                    let p = &mut r.piece;
+                    p.set_bias(&b1[p.start..p.start + p.hidden]);
+                }
+                (stats, finite)
+            },
+            || {},
+        );
         let dz1 = above.dz1().view();
         let columns = &*columns;
+        let running = Running::new(pieces.len());
         let first = pieces
             .par_iter_mut()
             .map(|r| {
@@ -156,29 +184,10 @@ impl ResidentTrainer for DeepTrainer {
                     ..,
                     r.piece.start..r.piece.start + r.piece.hidden
                 ]);
-                w1_update(dz1, columns, rule, inv, r)
+                running.task(|| w1_update(dz1, columns, rule, inv, r))
             })
             .reduce(|| true, |a, b| a & b);
-
-        // The rest as `Optimizer::step` updates them (b1 and the layers
-        // above, from means scaled as the generic path scales them); then
-        // the pieces take the new biases for the next step.
-        let mut finite = first;
-        let blocks = model
-            .params_mut()
-            .into_iter()
-            .zip(m.params_mut())
-            .zip(v.params_mut())
-            .zip(g.params_mut());
-        for (((w, mk), vk), gk) in blocks.skip(1) {
-            crate::simd::sum_scaled(gk, &[], inv);
-            finite &= apply_rule(rule, w, mk, vk, gk);
-        }
-        let b1 = model.layers[0].b.as_slice().expect("contiguous bias");
-        for r in pieces.iter_mut() {
-            let p = &mut r.piece;
-            p.set_bias(&b1[p.start..p.start + p.hidden]);
-        }
+        let finite = first & above_finite;
         ResidentStep { stats, finite }
     }
 
