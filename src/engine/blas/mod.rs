@@ -240,22 +240,21 @@ fn forward(m: &Mlp, pixels: &[u8], ws: &mut Workspace) {
     let rows = pixels.len() / FEATURES;
     ws.prepare(rows, m);
     to_f32(pixels, &mut ws.x);
-    forward_from_f32(m, &ws.x, &mut ws.above);
+    first_layer(m, &ws.x, ws.above.a1_mut());
+    ws.above.forward(m);
 }
 
-/// [`forward`] from rows already converted (`x`, `rows x 784`), with
-/// `above` prepared for them.
-fn forward_from_f32(m: &Mlp, x: &Array2<f32>, above: &mut Above) {
+/// `a1 = relu(x w1^T + b1)` for rows `x` (`rows x 784`, converted), the
+/// hidden units in pieces ([`BLAS_PIECES`]) on the pool.
+fn first_layer(m: &Mlp, x: &Array2<f32>, a1: &mut Array2<f32>) {
     let layer = &m.layers[0];
-    let a = above.a1_mut();
     // Seed the output with the bias and let gemm add the product (beta = 1).
-    seed_rows(a, &layer.b);
+    seed_rows(a1, &layer.b);
     by_hidden_pieces(
-        (a.view_mut(), Axis(1)),
+        (a1.view_mut(), Axis(1)),
         (layer.w.view(), Axis(0)),
         &|a: ArrayViewMut2<f32>, w: ArrayView2<f32>| first_layer_piece(x, w, a),
     );
-    above.forward(m);
 }
 
 /// One piece of the first layer's hidden units: `a = relu(a + x w^T)`,

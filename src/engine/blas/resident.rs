@@ -18,7 +18,7 @@
 //! so the weights and moments are the same bits, on any thread count
 //! (tests/it/lockstep.rs holds them to it).
 
-use super::{first_layer_piece, seed_rows, Above, BLAS_PIECES};
+use super::{first_layer, first_layer_piece, Above, BLAS_PIECES};
 use crate::data::FEATURES;
 use crate::engine::awake::{beside_awake, Running};
 use crate::engine::{cut_at, prefetch_lines, ResidentStep, ResidentTrainer};
@@ -111,18 +111,7 @@ impl ResidentTrainer for BlasTrainer {
         if forwarded[..] != *batch {
             gather_f32(pixels, batch, x);
             above.prepare(rows, model);
-            let a1 = above.a1_mut();
-            seed_rows(a1, &model.layers[0].b);
-            let w1 = model.layers[0].w.view();
-            let pieces = cut_at((a1.view_mut(), w1), starts(bounds), |(a, w), at| {
-                let (a0, a1) = a.split_at(Axis(1), at);
-                let (w0, w1) = w.split_at(Axis(0), at);
-                ((a0, w0), (a1, w1))
-            });
-            let x = &*x;
-            pieces
-                .into_par_iter()
-                .for_each(|(a, w)| first_layer_piece(x, w, a));
+            first_layer(model, x, above.a1_mut());
         }
         forwarded.clear();
         y.clear();
