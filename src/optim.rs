@@ -151,6 +151,41 @@ pub(crate) fn apply_rule(
     Piece { w, m, v, g }.apply(rule)
 }
 
+/// `rule` on weights `w` (moments `m`, `v`, empty for a rule that keeps
+/// none) with summed gradients `g`: the mean `g * inv` (in place), then the
+/// update, in runs of [`PIECE`] as [`Optimizer::step`] cuts them; whether
+/// the updated weights are all finite. The resident trainers' update of
+/// what they keep in the model's layout.
+pub(crate) fn apply_rule_to_sums(
+    rule: &Rule,
+    (w, m, v, g): (&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
+    inv: f32,
+) -> bool {
+    let mut finite = true;
+    let (mut w, mut m, mut v, mut g) = (w, m, v, g);
+    while !w.is_empty() {
+        let at = PIECE.min(w.len());
+        let (wk, w_rest) = w.split_at_mut(at);
+        let (mk, m_rest) = split_run(m, at);
+        let (vk, v_rest) = split_run(v, at);
+        let (gk, g_rest) = g.split_at_mut(at);
+        crate::simd::sum_scaled(gk, &[], inv);
+        finite &= apply_rule(rule, wk, mk, vk, gk);
+        (w, m, v, g) = (w_rest, m_rest, v_rest, g_rest);
+    }
+    finite
+}
+
+/// `s` before and from `at`; an empty run (a moment the rule does not
+/// keep) stays empty on both sides.
+pub(crate) fn split_run(s: &mut [f32], at: usize) -> (&mut [f32], &mut [f32]) {
+    if s.is_empty() {
+        (Default::default(), s)
+    } else {
+        s.split_at_mut(at)
+    }
+}
+
 /// Parameters per piece of an update ([`Optimizer::step`]) and of the
 /// shards' reduction (`train::shard`): a 784-10-10 model is one piece,
 /// done on the calling thread; a piece's four arrays (512 KiB) stay in L2

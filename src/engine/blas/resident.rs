@@ -23,7 +23,7 @@ use crate::data::FEATURES;
 use crate::engine::awake::{beside_awake, Running};
 use crate::engine::{cut_at, prefetch_lines, ResidentStep, ResidentTrainer};
 use crate::model::{Dense, Gradients, Mlp};
-use crate::optim::{apply_rule, Optimizer, Rule, PIECE};
+use crate::optim::{apply_rule_to_sums, split_run as split, Optimizer, Rule};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -238,8 +238,8 @@ impl Piece<'_> {
         let dz = dz1.slice(s![.., units]);
         general_mat_mul(1.0, &dz.t(), x, 0.0, dw);
         let g_w = dw.as_slice_mut().expect("standard layout");
-        let finite = update(rule, (&mut *w.0, m.0, v.0, g_w), inv)
-            & update(rule, (&mut *w.1, m.1, v.1, g_b), inv);
+        let finite = apply_rule_to_sums(rule, (&mut *w.0, m.0, v.0, g_w), inv)
+            & apply_rule_to_sums(rule, (&mut *w.1, m.1, v.1, g_b), inv);
         if let (Some(mut a), Some(x)) = (a1, x_next) {
             for mut row in a.rows_mut() {
                 row.as_slice_mut().expect("contiguous").copy_from_slice(w.1);
@@ -286,17 +286,7 @@ fn pieces_of<'a>(
     w.into_iter().zip(b).collect()
 }
 
-/// `s` before and from `at`; an empty run (a moment the rule does not
-/// keep) stays empty on both sides.
-fn split(s: &mut [f32], at: usize) -> (&mut [f32], &mut [f32]) {
-    if s.is_empty() {
-        (Default::default(), s)
-    } else {
-        s.split_at_mut(at)
-    }
-}
-
-/// [`update`] on every weight and bias of `w` (moments `m`, `v`, empty for
+/// [`apply_rule_to_sums`] on every weight and bias of `w` (moments `m`, `v`, empty for
 /// a rule that keeps none; summed gradients `g`).
 fn update_layers(
     rule: &Rule,
@@ -309,32 +299,8 @@ fn update_layers(
         let (vw, vb) = flat(v.get_mut(k));
         let (w, b) = flat(Some(layer));
         let (gw, gb) = flat(Some(grads));
-        finite &= update(rule, (w, mw, vw, gw), inv);
-        finite &= update(rule, (b, mb, vb, gb), inv);
-    }
-    finite
-}
-
-/// `rule` on weights `w` (moments `m`, `v`, empty for a rule that keeps
-/// none) with summed gradients `g`: the mean `g * inv`, then the update, in
-/// runs of [`PIECE`] as `Optimizer::step` cuts them; whether the updated
-/// weights are all finite.
-fn update(
-    rule: &Rule,
-    (w, m, v, g): (&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
-    inv: f32,
-) -> bool {
-    let mut finite = true;
-    let (mut w, mut m, mut v, mut g) = (w, m, v, g);
-    while !w.is_empty() {
-        let at = PIECE.min(w.len());
-        let (wk, w_rest) = w.split_at_mut(at);
-        let (mk, m_rest) = split(m, at);
-        let (vk, v_rest) = split(v, at);
-        let (gk, g_rest) = g.split_at_mut(at);
-        crate::simd::sum_scaled(gk, &[], inv);
-        finite &= apply_rule(rule, wk, mk, vk, gk);
-        (w, m, v, g) = (w_rest, m_rest, v_rest, g_rest);
+        finite &= apply_rule_to_sums(rule, (w, mw, vw, gw), inv);
+        finite &= apply_rule_to_sums(rule, (b, mb, vb, gb), inv);
     }
     finite
 }

@@ -21,7 +21,7 @@ use crate::engine::awake::{beside_awake, Running};
 use crate::engine::blas::Above;
 use crate::engine::{ResidentStep, ResidentTrainer};
 use crate::model::{Gradients, Mlp};
-use crate::optim::{apply_rule, Optimizer, Rule};
+use crate::optim::{apply_rule_to_sums, Optimizer, Rule};
 use crate::simd::multiversion;
 use ndarray::ArrayView2;
 use rayon::prelude::*;
@@ -162,8 +162,7 @@ impl ResidentTrainer for DeepTrainer {
                     .zip(v.params_mut())
                     .zip(g.params_mut());
                 for (((w, mk), vk), gk) in blocks.skip(1) {
-                    crate::simd::sum_scaled(gk, &[], inv);
-                    finite &= apply_rule(rule, w, mk, vk, gk);
+                    finite &= apply_rule_to_sums(rule, (w, mk, vk, gk), inv);
                 }
                 let b1 = model.layers[0].b.as_slice().expect("contiguous bias");
                 for r in pieces.iter_mut() {
