@@ -5,6 +5,7 @@ use super::shard;
 use super::step::Stepper;
 use super::{Control, Observer, StepView, TrainConfig, TrainError, TrainState};
 use crate::data::Dataset;
+use crate::engine::BatchStats;
 
 /// Carry `st` on to `iterations` iterations, or until early stopping ends
 /// it; whether the observer stopped the run.
@@ -19,26 +20,56 @@ pub(super) fn run(
 ) -> Result<bool, TrainError> {
     let mut stopped = false;
     let every = cfg.log_every.max(1);
-    // The same rows every iteration: convert them once.
-    let prepared = shard::prepare(stepper.engine, &train.pixels, &st.model.shape());
+    // The engine's own trainer, if it has one, holds the model from step
+    // to step (a batch of every row, in order); `st` is brought up to date
+    // at each record, for an observer that asks, and at the end.
+    let mut resident =
+        stepper
+            .engine
+            .resident(&train.pixels, labels, train.len(), &st.model, &st.optimizer);
+    let all: Vec<usize> = (0..train.len()).collect();
+    // Otherwise the same rows every iteration: convert them once.
+    let prepared = match resident {
+        Some(_) => None,
+        None => shard::prepare(stepper.engine, &train.pixels, &st.model.shape()),
+    };
+    // Whether `st.model` lags the resident trainer's, and the last step's
+    // counts, for the check after the final write-back.
+    let mut behind = false;
+    let mut last = BatchStats::default();
     // A run resumed from a checkpoint written as early stopping ended it
     // takes no further step.
     while st.position.completed < iterations && !st.early_stop_due(cfg) {
         let it = st.position.completed;
         st.optimizer.lr = cfg.lr_schedule.rate(cfg.lr, it, iterations);
-        let stats = stepper.step(
-            &mut st.model,
-            &mut st.optimizer,
-            (&train.pixels, prepared.as_deref()),
-            labels,
-            "iteration",
-            it,
-        )?;
+        let stats = match resident.as_deref_mut() {
+            Some(r) => {
+                let rule = st.optimizer.next_rule();
+                let step = r.step(&all, &rule);
+                stepper.check_step(&step.stats, step.finite, "iteration", it)?;
+                behind = true;
+                step.stats
+            }
+            None => stepper.step(
+                &mut st.model,
+                &mut st.optimizer,
+                (&train.pixels, prepared.as_deref()),
+                labels,
+                "iteration",
+                it,
+            )?,
+        };
+        last = stats;
         st.position.steps += 1;
         st.position.completed += 1;
         observer.on_step(it + 1, iterations, &stats);
         let recorded = it.is_multiple_of(every) || it + 1 == iterations;
         if recorded {
+            if let Some(r) = resident.as_deref_mut().filter(|_| behind) {
+                let finite = r.write_back(&mut st.model, &mut st.optimizer);
+                stepper.check_step(&stats, finite, "iteration", it)?;
+                behind = false;
+            }
             // The notebook prints the accuracy of iteration `it`'s forward
             // pass; the held-out rows are scored with the updated weights.
             let r = stepper.record(it, &stats, &st.model);
@@ -49,9 +80,12 @@ pub(super) fn run(
         st.seconds = stepper.seconds();
         let mut view = StepView {
             state: &mut *st,
-            resident: None,
+            resident: resident.as_deref_mut().filter(|_| behind),
         };
-        if observer.after_step(&mut view) == Control::Stop {
+        let control = observer.after_step(&mut view);
+        // An observer that asked for the state had it written back.
+        behind &= view.resident.is_some();
+        if control == Control::Stop {
             stopped = st.position.completed < iterations;
             break;
         }
@@ -60,6 +94,11 @@ pub(super) fn run(
         if recorded && st.early_stop_due(cfg) {
             break;
         }
+    }
+    if let Some(r) = resident.as_deref_mut().filter(|_| behind) {
+        let finite = r.write_back(&mut st.model, &mut st.optimizer);
+        let at = st.position.completed.max(1) - 1;
+        stepper.check_step(&last, finite, "iteration", at)?;
     }
     Ok(stopped)
 }

@@ -172,33 +172,79 @@ fn stops_after_patience_and_restores_the_best_epoch_bit_for_bit() {
 
 /// Full batch counts records (every `log_every` iterations); record `r`'s
 /// held-out loss is of the weights after iteration `r`, i.e. after `r + 1`
-/// steps.
+/// steps. Through the generic path (blas) and the resident trainer
+/// (sparse), which writes its weights back at each record.
 #[test]
 fn full_batch_counts_records_and_restores_the_weights_they_scored() {
     let (train_set, heldout) = data();
+    for engine in [EngineKind::Blas, EngineKind::Sparse] {
+        let cfg = config(Schedule::FullBatch { iterations: 300 }, engine, Some(3));
+        let out = train(&cfg, &train_set, Some(&heldout), &mut Silent).unwrap();
+        let at = out.early_stopped_at.expect("stops before iteration 300");
+        let best = out.restored_step.expect("restores an earlier record");
+        assert!(
+            best > 2 * cfg.log_every,
+            "{engine:?}: the held-out loss falls for a few records first"
+        );
+        assert_eq!(
+            at,
+            best + 3 * cfg.log_every,
+            "{engine:?}: three records later"
+        );
+        assert_eq!(out.steps, at + 1);
+        let short = config(
+            Schedule::FullBatch {
+                iterations: best + 1,
+            },
+            engine,
+            None,
+        );
+        let plain = train(&short, &train_set, Some(&heldout), &mut Silent).unwrap();
+        assert_eq!(bits(&out.model), bits(&plain.model), "{engine:?}");
+    }
+}
+
+/// Full batch on the sparse engine's resident trainer, stopped between two
+/// records (its weights then written back only because the observer asks),
+/// saved and resumed: the same records and bits as the run that was not
+/// stopped.
+#[test]
+fn a_full_batch_run_stopped_between_records_resumes_to_the_same_bits() {
+    let (train_set, heldout) = data();
     let cfg = config(
-        Schedule::FullBatch { iterations: 300 },
-        EngineKind::Blas,
-        Some(3),
-    );
-    let out = train(&cfg, &train_set, Some(&heldout), &mut Silent).unwrap();
-    let at = out.early_stopped_at.expect("stops before iteration 300");
-    let best = out.restored_step.expect("restores an earlier record");
-    assert!(
-        best > 2 * cfg.log_every,
-        "the held-out loss falls for a few records first"
-    );
-    assert_eq!(at, best + 3 * cfg.log_every, "three records later");
-    assert_eq!(out.steps, at + 1);
-    let short = config(
-        Schedule::FullBatch {
-            iterations: best + 1,
-        },
-        EngineKind::Blas,
+        Schedule::FullBatch { iterations: 40 },
+        EngineKind::Sparse,
         None,
     );
-    let plain = train(&short, &train_set, Some(&heldout), &mut Silent).unwrap();
-    assert_eq!(bits(&out.model), bits(&plain.model));
+    let full = train(&cfg, &train_set, Some(&heldout), &mut Silent).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.ckpt.npz");
+    let identity = RunIdentity::of(0.8, &train_set);
+    for stop_at in [7, 11, 40] {
+        let mut stop = StopAt {
+            at: stop_at,
+            state: None,
+        };
+        let first = train(&cfg, &train_set, Some(&heldout), &mut stop).unwrap();
+        assert_eq!(first.stopped, stop_at < 40);
+        let state = stop.state.expect("stopped");
+        assert_eq!(state.position.completed, stop_at);
+        checkpoint::save(&path, &cfg, None, &identity, &state).unwrap();
+        let loaded = Checkpoint::load(&path).unwrap().into_state(&cfg).unwrap();
+        assert_eq!(bits(&loaded.model), bits(&state.model));
+        let resumed = train_from(&cfg, loaded, &train_set, Some(&heldout), &mut Silent).unwrap();
+        assert_eq!(resumed.steps, full.steps, "after step {stop_at}");
+        assert_eq!(
+            resumed.records,
+            full.records_without_seconds(&resumed),
+            "after step {stop_at}"
+        );
+        assert_eq!(
+            bits(&resumed.model),
+            bits(&full.model),
+            "after step {stop_at}"
+        );
+    }
 }
 
 /// Stops training once `at` steps are done, keeping the state there.

@@ -78,7 +78,6 @@ impl Lockstep {
             .take()
             .unwrap_or_else(|| self.rng.permutation(self.rows));
         order.truncate(batch);
-        let idx = &order[..];
         if let Some(next) = next {
             let mut coming = self.rng.permutation(self.rows);
             coming.truncate(next);
@@ -87,6 +86,25 @@ impl Lockstep {
                 self.upcoming = Some(coming);
             }
         }
+        self.step_on((x, y), &order, step)
+    }
+
+    /// Step `step` on every row in order, as full-batch training steps.
+    pub fn step_on_every_row(
+        &mut self,
+        (x, y): (&[u8], &[u8]),
+        step: usize,
+    ) -> (BatchStats, ResidentStep) {
+        let every: Vec<usize> = (0..self.rows).collect();
+        self.step_on((x, y), &every, step)
+    }
+
+    fn step_on(
+        &mut self,
+        (x, y): (&[u8], &[u8]),
+        idx: &[usize],
+        step: usize,
+    ) -> (BatchStats, ResidentStep) {
         let (mut xb, mut yb) = (Vec::new(), Vec::new());
         for &i in idx {
             xb.extend_from_slice(&x[i * FEATURES..(i + 1) * FEATURES]);

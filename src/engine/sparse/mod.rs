@@ -133,7 +133,7 @@ impl Engine for SparseEngine {
         );
         with_model(m, |ws| {
             ws.s.clear_small_gradients();
-            let stats = accumulate_prepared_rows(ws, s, y);
+            let stats = accumulate_prepared_rows(&ws.w, &mut ws.s, s, y);
             ws.s.add_gradients_to(g);
             stats
         })

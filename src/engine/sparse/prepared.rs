@@ -9,9 +9,8 @@
 
 use super::head_block::{class_major, head_block, unit_major, BLOCK};
 use super::kernels::{backward_head, forward_row, partial_sum, LossSum};
-use super::layout::{axpy, Chunk, ZERO};
+use super::layout::{axpy, Chunk, Scratch, Weights, ZERO};
 use super::row_set::RowSet;
-use super::workspace::Workspace;
 use crate::data::FEATURES;
 use crate::engine::{pixel_table, BatchStats, SHARD_ROWS};
 use crate::simd::multiversion;
@@ -55,7 +54,20 @@ impl SparseRows {
         if rows > u16::MAX as usize + 1 {
             return None;
         }
-        let by_row = RowSet::gather(x);
+        Some(SparseRows::of(RowSet::gather(x)))
+    }
+
+    /// Rows `range` of a row set gathered already (a resident trainer's
+    /// shard of a full batch): the same as [`SparseRows::new`] on those
+    /// rows' pixels. At most 65,536 rows.
+    pub(super) fn select(from: &RowSet<u8>, range: Range<usize>) -> SparseRows {
+        assert!(range.len() <= u16::MAX as usize + 1, "row numbers are u16");
+        let mut by_row = RowSet::default();
+        by_row.select(from, &range.collect::<Vec<_>>());
+        SparseRows::of(by_row)
+    }
+
+    fn of(by_row: RowSet<f32>) -> SparseRows {
         let columns = Columns::of(&by_row);
         let mut prepared = SparseRows {
             by_row,
@@ -68,7 +80,7 @@ impl SparseRows {
             tail_value: Vec::new(),
         };
         prepared.interleave(&columns);
-        Some(prepared)
+        prepared
     }
 
     /// Fill the groups of four pixels from `columns` (see the fields).
@@ -251,10 +263,10 @@ multiversion! {
     /// [`super::workspace::accumulate_rows`] over prepared rows: forward
     /// passes and the per-row part of the backward pass row by row (keeping
     /// every row's `dz1`), then `dw1` pixel by pixel.
-    pub(super) fn accumulate_prepared_rows(ws: &mut Workspace, rows: &SparseRows, y: &[u8]) -> BatchStats {
+    pub(super) fn accumulate_prepared_rows(w: &Weights, s: &mut Scratch, rows: &SparseRows, y: &[u8]) -> BatchStats {
         let mut stats = BatchStats { rows: y.len(), ..Default::default() };
-        let chunks = ws.w.chunks;
-        let mut dz1_rows = std::mem::take(&mut ws.s.dz1_rows);
+        let chunks = w.chunks;
+        let mut dz1_rows = std::mem::take(&mut s.dz1_rows);
         dz1_rows.clear();
         dz1_rows.resize(rows.rows() * chunks, ZERO);
         let mut loss = LossSum::new();
@@ -263,7 +275,6 @@ multiversion! {
         // row by row below.
         let blocked = if chunks == 1 { y.len() / BLOCK * BLOCK } else { 0 };
         if blocked > 0 {
-            let Workspace { w, s, .. } = &mut *ws;
             let mut g_w2 = class_major(&s.g_w2t);
             for r0 in (0..blocked).step_by(BLOCK) {
                 let mut z = [ZERO; BLOCK];
@@ -278,7 +289,6 @@ multiversion! {
         }
         for (r, &label) in y.iter().enumerate().skip(blocked) {
             let (index, value, _) = rows.by_row.row(r);
-            let Workspace { w, s, .. } = &mut *ws;
             if chunks == 1 {
                 let probs = forward_row(w, s, 1, index, value, table);
                 backward_head(w, s, 1, probs, label, &mut stats, &mut loss);
@@ -292,12 +302,12 @@ multiversion! {
         if chunks == 1 && rows.rows() <= SHARD_ROWS {
             dz1_rows.resize(SHARD_ROWS, ZERO);
             let dz1 = OneChunk(dz1_rows[..SHARD_ROWS].try_into().expect("SHARD_ROWS rows"));
-            first_layer_gradient(&mut ws.s.g_w1t, &dz1, rows, 1);
+            first_layer_gradient(&mut s.g_w1t, &dz1, rows, 1);
         } else {
             let dz1 = Strided { rows: &dz1_rows, chunks };
-            first_layer_gradient(&mut ws.s.g_w1t, &dz1, rows, chunks);
+            first_layer_gradient(&mut s.g_w1t, &dz1, rows, chunks);
         }
-        ws.s.dz1_rows = dz1_rows;
+        s.dz1_rows = dz1_rows;
         stats.loss_sum = loss.finish();
         stats
     }

@@ -19,6 +19,12 @@
 //! So a step gives the generic path's bits exactly (a test checks it), on
 //! any thread count.
 //!
+//! A step over every row in order is full-batch training (the notebook's
+//! job), which passes over the same shards hundreds of times: at the first
+//! such step each shard is converted once into [`SparseRows`], and such
+//! steps then run the prepared pass, as the generic path does with the
+//! shards [`crate::train`] prepares for it.
+//!
 //! Tried and dropped for small batches: cutting a 32-row batch into two
 //! 16-row shards for the two cores, with the update split across them too.
 //! Slower than one core: two hand-offs per step, and the weights' cache
@@ -27,6 +33,7 @@
 
 use super::kernels::{accumulate_nonzeros, LossSum};
 use super::layout::{add, Chunk, Scratch, Weights, ZERO};
+use super::prepared::{accumulate_prepared_rows, SparseRows};
 use super::row_set::{RowSet, PREFETCH_AHEAD};
 use super::update::{padded_state, store_state, update_block, update_small};
 use crate::data::FEATURES;
@@ -52,6 +59,9 @@ pub(super) struct SparseTrainer {
     m: Weights,
     v: Weights,
     shards: Vec<Shard>,
+    /// The whole training set in shards, converted for the prepared pass
+    /// (empty until the first step over every row in order).
+    full: Vec<SparseRows>,
 }
 
 impl SparseTrainer {
@@ -65,6 +75,7 @@ impl SparseTrainer {
             m,
             v,
             shards: Vec::new(),
+            full: Vec::new(),
         })
     }
 }
@@ -78,9 +89,20 @@ impl ResidentTrainer for SparseTrainer {
             m,
             v,
             shards,
+            full,
         } = self;
         let per_shard = crate::engine::shard_rows(batch.len());
         let n = batch.len().div_ceil(per_shard);
+        let whole = batch.len() == rows.len() && batch.iter().enumerate().all(|(i, &r)| i == r);
+        if whole && full.is_empty() {
+            *full = (0..n)
+                .into_par_iter()
+                .map(|k| {
+                    SparseRows::select(rows, k * per_shard..((k + 1) * per_shard).min(batch.len()))
+                })
+                .collect();
+        }
+        let full = &full[..if whole { n } else { 0 }];
         while shards.len() < n {
             shards.push(Shard {
                 scratch: Scratch::new(w.hidden),
@@ -90,9 +112,14 @@ impl ResidentTrainer for SparseTrainer {
         let shards = &mut shards[..n];
         let weights = &*w;
         let pass = |(k, shard): (usize, &mut Shard)| {
-            let mine = &batch[k * per_shard..((k + 1) * per_shard).min(batch.len())];
+            let span = k * per_shard..((k + 1) * per_shard).min(batch.len());
             // The update left the sums zero.
-            shard.stats = shard_pass(weights, &mut shard.scratch, rows, labels, mine);
+            shard.stats = match full.get(k) {
+                Some(prepared) => {
+                    accumulate_prepared_rows(weights, &mut shard.scratch, prepared, &labels[span])
+                }
+                None => shard_pass(weights, &mut shard.scratch, rows, labels, &batch[span]),
+            };
         };
         shards.par_iter_mut().enumerate().for_each(pass);
         let mut stats = BatchStats::default();
