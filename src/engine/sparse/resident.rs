@@ -37,6 +37,7 @@ use super::prepared::{accumulate_prepared_rows, SparseRows};
 use super::row_set::{RowSet, PREFETCH_AHEAD};
 use super::update::{padded_state, store_state, update_block, update_small};
 use crate::data::FEATURES;
+use crate::engine::awake::Running;
 use crate::engine::{pixel_table, BatchStats, ResidentStep, ResidentTrainer};
 use crate::model::Mlp;
 use crate::optim::{Optimizer, Rule};
@@ -121,7 +122,12 @@ impl ResidentTrainer for SparseTrainer {
                 None => shard_pass(weights, &mut shard.scratch, rows, labels, &batch[span]),
             };
         };
-        shards.par_iter_mut().enumerate().for_each(pass);
+        // A thread out of shards keeps its core awake for the update.
+        let running = Running::new(n);
+        shards
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|job| running.task(|| pass(job)));
         let mut stats = BatchStats::default();
         for s in shards.iter() {
             stats.merge(s.stats);
@@ -163,9 +169,19 @@ multiversion! {
     }
 }
 
+/// Pixels in each piece of `w1` that [`update`] folds and updates as one
+/// task on the pool: eight pieces, so two threads share them evenly.
+const UPDATE_PIXELS: usize = FEATURES / 8;
+
 /// Apply `rule` with the mean gradient (the shards' sums added in shard
 /// order, times `scale`) to every weight, clearing the sums for the next
 /// step; whether all updated weights are finite.
+///
+/// `w1`'s block, most of the work, goes in pieces of pixels on the pool:
+/// each piece adds up its part of every shard's sums, in shard order, and
+/// updates its weights. Every weight's sum and update is the same
+/// arithmetic in the same order as in one piece, so the bits do not depend
+/// on the pieces or the threads.
 fn update(
     rule: &Rule,
     w: &mut Weights,
@@ -174,10 +190,37 @@ fn update(
     shards: &mut [Shard],
     scale: f32,
 ) -> bool {
+    let real = FEATURES * w.chunks;
+    let piece = UPDATE_PIXELS * w.chunks;
+    // Each piece's part of every shard's sums, in shard order.
+    let mut parts: Vec<Vec<&mut [Chunk]>> = (0..real.div_ceil(piece))
+        .map(|_| Vec::with_capacity(shards.len()))
+        .collect();
+    for shard in shards.iter_mut() {
+        let sums = shard.scratch.g_w1t[..real].chunks_mut(piece);
+        for (part, sums) in parts.iter_mut().zip(sums) {
+            part.push(sums);
+        }
+    }
+    let running = Running::new(parts.len());
+    let finite_w1 = w.w1t[..real]
+        .par_chunks_mut(piece)
+        .zip(m.w1t[..real].par_chunks_mut(piece))
+        .zip(v.w1t[..real].par_chunks_mut(piece))
+        .zip(parts.par_iter_mut())
+        .map(|(((w, m), v), sums)| {
+            running.task(|| {
+                let (first, rest) = sums.split_first_mut().expect("a batch has a shard");
+                for other in rest {
+                    fold_into(first, other);
+                }
+                update_block(rule, w, m, v, first, scale)
+            })
+        })
+        .reduce(|| true, |a, b| a & b);
     let (first, rest) = shards.split_first_mut().expect("a batch has a shard");
     let g = &mut first.scratch;
     for other in rest {
-        fold_into(&mut g.g_w1t, &mut other.scratch.g_w1t);
         fold_into(&mut g.g_b1, &mut other.scratch.g_b1);
         fold_into(&mut g.g_w2t, &mut other.scratch.g_w2t);
         fold_into(
@@ -185,22 +228,15 @@ fn update(
             std::slice::from_mut(&mut other.scratch.g_b2),
         );
     }
-    let real = FEATURES * w.chunks;
-    let finite_w1 = update_block(
-        rule,
-        &mut w.w1t[..real],
-        &mut m.w1t,
-        &mut v.w1t,
-        &mut g.g_w1t,
-        scale,
-    );
     finite_w1 && update_small(rule, w, m, v, g, scale)
 }
 
-/// `into += from`, chunk by chunk, leaving `from` zero.
-fn fold_into(into: &mut [Chunk], from: &mut [Chunk]) {
-    for (a, b) in into.iter_mut().zip(from.iter_mut()) {
-        *a = add(a, b);
-        *b = ZERO;
+multiversion! {
+    /// `into += from`, chunk by chunk, leaving `from` zero.
+    fn fold_into(into: &mut [Chunk], from: &mut [Chunk]) {
+        for (a, b) in into.iter_mut().zip(from.iter_mut()) {
+            *a = add(a, b);
+            *b = ZERO;
+        }
     }
 }
