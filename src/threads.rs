@@ -117,12 +117,47 @@ fn openblas_corename() -> String {
         .to_string()
 }
 
+/// Pins OpenBLAS to one thread, as [`pool`] does, and stops the worker
+/// threads OpenBLAS started when it was loaded (one per core but one).
+/// Pinned, they never get work, but each spins on `sched_yield` for its
+/// first ~10^8 cycles before it sleeps: on two cores, through the whole
+/// CSV load, beside rayon's threads (a fifth of a short run's samples; the
+/// notebook job loaded in 0.071 s instead of 0.088 s without them). A BLAS
+/// call on more than one thread would start them again.
+///
+/// Looked up by name rather than linked: the pthreads build of OpenBLAS
+/// (Debian's default) has `blas_thread_shutdown_`; a serial build has
+/// neither the function nor the threads. No-op without the `blas` feature.
+///
+/// For the binary, first thing: before any thread of ours exists and any
+/// BLAS call runs, so that no call can be using the workers it stops.
+pub fn stop_openblas_workers() {
+    set_openblas_threads(1);
+    #[cfg(feature = "blas")]
+    // SAFETY: `dlsym` is given a NUL-terminated name. The symbol, where it
+    // exists, is OpenBLAS's `int blas_thread_shutdown_(void)`, which joins
+    // its idle workers; no other thread calls into OpenBLAS meanwhile (see
+    // above).
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_DEFAULT, c"blas_thread_shutdown_".as_ptr());
+        if !f.is_null() {
+            let shutdown: extern "C" fn() -> std::os::raw::c_int = std::mem::transmute(f);
+            shutdown();
+        }
+    }
+}
+
 /// Pin OpenBLAS to `n` threads (no-op without the `blas` feature).
 pub fn set_openblas_threads(n: usize) {
     #[cfg(feature = "blas")]
-    // SAFETY: plain setter of OpenBLAS's global thread count.
+    // SAFETY: plain getter and setter of OpenBLAS's global thread count.
+    // Only a change is set: setting it restarts workers that
+    // [`stop_openblas_workers`] stopped.
     unsafe {
-        ffi::openblas_set_num_threads(n.max(1) as std::os::raw::c_int)
+        let n = n.max(1) as std::os::raw::c_int;
+        if ffi::openblas_get_num_threads() != n {
+            ffi::openblas_set_num_threads(n)
+        }
     }
     #[cfg(not(feature = "blas"))]
     let _ = n;

@@ -92,6 +92,7 @@ enum Command {
 pub fn run() -> Result<()> {
     // Before any thread or BLAS call (it may set an environment variable).
     crate::threads::select_openblas_kernel()?;
+    crate::threads::stop_openblas_workers();
     let command = crate::train::args::snake_case_aliases(Cli::command());
     let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     match cli.command {
