@@ -72,6 +72,51 @@ impl Dataset {
         }
     }
 
+    /// Reorders the rows in place so that row `k` is the old row
+    /// `order[k]` (`order` a permutation of the rows): each row is moved
+    /// once, following the permutation's cycles, and no second buffer is
+    /// touched.
+    pub fn permute(&mut self, order: &[usize]) {
+        assert_eq!(order.len(), self.len(), "one position per row");
+        let mut placed = vec![false; order.len()];
+        let mut first = [0u8; FEATURES];
+        for start in 0..order.len() {
+            if placed[start] {
+                continue;
+            }
+            first.copy_from_slice(self.row(start));
+            let mut to = start;
+            loop {
+                placed[to] = true;
+                let from = order[to];
+                let out = to * FEATURES..(to + 1) * FEATURES;
+                if from == start {
+                    self.pixels[out].copy_from_slice(&first);
+                    break;
+                }
+                assert!(!placed[from], "order is not a permutation");
+                self.pixels
+                    .copy_within(from * FEATURES..(from + 1) * FEATURES, out.start);
+                to = from;
+            }
+        }
+        if let Some(labels) = &mut self.labels {
+            *labels = order.iter().map(|&i| labels[i]).collect();
+        }
+    }
+
+    /// Rows `at..` as a new dataset, leaving rows `..at` here (their buffer
+    /// shrunk to fit, which gives the rest back without copying).
+    pub fn split_off(&mut self, at: usize) -> Dataset {
+        let tail = Dataset {
+            pixels: self.pixels.split_off(at * FEATURES),
+            labels: self.labels.as_mut().map(|l| l.split_off(at)),
+            source: self.source.clone(),
+        };
+        self.pixels.shrink_to_fit();
+        tail
+    }
+
     /// Builds a dataset from raw parts (synthetic data in tests, other
     /// readers), checking what every reader guarantees: whole rows, one label
     /// per row, labels 0-9. `source` names the data in messages.

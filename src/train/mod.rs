@@ -217,7 +217,32 @@ pub fn train_from(
 /// `train_fraction` of a permutation trains, the rest is held out (the
 /// notebook's `data_splitter`, seeded).
 pub fn split(data: &Dataset, train_fraction: f64, seed: u64) -> (Dataset, Dataset) {
-    let perm = SeededRng::new(seed, Stream::Split).permutation(data.len());
-    let n_train = ((data.len() as f64) * train_fraction) as usize;
+    let (perm, n_train) = split_order(data.len(), train_fraction, seed);
     (data.gather(&perm[..n_train]), data.gather(&perm[n_train..]))
+}
+
+/// [`split`] of rows owned: the same two datasets, made by reordering the
+/// rows in place and copying only the smaller part out. The larger part
+/// keeps the loaded buffer, so the run touches that much less fresh memory
+/// (26 MB of the notebook's 33 MB; a first touch is a page fault).
+pub fn split_owned(mut data: Dataset, train_fraction: f64, seed: u64) -> (Dataset, Dataset) {
+    let (perm, n_train) = split_order(data.len(), train_fraction, seed);
+    let (train_rows, heldout_rows) = perm.split_at(n_train);
+    if train_rows.len() >= heldout_rows.len() {
+        data.permute(&perm);
+        let heldout = data.split_off(n_train);
+        (data, heldout)
+    } else {
+        let order: Vec<usize> = heldout_rows.iter().chain(train_rows).copied().collect();
+        data.permute(&order);
+        let train = data.split_off(heldout_rows.len());
+        (train, data)
+    }
+}
+
+/// The split's seeded shuffle of `rows` rows, and how many of it train.
+fn split_order(rows: usize, train_fraction: f64, seed: u64) -> (Vec<usize>, usize) {
+    let perm = SeededRng::new(seed, Stream::Split).permutation(rows);
+    let n_train = ((rows as f64) * train_fraction) as usize;
+    (perm, n_train)
 }

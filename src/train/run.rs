@@ -232,9 +232,11 @@ pub fn run(
         val,
     } = options;
     debug_assert_eq!(plan.val_data.is_some(), val.is_some());
-    let (train_set, cut) = super::split(&all, plan.split, plan.config.seed);
     let rows = all.len();
-    drop(all);
+    let (train_set, cut) = match all {
+        Cow::Owned(all) => super::split_owned(all, plan.split, plan.config.seed),
+        Cow::Borrowed(all) => super::split(all, plan.split, plan.config.seed),
+    };
     if train_set.is_empty() {
         return Err(RunError::NoTrainingRows {
             split: plan.split,

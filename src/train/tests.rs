@@ -39,6 +39,22 @@ fn bits(m: &Mlp) -> Vec<u32> {
         .collect()
 }
 
+/// The in-place split of owned rows gives exactly the copying split's
+/// datasets, whichever part is larger and at the edges.
+#[test]
+fn an_owned_split_equals_the_copying_split() {
+    let all = random_dataset(97, 5);
+    for fraction in [0.0, 0.01, 0.2, 0.5, 0.8, 0.99, 1.0] {
+        let (train, heldout) = split(&all, fraction, 7);
+        let (owned_train, owned_heldout) = split_owned(all.clone(), fraction, 7);
+        for (a, b) in [(&train, &owned_train), (&heldout, &owned_heldout)] {
+            assert_eq!(a.pixels, b.pixels, "split {fraction}");
+            assert_eq!(a.labels, b.labels, "split {fraction}");
+        }
+        assert_eq!(train.len() + heldout.len(), 97);
+    }
+}
+
 /// Random images, each with a bright stripe in the band of its class,
 /// a third of the labels then replaced by noise: the held-out loss falls
 /// for some epochs while the stripes are learnt, then rises as the noise
