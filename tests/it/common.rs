@@ -133,6 +133,14 @@ pub fn tree_but_empty_runs(dir: &Path) -> Vec<(PathBuf, Entry)> {
     t
 }
 
+/// A rayon pool of `threads` threads, for running a test body on it.
+pub fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
 /// Every parameter as raw bits, so -0.0 vs 0.0 or NaN payloads would count.
 pub fn bits(m: &mnist_blas::model::Mlp) -> Vec<u32> {
     m.params()

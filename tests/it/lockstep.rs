@@ -3,7 +3,7 @@
 //! the model), stepped together on the same rows: the sparse engine's
 //! (tests/it/sparse.rs) and the blas engine's (below).
 
-use crate::common::bits;
+use crate::common::{bits, pool};
 use crate::testutil::random_batch;
 use mnist_blas::data::FEATURES;
 use mnist_blas::engine::{BatchStats, Engine, EngineKind, ResidentStep, ResidentTrainer};
@@ -133,6 +133,33 @@ impl Lockstep {
         assert!(self.resident.write_back(&mut model, &mut self.opt));
         ((model, self.opt), self.generic)
     }
+
+    /// [`Lockstep::finish`], asserting that training moved the weights
+    /// from `start` and that both paths hold the same weights and moments,
+    /// bit for bit.
+    pub fn finish_exactly(self, start: &Mlp, at: &str) {
+        let ((model, opt), generic) = self.finish();
+        assert_ne!(
+            bits(&model),
+            bits(start),
+            "{at}: training moved the weights"
+        );
+        assert_eq!(bits(&model), bits(&generic.0), "{at}: weights");
+        assert_eq!(bits(&opt.m), bits(&generic.1.m), "{at}: first moment");
+        assert_eq!(bits(&opt.v), bits(&generic.1.v), "{at}: second moment");
+    }
+}
+
+/// A step of both paths gave the same statistics, bit for bit.
+pub fn assert_same_step(want: &BatchStats, got: &ResidentStep, at: &str) {
+    assert!(got.finite, "{at}");
+    assert_eq!(got.stats.rows, want.rows, "{at}");
+    assert_eq!(got.stats.correct, want.correct, "{at}");
+    assert_eq!(
+        got.stats.loss_sum.to_bits(),
+        want.loss_sum.to_bits(),
+        "{at}"
+    );
 }
 
 /// `kind`'s resident trainer against the generic path, for each
@@ -143,10 +170,7 @@ pub fn steps_match_the_generic_path_exactly(kind: EngineKind, cases: &[(&str, us
     let rows = 400;
     let (x, y) = random_batch(rows, 23);
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = pool(threads);
         for &(layers, batch_size, batches) in cases {
             for (rule, hints) in [
                 (OptimizerKind::Adam, Hints::True),
@@ -163,24 +187,9 @@ pub fn steps_match_the_generic_path_exactly(kind: EngineKind, cases: &[(&str, us
                     for (step, &batch) in batches.iter().enumerate() {
                         let next = batches.get(step + 1).copied();
                         let (want, got) = both.step((&x, &y), (batch, next), step, hints);
-                        assert!(got.finite, "{at}, step {step}");
-                        assert_eq!(got.stats.rows, want.rows, "{at}, step {step}");
-                        assert_eq!(got.stats.correct, want.correct, "{at}, step {step}");
-                        assert_eq!(
-                            got.stats.loss_sum.to_bits(),
-                            want.loss_sum.to_bits(),
-                            "{at}, step {step}"
-                        );
+                        assert_same_step(&want, &got, &format!("{at}, step {step}"));
                     }
-                    let ((model, opt), generic) = both.finish();
-                    assert_ne!(
-                        bits(&model),
-                        bits(&start),
-                        "{at}: training moved the weights"
-                    );
-                    assert_eq!(bits(&model), bits(&generic.0), "{at}: weights");
-                    assert_eq!(bits(&opt.m), bits(&generic.1.m), "{at}: first moment");
-                    assert_eq!(bits(&opt.v), bits(&generic.1.v), "{at}: second moment");
+                    both.finish_exactly(&start, &at);
                 });
             }
         }

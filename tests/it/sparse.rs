@@ -5,8 +5,8 @@
 //! (two and three hidden layers: the sparse first layer under the dense
 //! products).
 
-use crate::common::bits;
-use crate::lockstep::{steps_match_the_generic_path_exactly, Hints, Lockstep};
+use crate::common::{bits, pool};
+use crate::lockstep::{assert_same_step, steps_match_the_generic_path_exactly, Hints, Lockstep};
 use crate::testutil::{max_rel_diff, random_batch, tolerance};
 use mnist_blas::data::FEATURES;
 use mnist_blas::engine::{naive, naive::NaiveEngine, sparse::SparseEngine, Engine, EngineKind};
@@ -335,17 +335,13 @@ fn resident_steps_over_every_row_match_the_generic_path_exactly() {
     let rows = 700;
     let (x, y) = random_batch(rows, 29);
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
         for (hidden, kind) in [
             (10, OptimizerKind::Sgd),
             (10, OptimizerKind::Adam),
             (20, OptimizerKind::Momentum),
         ] {
             let at = format!("threads {threads}, H={hidden}, {kind:?}");
-            pool.install(|| {
+            pool(threads).install(|| {
                 let start = Mlp::init(&Layers::one(hidden), Init::He, 6).unwrap();
                 let mut both = Lockstep::new(EngineKind::Sparse, (&x, &y), rows, &start, kind, 2);
                 for step in 0..5 {
@@ -354,24 +350,9 @@ fn resident_steps_over_every_row_match_the_generic_path_exactly() {
                     } else {
                         both.step_on_every_row((&x, &y), step)
                     };
-                    assert!(got.finite, "{at}, step {step}");
-                    assert_eq!(got.stats.rows, want.rows, "{at}, step {step}");
-                    assert_eq!(got.stats.correct, want.correct, "{at}, step {step}");
-                    assert_eq!(
-                        got.stats.loss_sum.to_bits(),
-                        want.loss_sum.to_bits(),
-                        "{at}, step {step}"
-                    );
+                    assert_same_step(&want, &got, &format!("{at}, step {step}"));
                 }
-                let ((model, opt), generic) = both.finish();
-                assert_ne!(
-                    bits(&model),
-                    bits(&start),
-                    "{at}: training moved the weights"
-                );
-                assert_eq!(bits(&model), bits(&generic.0), "{at}: weights");
-                assert_eq!(bits(&opt.m), bits(&generic.1.m), "{at}: first moment");
-                assert_eq!(bits(&opt.v), bits(&generic.1.v), "{at}: second moment");
+                both.finish_exactly(&start, &at);
             });
         }
     }
