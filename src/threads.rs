@@ -121,9 +121,8 @@ fn openblas_corename() -> String {
 /// threads OpenBLAS started when it was loaded (one per core but one).
 /// Pinned, they never get work, but each spins on `sched_yield` for its
 /// first ~10^8 cycles before it sleeps: on two cores, through the whole
-/// CSV load, beside rayon's threads (a fifth of a short run's samples; the
-/// notebook job loaded in 0.071 s instead of 0.088 s without them). A BLAS
-/// call on more than one thread would start them again.
+/// CSV load, beside rayon's threads (docs/performance.md has the figures).
+/// A BLAS call on more than one thread would start them again.
 ///
 /// Looked up by name rather than linked: the pthreads build of OpenBLAS
 /// (Debian's default) has `blas_thread_shutdown_`; a serial build has

@@ -66,8 +66,7 @@ pub(super) fn run(
         let recorded = it.is_multiple_of(every) || it + 1 == iterations;
         if recorded {
             if let Some(r) = resident.as_deref_mut().filter(|_| behind) {
-                let finite = r.write_back(&mut st.model, &mut st.optimizer);
-                stepper.check_step(&stats, finite, "iteration", it)?;
+                stepper.write_back(r, st, &stats, "iteration", it)?;
                 behind = false;
             }
             // The notebook prints the accuracy of iteration `it`'s forward
@@ -96,9 +95,8 @@ pub(super) fn run(
         }
     }
     if let Some(r) = resident.as_deref_mut().filter(|_| behind) {
-        let finite = r.write_back(&mut st.model, &mut st.optimizer);
         let at = st.position.completed.max(1) - 1;
-        stepper.check_step(&last, finite, "iteration", at)?;
+        stepper.write_back(r, st, &last, "iteration", at)?;
     }
     Ok(stopped)
 }

@@ -114,10 +114,9 @@ pub(super) fn run(
     // A run that ends with its last epoch was written back at that
     // epoch's end; one stopped early may still hold an update.
     if let Some(r) = resident.as_deref_mut().filter(|_| stopped) {
-        let finite = r.write_back(&mut st.model, &mut st.optimizer);
         let p = &st.position;
         let epoch = p.completed + usize::from(p.batch_in_epoch > 0);
-        stepper.check_step(&last, finite, "epoch", epoch.max(1))?;
+        stepper.write_back(r, st, &last, "epoch", epoch.max(1))?;
     }
     Ok(stopped)
 }
@@ -181,8 +180,7 @@ fn end_epoch(
     observer: &mut dyn Observer,
 ) -> Result<(), TrainError> {
     if let Some(r) = resident {
-        let finite = r.write_back(&mut st.model, &mut st.optimizer);
-        stepper.check_step(last, finite, "epoch", epoch)?;
+        stepper.write_back(r, st, last, "epoch", epoch)?;
     }
     let seen = std::mem::take(&mut st.position.seen);
     stepper.check_loss(&seen, "epoch", epoch)?;

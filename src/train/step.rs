@@ -2,9 +2,9 @@
 //! stop a run that has diverged.
 
 use super::shard::ShardBuffers;
-use super::{Record, TrainError};
+use super::{Record, TrainError, TrainState};
 use crate::data::Dataset;
-use crate::engine::{BatchStats, Engine, PreparedRows};
+use crate::engine::{BatchStats, Engine, PreparedRows, ResidentTrainer};
 use crate::metrics::{evaluate, Evaluation};
 use crate::model::Mlp;
 use crate::optim::Optimizer;
@@ -48,6 +48,21 @@ impl Stepper<'_> {
         let finite = opt.step(model, &self.grads);
         self.check_step(&stats, finite, unit, at)?;
         Ok(stats)
+    }
+
+    /// Bring `st` up to date from an engine's resident trainer, and check
+    /// the update it held (whose step counted `stats`) as [`Self::step`]
+    /// checks one.
+    pub(super) fn write_back(
+        &self,
+        r: &mut dyn ResidentTrainer,
+        st: &mut TrainState,
+        stats: &BatchStats,
+        unit: &'static str,
+        at: usize,
+    ) -> Result<(), TrainError> {
+        let finite = r.write_back(&mut st.model, &mut st.optimizer);
+        self.check_step(stats, finite, unit, at)
     }
 
     /// After an update: stop a run whose weights or loss are no longer
