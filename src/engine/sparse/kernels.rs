@@ -15,7 +15,6 @@ use crate::data::CLASSES;
 use crate::engine::{argmax, BatchStats};
 
 /// `sum over (index, value) of value * w1t[index]`, for lane chunk `c`.
-/// Four partial sums break the add-latency chain; their order is fixed.
 #[inline(always)]
 pub(super) fn partial_sum<V: PixelValue>(
     w1t: &[Chunk],
@@ -25,22 +24,32 @@ pub(super) fn partial_sum<V: PixelValue>(
     value: &[V],
     table: &[f32; 256],
 ) -> Chunk {
-    let n = index.len();
-    let value = &value[..n];
     let w1t = &w1t[..PIXEL_SLOTS * chunks];
+    sum_over(index, value, table, |i| w1t[slot(i) * chunks + c])
+}
+
+/// `sum over (at, value) of value * weight(at)`: the first layer's sum
+/// over a row's non-zeros, whatever `at` names (a pixel, or a byte offset
+/// into the weights). Four partial sums break the add-latency chain; their
+/// order is fixed, so every caller gets the same bits from the same row.
+#[inline(always)]
+pub(super) fn sum_over<V: PixelValue>(
+    at: &[u16],
+    value: &[V],
+    table: &[f32; 256],
+    weight: impl Fn(u16) -> Chunk,
+) -> Chunk {
+    let n = at.len();
+    let value = &value[..n];
     let mut acc = [ZERO; 4];
-    for (idx, val) in index.chunks_exact(4).zip(value.chunks_exact(4)) {
+    for (idx, val) in at.chunks_exact(4).zip(value.chunks_exact(4)) {
         for q in 0..4 {
-            axpy(
-                &mut acc[q],
-                val[q].scaled(table),
-                &w1t[slot(idx[q]) * chunks + c],
-            );
+            axpy(&mut acc[q], val[q].scaled(table), &weight(idx[q]));
         }
     }
     let tail = n / 4 * 4;
-    for (&i, &v) in index[tail..].iter().zip(&value[tail..]) {
-        axpy(&mut acc[0], v.scaled(table), &w1t[slot(i) * chunks + c]);
+    for (&i, &v) in at[tail..].iter().zip(&value[tail..]) {
+        axpy(&mut acc[0], v.scaled(table), &weight(i));
     }
     add(&add(&acc[0], &acc[1]), &add(&acc[2], &acc[3]))
 }

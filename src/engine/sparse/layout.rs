@@ -66,6 +66,41 @@ pub(super) fn slot(i: u16) -> usize {
     i as usize & (PIXEL_SLOTS - 1)
 }
 
+/// Chunks in a table read at byte offsets ([`chunk_at`]): as many as a
+/// `u16` offset can reach, and one more, so a chunk read at any offset
+/// stays inside the table.
+pub(super) const OFFSET_TABLE: usize = (u16::MAX as usize + 1) / CHUNK_BYTES + 1;
+
+/// Bytes in a chunk: a byte offset of chunk `i` in a table is `i * 64`.
+pub(super) const CHUNK_BYTES: usize = std::mem::size_of::<Chunk>();
+
+/// The byte offset of chunk `i` in a table of one chunk per row (`i` below
+/// 1024).
+pub(super) fn chunk_offset(i: usize) -> u16 {
+    u16::try_from(i * CHUNK_BYTES).expect("a chunk within a u16 offset")
+}
+
+/// The chunk `offset` bytes into `table` (an offset from [`chunk_offset`]).
+///
+/// The hot loops of full-batch training read weights and gradients this
+/// way: the offset goes straight into the load's address, where an index
+/// costs a mask (for the bounds) and a shift (for the 64-byte stride) per
+/// non-zero pixel, a third of the first layer's instructions.
+#[inline(always)]
+pub(super) fn chunk_at(table: &[Chunk; OFFSET_TABLE], offset: u16) -> Chunk {
+    // SAFETY: the table is `OFFSET_TABLE * 64` = 65,600 bytes and `offset`
+    // at most 65,535, so the 64 bytes read lie inside it; any bytes are a
+    // valid `Chunk` (sixteen f32s), and `read_unaligned` needs no alignment.
+    unsafe {
+        table
+            .as_ptr()
+            .cast::<u8>()
+            .add(usize::from(offset))
+            .cast::<Chunk>()
+            .read_unaligned()
+    }
+}
+
 impl std::ops::Deref for Chunk {
     type Target = [f32; LANES];
     #[inline(always)]
@@ -113,7 +148,9 @@ pub(super) struct Weights {
     pub(super) hidden: usize,
     /// Chunks per hidden vector: `Hp / 16`.
     pub(super) chunks: usize,
-    /// `w1` transposed: pixel `i`'s weights are chunks `i*chunks..(i+1)*chunks`.
+    /// `w1` transposed: pixel `i`'s weights are chunks `i*chunks..(i+1)*chunks`
+    /// (and at least [`OFFSET_TABLE`] chunks, so with one chunk per pixel it
+    /// is read at byte offsets, [`chunk_at`]).
     pub(super) w1t: Vec<Chunk>,
     pub(super) b1: Vec<Chunk>,
     /// `w2` transposed: hidden unit `j`'s weights to the 10 classes, padded.
@@ -131,7 +168,7 @@ impl Weights {
         Weights {
             hidden: h,
             chunks,
-            w1t: vec![ZERO; PIXEL_SLOTS * chunks],
+            w1t: vec![ZERO; (PIXEL_SLOTS * chunks).max(OFFSET_TABLE)],
             b1: vec![ZERO; chunks],
             w2t: vec![ZERO; h],
             w2: vec![ZERO; CLASSES * chunks],
@@ -198,7 +235,8 @@ pub(super) struct Scratch {
     /// The current row's hidden activations and their gradient.
     pub(super) a1: Vec<Chunk>,
     pub(super) dz1: Vec<Chunk>,
-    /// Every row's `dz1`, for the prepared path's per-pixel `dw1`.
+    /// Every row's `dz1`, for the prepared path's per-pixel `dw1` (with one
+    /// chunk per row, [`OFFSET_TABLE`] chunks, read at byte offsets).
     pub(super) dz1_rows: Vec<Chunk>,
 }
 

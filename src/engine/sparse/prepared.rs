@@ -8,17 +8,25 @@
 //! rows.
 
 use super::head_block::{class_major, head_block, unit_major, BLOCK};
-use super::kernels::{backward_head, forward_row, partial_sum, LossSum};
-use super::layout::{axpy, Chunk, Scratch, Weights, ZERO};
+use super::kernels::{backward_head, forward_from_sums, sum_over, LossSum};
+use super::layout::{
+    axpy, chunk_at, chunk_offset, slot, Chunk, Scratch, Weights, CHUNK_BYTES, OFFSET_TABLE,
+    PIXEL_SLOTS, ZERO,
+};
 use super::row_set::RowSet;
 use crate::data::FEATURES;
-use crate::engine::{pixel_table, BatchStats, SHARD_ROWS};
+use crate::engine::{pixel_table, BatchStats};
 use crate::simd::multiversion;
 use std::ops::Range;
 
 /// Rows converted once for many passes (full-batch training): each row's
 /// non-zero pixels (for the forward pass), and the same non-zeros grouped
-/// by pixel (for the first layer's weight gradient).
+/// by pixel (for the first layer's weight gradient). At most [`MAX_ROWS`]
+/// rows.
+///
+/// Pixels and rows are kept as byte offsets (`64 i` for pixel or row `i`):
+/// with up to 16 hidden units, the offset of a pixel's weights in `w1t` and
+/// of a row's `dz1` in its table ([`chunk_at`]).
 ///
 /// Grouped by pixel, `dw1`'s column for pixel `i` is one running sum over
 /// the rows that have `i` lit, kept in a register and stored once, instead
@@ -26,8 +34,12 @@ use std::ops::Range;
 /// runs over the rows in order, so the result is bit-identical to
 /// [`super::SparseEngine`]'s `accumulate` on the raw rows (a test checks it).
 pub struct SparseRows {
-    /// Each row's non-zeros, for the forward passes.
-    by_row: RowSet<f32>,
+    /// Each row's non-zeros, for the forward passes: row `r`'s pixels (as
+    /// offsets) are `at[start[r]..start[r + 1]]`, ascending, and their
+    /// values the same range of `value`.
+    start: Vec<u32>,
+    at: Vec<u16>,
+    value: Vec<f32>,
     /// The non-zeros grouped by pixel, rows ascending, in groups of four
     /// pixels `group_pixels[g]`: while all four have entries left, one entry
     /// of each, side by side (`quad_row[k][j]` is the k-th row of the
@@ -36,7 +48,8 @@ pub struct SparseRows {
     /// pixel's remaining entries, `tail_row[tail_start[t]..tail_start[t +
     /// 1]]` for `t = 4g + j`. The pixels are grouped in order of their
     /// number of entries, so a group's four have about as many and the
-    /// tails, one running sum each, are short.
+    /// tails, one running sum each, are short. Rows here are offsets too,
+    /// pixels (`group_pixels`) plain numbers.
     group_pixels: Vec<[u16; 4]>,
     group_start: Vec<u32>,
     quad_row: Vec<[u16; 4]>,
@@ -46,31 +59,48 @@ pub struct SparseRows {
     tail_value: Vec<f32>,
 }
 
+/// Most rows a [`SparseRows`] holds: as many as a `u16` byte offset can
+/// name (a shard has at most 256).
+pub(super) const MAX_ROWS: usize = OFFSET_TABLE - 1;
+
 impl SparseRows {
-    /// `None` if `x` has more rows than a `u16` row number can name (the
-    /// caller then passes the rows raw; shards are far smaller).
+    /// `None` if `x` has more than [`MAX_ROWS`] rows (the caller then passes
+    /// the rows raw; shards are far smaller).
     pub(super) fn new(x: &[u8]) -> Option<SparseRows> {
         let rows = x.len() / FEATURES;
-        if rows > u16::MAX as usize + 1 {
+        if rows > MAX_ROWS {
             return None;
         }
-        Some(SparseRows::of(RowSet::gather(x)))
+        Some(SparseRows::of(&RowSet::gather(x)))
     }
 
     /// Rows `range` of a row set gathered already (a resident trainer's
     /// shard of a full batch): the same as [`SparseRows::new`] on those
-    /// rows' pixels. At most 65,536 rows.
+    /// rows' pixels. At most [`MAX_ROWS`] rows.
     pub(super) fn select(from: &RowSet<u8>, range: Range<usize>) -> SparseRows {
-        assert!(range.len() <= u16::MAX as usize + 1, "row numbers are u16");
+        assert!(range.len() <= MAX_ROWS, "rows are u16 offsets");
         let mut by_row = RowSet::default();
         by_row.select(from, &range.collect::<Vec<_>>());
-        SparseRows::of(by_row)
+        SparseRows::of(&by_row)
     }
 
-    fn of(by_row: RowSet<f32>) -> SparseRows {
-        let columns = Columns::of(&by_row);
+    fn of(by_row: &RowSet<f32>) -> SparseRows {
+        let rows = by_row.len();
+        assert!(rows <= MAX_ROWS, "rows are u16 offsets");
+        let columns = Columns::of(by_row);
+        let mut start = Vec::with_capacity(rows + 1);
+        start.push(0u32);
+        let (mut at, mut value) = (Vec::new(), Vec::new());
+        for r in 0..rows {
+            let (index, values, _) = by_row.row(r);
+            at.extend(index.iter().map(|&i| chunk_offset(i.into())));
+            value.extend_from_slice(values);
+            start.push(at.len() as u32);
+        }
         let mut prepared = SparseRows {
-            by_row,
+            start,
+            at,
+            value,
             group_pixels: Vec::with_capacity(FEATURES / 4),
             group_start: Vec::with_capacity(FEATURES / 4 + 1),
             quad_row: Vec::new(),
@@ -96,14 +126,16 @@ impl SparseRows {
             let cols = pixels.map(|i| columns.span(i as usize));
             let common = cols.iter().map(|c| c.len()).min().unwrap_or(0);
             for k in 0..common {
-                self.quad_row
-                    .push(std::array::from_fn(|j| columns.row[cols[j].start + k]));
+                self.quad_row.push(std::array::from_fn(|j| {
+                    chunk_offset(columns.row[cols[j].start + k].into())
+                }));
                 self.quad_value
                     .push(std::array::from_fn(|j| columns.value[cols[j].start + k]));
             }
             for c in &cols {
+                let tail = &columns.row[c.start + common..c.end];
                 self.tail_row
-                    .extend_from_slice(&columns.row[c.start + common..c.end]);
+                    .extend(tail.iter().map(|&r| chunk_offset(r.into())));
                 self.tail_value
                     .extend_from_slice(&columns.value[c.start + common..c.end]);
                 self.tail_start.push(self.tail_row.len() as u32);
@@ -113,7 +145,14 @@ impl SparseRows {
     }
 
     pub(crate) fn rows(&self) -> usize {
-        self.by_row.len()
+        self.start.len() - 1
+    }
+
+    /// Row `r`'s pixels (as offsets) and their values.
+    #[inline(always)]
+    fn row(&self, r: usize) -> (&[u16], &[f32]) {
+        let span = self.start[r] as usize..self.start[r + 1] as usize;
+        (&self.at[span.clone()], &self.value[span])
     }
 }
 
@@ -184,9 +223,10 @@ impl Columns {
     }
 }
 
-/// Every row's `dz1`, as the gradient pass reads it: chunk `c` of row `r`.
+/// Every row's `dz1`, as the gradient pass reads it: chunk `c` of the row
+/// at offset `at`.
 trait Dz1Rows {
-    fn at(&self, r: u16, c: usize) -> &Chunk;
+    fn at(&self, at: u16, c: usize) -> Chunk;
 }
 
 /// `chunks` chunks per row, one row after another.
@@ -197,22 +237,18 @@ struct Strided<'a> {
 
 impl Dz1Rows for Strided<'_> {
     #[inline(always)]
-    fn at(&self, r: u16, c: usize) -> &Chunk {
-        &self.rows[r as usize * self.chunks + c]
+    fn at(&self, at: u16, c: usize) -> Chunk {
+        self.rows[usize::from(at) / CHUNK_BYTES * self.chunks + c]
     }
 }
 
-/// One chunk per row (up to 16 hidden units) and at most [`SHARD_ROWS`]
-/// rows, a power of two: indexed modulo its length, so with no bounds check
-/// (a full batch's shards have at most that many rows).
-struct OneChunk<'a>(&'a [Chunk; SHARD_ROWS]);
-
-const _: () = assert!(SHARD_ROWS.is_power_of_two());
+/// One chunk per row (up to 16 hidden units), read at byte offsets.
+struct OneChunk<'a>(&'a [Chunk; OFFSET_TABLE]);
 
 impl Dz1Rows for OneChunk<'_> {
     #[inline(always)]
-    fn at(&self, r: u16, _c: usize) -> &Chunk {
-        &self.0[r as usize % SHARD_ROWS]
+    fn at(&self, at: u16, _c: usize) -> Chunk {
+        chunk_at(self.0, at)
     }
 }
 
@@ -231,10 +267,10 @@ fn first_layer_gradient(g_w1t: &mut [Chunk], dz1: &impl Dz1Rows, s: &SparseRows,
             // an array would live on the stack, one store per multiply-add.
             let (mut a0, mut a1, mut a2, mut a3) = (ZERO, ZERO, ZERO, ZERO);
             for (r, v) in rows.iter().zip(values) {
-                axpy(&mut a0, v[0], dz1.at(r[0], c));
-                axpy(&mut a1, v[1], dz1.at(r[1], c));
-                axpy(&mut a2, v[2], dz1.at(r[2], c));
-                axpy(&mut a3, v[3], dz1.at(r[3], c));
+                axpy(&mut a0, v[0], &dz1.at(r[0], c));
+                axpy(&mut a1, v[1], &dz1.at(r[1], c));
+                axpy(&mut a2, v[2], &dz1.at(r[2], c));
+                axpy(&mut a3, v[3], &dz1.at(r[3], c));
             }
             for (j, acc) in [a0, a1, a2, a3].into_iter().enumerate() {
                 let t = 4 * g + j;
@@ -254,7 +290,7 @@ fn first_layer_gradient(g_w1t: &mut [Chunk], dz1: &impl Dz1Rows, s: &SparseRows,
 #[inline(always)]
 fn column_sum(mut acc: Chunk, rows: &[u16], values: &[f32], dz1: &impl Dz1Rows, c: usize) -> Chunk {
     for (&r, &v) in rows.iter().zip(values) {
-        axpy(&mut acc, v, dz1.at(r, c));
+        axpy(&mut acc, v, &dz1.at(r, c));
     }
     acc
 }
@@ -267,43 +303,55 @@ multiversion! {
         let mut stats = BatchStats { rows: y.len(), ..Default::default() };
         let chunks = w.chunks;
         let mut dz1_rows = std::mem::take(&mut s.dz1_rows);
-        dz1_rows.clear();
-        dz1_rows.resize(rows.rows() * chunks, ZERO);
+        if chunks == 1 {
+            // A whole table, kept from pass to pass: the rows' entries are
+            // written before they are read, the rest never read.
+            if dz1_rows.len() < OFFSET_TABLE {
+                dz1_rows.resize(OFFSET_TABLE, ZERO);
+            }
+        } else {
+            dz1_rows.clear();
+            dz1_rows.resize(rows.rows() * chunks, ZERO);
+        }
         let mut loss = LossSum::new();
         let table = pixel_table();
-        // Up to 16 hidden units: sixteen rows' heads at a time, the rest
-        // row by row below.
-        let blocked = if chunks == 1 { y.len() / BLOCK * BLOCK } else { 0 };
-        if blocked > 0 {
+        let w1t = &w.w1t[..];
+        if chunks == 1 {
+            let w1t: &[Chunk; OFFSET_TABLE] = w1t[..OFFSET_TABLE].try_into().expect("a whole table");
+            // Sixteen rows' heads at a time, the rest row by row.
+            let blocked = y.len() / BLOCK * BLOCK;
             let mut g_w2 = class_major(&s.g_w2t);
             for r0 in (0..blocked).step_by(BLOCK) {
                 let mut z = [ZERO; BLOCK];
                 for (r, z) in (r0..r0 + BLOCK).zip(z.iter_mut()) {
-                    let (index, value, _) = rows.by_row.row(r);
-                    *z = partial_sum(&w.w1t, 1, 0, index, value, table);
+                    let (at, value) = rows.row(r);
+                    *z = sum_over(at, value, table, |o| chunk_at(w1t, o));
                 }
                 let (labels, dz1) = (&y[r0..r0 + BLOCK], &mut dz1_rows[r0..r0 + BLOCK]);
                 head_block(w, s, &mut g_w2, &z, labels, &mut stats, &mut loss, dz1);
             }
             unit_major(g_w2, &mut s.g_w2t);
-        }
-        for (r, &label) in y.iter().enumerate().skip(blocked) {
-            let (index, value, _) = rows.by_row.row(r);
-            if chunks == 1 {
-                let probs = forward_row(w, s, 1, index, value, table);
+            for (r, &label) in y.iter().enumerate().skip(blocked) {
+                let (at, value) = rows.row(r);
+                s.a1[0] = sum_over(at, value, table, |o| chunk_at(w1t, o));
+                let probs = forward_from_sums(w, s, 1);
                 backward_head(w, s, 1, probs, label, &mut stats, &mut loss);
                 dz1_rows[r] = s.dz1[0];
-            } else {
-                let probs = forward_row(w, s, chunks, index, value, table);
+            }
+            let dz1 = OneChunk(dz1_rows[..OFFSET_TABLE].try_into().expect("a whole table"));
+            first_layer_gradient(&mut s.g_w1t, &dz1, rows, 1);
+        } else {
+            let w1t = &w1t[..PIXEL_SLOTS * chunks];
+            for (r, &label) in y.iter().enumerate() {
+                let (at, value) = rows.row(r);
+                for c in 0..chunks {
+                    let pixel = |o: u16| slot(o / CHUNK_BYTES as u16);
+                    s.a1[c] = sum_over(at, value, table, |o| w1t[pixel(o) * chunks + c]);
+                }
+                let probs = forward_from_sums(w, s, chunks);
                 backward_head(w, s, chunks, probs, label, &mut stats, &mut loss);
                 dz1_rows[r * chunks..(r + 1) * chunks].copy_from_slice(&s.dz1[..chunks]);
             }
-        }
-        if chunks == 1 && rows.rows() <= SHARD_ROWS {
-            dz1_rows.resize(SHARD_ROWS, ZERO);
-            let dz1 = OneChunk(dz1_rows[..SHARD_ROWS].try_into().expect("SHARD_ROWS rows"));
-            first_layer_gradient(&mut s.g_w1t, &dz1, rows, 1);
-        } else {
             let dz1 = Strided { rows: &dz1_rows, chunks };
             first_layer_gradient(&mut s.g_w1t, &dz1, rows, chunks);
         }
