@@ -5,12 +5,16 @@
 //! order, with their values scaled to f32 or (for the row sets kept for many
 //! passes) as bytes; [`PixelValue`] names the two forms. With AVX-512 VBMI2
 //! the compress instructions take 32 pixels at a time ([`gather_vbmi2`]);
+//! with AVX2, a table of byte shuffles packs 8 at a time ([`gather_avx2`]);
 //! otherwise a branch-free scalar loop does the same ([`gather_scalar`]).
-//! Both give the same pairs, and every value is exactly the f32 `p / 255` of
-//! [`pixel_table`] (the tests check every byte).
+//! All give the same pairs, and every value is exactly the f32 `p / 255` of
+//! [`pixel_table`] (the tests check every byte, with every gather the CPU
+//! has).
 
 use crate::data::FEATURES;
 use crate::engine::pixel_table;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Level;
 
 /// Room for one row's non-zero pixels, plus slack for the vector gather,
 /// which stores whole 32-lane blocks past the last non-zero.
@@ -68,11 +72,19 @@ impl NonZeros {
         let value: &mut [f32; NZ_CAP] = (&mut self.value[..]).try_into().expect("sized above");
         let bytes: &mut [u8; NZ_CAP] = (&mut self.bytes[..]).try_into().expect("sized above");
         #[cfg(target_arch = "x86_64")]
-        if has_vbmi2() {
+        match vector_gather() {
             // SAFETY: the features were detected; `row` is 784 bytes and the
             // buffers hold NZ_CAP >= 784 + 32 entries (checked inside).
-            self.len = unsafe { gather_vbmi2::<SCALE>(row, index, value, bytes) };
-            return;
+            Some(Level::Avx512) => {
+                self.len = unsafe { gather_vbmi2::<SCALE>(row, index, value, bytes) };
+                return;
+            }
+            // SAFETY: as above, with 8 entries of slack (checked inside).
+            Some(_) => {
+                self.len = unsafe { gather_avx2::<SCALE>(row, index, value, bytes) };
+                return;
+            }
+            None => {}
         }
         self.len = gather_scalar::<SCALE>(row, index, value, bytes);
     }
@@ -101,15 +113,109 @@ fn gather_scalar<const SCALE: bool>(
     n
 }
 
+/// Which vector gather runs: [`gather_vbmi2`] (`Avx512`), [`gather_avx2`]
+/// (`Avx2`) or neither, from what the CPU has and the level
+/// [`crate::simd::level`] allows, so that capping the level (to measure
+/// what a laptop runs) caps the gather too.
 #[cfg(target_arch = "x86_64")]
-fn has_vbmi2() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512vbmi2")
+fn vector_gather() -> Option<Level> {
+    static WHICH: std::sync::OnceLock<Option<Level>> = std::sync::OnceLock::new();
+    *WHICH.get_or_init(|| {
+        let level = crate::simd::level();
+        let vbmi2 = std::arch::is_x86_feature_detected!("avx512vbmi2");
+        let popcnt = std::arch::is_x86_feature_detected!("popcnt");
+        match level {
+            Level::Avx512 if vbmi2 && popcnt => Some(Level::Avx512),
+            Level::Avx512 | Level::Avx2 if popcnt => Some(Level::Avx2),
+            _ => None,
+        }
     })
+}
+
+/// For each byte `m`, the positions of its set bits, ascending, packed into
+/// the low bytes of a word (the rest zero): the `pshufb` control that moves
+/// an 8-pixel group's non-zero pixels to the front ([`gather_avx2`]).
+const PACK_SET_BITS: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut m = 0;
+    while m < 256 {
+        let (mut word, mut n, mut bit) = (0u64, 0, 0);
+        while bit < 8 {
+            if m & (1 << bit) != 0 {
+                word |= (bit as u64) << (8 * n);
+                n += 1;
+            }
+            bit += 1;
+        }
+        table[m] = word;
+        m += 1;
+    }
+    table
+};
+
+/// AVX2 gather, 16 pixels at a time: a mask of the non-zero bytes, skipped
+/// when empty (the image's blank top and bottom rows); else for each half
+/// of 8 pixels, [`PACK_SET_BITS`] gives the shuffle that packs the
+/// non-zero pixels and their positions to the front, and 8 entries are
+/// stored whole (the slack absorbs the rest). Same output as
+/// [`gather_scalar`], about a third of its instructions (no compress
+/// instruction before AVX-512).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+fn gather_avx2<const SCALE: bool>(
+    row: &[u8],
+    index: &mut [u16; NZ_CAP],
+    value: &mut [f32; NZ_CAP],
+    bytes: &mut [u8; NZ_CAP],
+) -> usize {
+    use std::arch::x86_64::*;
+    const BLOCK: usize = 16;
+    const _: () = assert!(FEATURES.is_multiple_of(BLOCK));
+    let row: &[u8; FEATURES] = row.try_into().expect("a row is 784 pixels");
+    let inv255 = _mm256_set1_pd(1.0 / 255.0);
+    let mut n = 0;
+    for start in (0..FEATURES).step_by(BLOCK) {
+        // SAFETY: reads row[start..start + 16], inside the row.
+        let pixels = unsafe { _mm_loadu_si128(row.as_ptr().add(start).cast()) };
+        let zero = _mm_movemask_epi8(_mm_cmpeq_epi8(pixels, _mm_setzero_si128())) as u32;
+        let nonzero = !zero & 0xFFFF;
+        if nonzero == 0 {
+            continue;
+        }
+        for (half, group) in [pixels, _mm_srli_si128::<8>(pixels)]
+            .into_iter()
+            .enumerate()
+        {
+            let mask = (nonzero >> (8 * half)) & 0xFF;
+            let pack = _mm_cvtsi64_si128(PACK_SET_BITS[mask as usize] as i64);
+            let at = _mm_add_epi16(
+                _mm_cvtepu8_epi16(pack),
+                _mm_set1_epi16((start + 8 * half) as i16),
+            );
+            let packed = _mm_shuffle_epi8(group, pack);
+            assert!(n + 8 <= NZ_CAP);
+            // SAFETY: n + 8 <= NZ_CAP entries, checked just above.
+            unsafe { _mm_storeu_si128(index.as_mut_ptr().add(n).cast(), at) };
+            if SCALE {
+                // As in gather_vbmi2: pixel * (1/255) in f64, rounded once.
+                for q in 0..2 {
+                    let four = _mm_cvtepu8_epi32(if q == 0 {
+                        packed
+                    } else {
+                        _mm_srli_si128::<4>(packed)
+                    });
+                    let scaled = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtepi32_pd(four), inv255));
+                    // SAFETY: within the n + 8 entries checked above.
+                    unsafe { _mm_storeu_ps(value.as_mut_ptr().add(n + 4 * q), scaled) };
+                }
+            } else {
+                // SAFETY: within the n + 8 entries checked above.
+                unsafe { _mm_storel_epi64(bytes.as_mut_ptr().add(n).cast(), packed) };
+            }
+            n += mask.count_ones() as usize;
+        }
+    }
+    n
 }
 
 /// AVX-512 gather, 32 pixels at a time: a mask of the non-zero bytes, then
@@ -225,22 +331,66 @@ mod tests {
     use super::*;
     use crate::testutil::random_batch;
 
+    type Gather = fn(&[u8], &mut [u16; NZ_CAP], &mut [f32; NZ_CAP], &mut [u8; NZ_CAP]) -> usize;
+
+    /// Every gather this CPU can run, named, scaled values (`true`) and
+    /// bytes (`false`).
+    fn gathers() -> Vec<(&'static str, Gather, Gather)> {
+        let mut all: Vec<(&'static str, Gather, Gather)> =
+            vec![("scalar", gather_scalar::<true>, gather_scalar::<false>)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("popcnt") {
+                // SAFETY (both): the features were just detected.
+                all.push((
+                    "avx2",
+                    |r, i, v, b| unsafe { gather_avx2::<true>(r, i, v, b) },
+                    |r, i, v, b| unsafe { gather_avx2::<false>(r, i, v, b) },
+                ));
+            }
+            if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vbmi2") {
+                all.push((
+                    "vbmi2",
+                    |r, i, v, b| unsafe { gather_vbmi2::<true>(r, i, v, b) },
+                    |r, i, v, b| unsafe { gather_vbmi2::<false>(r, i, v, b) },
+                ));
+            }
+        }
+        all
+    }
+
     /// Every byte value, in every position of a 32-pixel block, converts to
-    /// exactly `p / 255` (the vector gather multiplies in f64 instead).
+    /// exactly `p / 255` (the vector gathers multiply in f64 instead), with
+    /// every gather, and through [`NonZeros`].
     #[test]
     fn gather_converts_every_byte_exactly() {
-        for offset in [0, 5, 31] {
+        let (mut index, mut value) = (Box::new([0; NZ_CAP]), Box::new([0.0; NZ_CAP]));
+        let mut bytes = Box::new([0; NZ_CAP]);
+        for offset in [0, 5, 8, 15, 31] {
             let mut row = [0u8; FEATURES];
             for p in 1..=255u8 {
                 row.fill(0);
                 row[offset] = p;
                 row[offset + 64] = p;
+                for (name, scaled, _) in gathers() {
+                    assert_eq!(
+                        scaled(&row, &mut index, &mut value, &mut bytes),
+                        2,
+                        "{name}"
+                    );
+                    assert_eq!(index[..2], [offset as u16, offset as u16 + 64], "{name}");
+                    for v in &value[..2] {
+                        assert_eq!(
+                            v.to_bits(),
+                            (p as f32 / 255.0).to_bits(),
+                            "{name}: pixel {p}"
+                        );
+                    }
+                }
                 let mut nz = NonZeros::default();
                 nz.gather(&row);
-                assert_eq!(nz.len, 2);
-                for v in &nz.value[..2] {
-                    assert_eq!(v.to_bits(), (p as f32 / 255.0).to_bits(), "pixel {p}");
-                }
+                assert_eq!(nz.values(), &[p as f32 / 255.0; 2]);
             }
         }
     }
@@ -253,6 +403,9 @@ mod tests {
         x[..FEATURES].fill(0);
         x[FEATURES..2 * FEATURES].fill(200);
         x[3 * FEATURES - 1] = 1;
+        // And real digits: blank margins, dense strokes.
+        let digits = crate::data::sample::train_sample().expect("the built-in sample");
+        x.extend_from_slice(&digits.pixels[..40 * FEATURES]);
         for row in x.chunks_exact(FEATURES) {
             // Values compared as bits: both must be exactly pixel / 255.
             let expected: Vec<(u16, u32)> = row
@@ -270,17 +423,20 @@ mod tests {
             let (mut index, mut value) = (Box::new([0; NZ_CAP]), Box::new([0.0; NZ_CAP]));
             let mut bytes = Box::new([0; NZ_CAP]);
             let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            let n = gather_scalar::<true>(row, &mut index, &mut value, &mut bytes);
-            let got: Vec<(u16, u32)> = index[..n].iter().copied().zip(bits(&value[..n])).collect();
-            assert_eq!(got, expected);
-            let n = gather_scalar::<false>(row, &mut index, &mut value, &mut bytes);
-            let got: Vec<(u16, u8)> = index[..n]
-                .iter()
-                .copied()
-                .zip(bytes[..n].iter().copied())
-                .collect();
-            assert_eq!(got, expected_bytes);
-            // The vector gather where the CPU has it.
+            for (name, scaled, raw) in gathers() {
+                let n = scaled(row, &mut index, &mut value, &mut bytes);
+                let got: Vec<(u16, u32)> =
+                    index[..n].iter().copied().zip(bits(&value[..n])).collect();
+                assert_eq!(got, expected, "{name}");
+                let n = raw(row, &mut index, &mut value, &mut bytes);
+                let got: Vec<(u16, u8)> = index[..n]
+                    .iter()
+                    .copied()
+                    .zip(bytes[..n].iter().copied())
+                    .collect();
+                assert_eq!(got, expected_bytes, "{name}");
+            }
+            // The gather the level allows, through NonZeros.
             let mut nz = NonZeros::default();
             nz.gather(row);
             let got: Vec<(u16, u32)> = nz.index[..nz.len]
