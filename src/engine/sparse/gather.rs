@@ -122,11 +122,11 @@ fn vector_gather() -> Option<Level> {
     static WHICH: std::sync::OnceLock<Option<Level>> = std::sync::OnceLock::new();
     *WHICH.get_or_init(|| {
         let level = crate::simd::level();
-        let vbmi2 = std::arch::is_x86_feature_detected!("avx512vbmi2");
-        let popcnt = std::arch::is_x86_feature_detected!("popcnt");
+        use std::arch::is_x86_feature_detected as has;
+        let (vbmi2, avx2, popcnt) = (has!("avx512vbmi2"), has!("avx2"), has!("popcnt"));
         match level {
             Level::Avx512 if vbmi2 && popcnt => Some(Level::Avx512),
-            Level::Avx512 | Level::Avx2 if popcnt => Some(Level::Avx2),
+            Level::Avx512 | Level::Avx2 if avx2 && popcnt => Some(Level::Avx2),
             _ => None,
         }
     })
