@@ -121,15 +121,23 @@ fn gather_scalar<const SCALE: bool>(
 fn vector_gather() -> Option<Level> {
     static WHICH: std::sync::OnceLock<Option<Level>> = std::sync::OnceLock::new();
     *WHICH.get_or_init(|| {
-        let level = crate::simd::level();
-        use std::arch::is_x86_feature_detected as has;
-        let (vbmi2, avx2, popcnt) = (has!("avx512vbmi2"), has!("avx2"), has!("popcnt"));
-        match level {
-            Level::Avx512 if vbmi2 && popcnt => Some(Level::Avx512),
-            Level::Avx512 | Level::Avx2 if avx2 && popcnt => Some(Level::Avx2),
+        let (vbmi2, avx2) = cpu_gathers();
+        match crate::simd::level() {
+            Level::Avx512 if vbmi2 => Some(Level::Avx512),
+            Level::Avx512 | Level::Avx2 if avx2 => Some(Level::Avx2),
             _ => None,
         }
     })
+}
+
+/// Whether this CPU has the features of [`gather_vbmi2`] and of
+/// [`gather_avx2`], whatever level is allowed (the tests run both).
+#[cfg(target_arch = "x86_64")]
+fn cpu_gathers() -> (bool, bool) {
+    use std::arch::is_x86_feature_detected as has;
+    let popcnt = has!("popcnt");
+    let vbmi2 = has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vbmi2");
+    (vbmi2 && popcnt, has!("avx2") && popcnt)
 }
 
 /// For each byte `m`, the positions of its set bits, ascending, packed into
@@ -198,12 +206,11 @@ fn gather_avx2<const SCALE: bool>(
             unsafe { _mm_storeu_si128(index.as_mut_ptr().add(n).cast(), at) };
             if SCALE {
                 // As in gather_vbmi2: pixel * (1/255) in f64, rounded once.
-                for q in 0..2 {
-                    let four = _mm_cvtepu8_epi32(if q == 0 {
-                        packed
-                    } else {
-                        _mm_srli_si128::<4>(packed)
-                    });
+                for (q, four) in [packed, _mm_srli_si128::<4>(packed)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let four = _mm_cvtepu8_epi32(four);
                     let scaled = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtepi32_pd(four), inv255));
                     // SAFETY: within the n + 8 entries checked above.
                     unsafe { _mm_storeu_ps(value.as_mut_ptr().add(n + 4 * q), scaled) };
@@ -340,8 +347,8 @@ mod tests {
             vec![("scalar", gather_scalar::<true>, gather_scalar::<false>)];
         #[cfg(target_arch = "x86_64")]
         {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx2") && has!("popcnt") {
+            let (vbmi2, avx2) = cpu_gathers();
+            if avx2 {
                 // SAFETY (both): the features were just detected.
                 all.push((
                     "avx2",
@@ -349,7 +356,7 @@ mod tests {
                     |r, i, v, b| unsafe { gather_avx2::<false>(r, i, v, b) },
                 ));
             }
-            if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vbmi2") {
+            if vbmi2 {
                 all.push((
                     "vbmi2",
                     |r, i, v, b| unsafe { gather_vbmi2::<true>(r, i, v, b) },
