@@ -133,6 +133,28 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// For each byte `m`, the positions of its set bits, ascending, packed into
+/// the low bytes of a word (the rest zero): the `pshufb` control that moves
+/// the selected bytes of an 8-byte group to the front, in order (the sparse
+/// engine's AVX2 gather of non-zero pixels, the CSV reader's AVX2 fields).
+pub(crate) const PACK_SET_BITS: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut m = 0;
+    while m < 256 {
+        let (mut word, mut n, mut bit) = (0u64, 0, 0);
+        while bit < 8 {
+            if m & (1 << bit) != 0 {
+                word |= (bit as u64) << (8 * n);
+                n += 1;
+            }
+            bit += 1;
+        }
+        table[m] = word;
+        m += 1;
+    }
+    table
+};
+
 multiversion! {
     /// `out[i] = pixels[i] / 255` in f32: the same correctly rounded value as
     /// [`super::pixel_table`], but vectorised.

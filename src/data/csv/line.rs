@@ -7,7 +7,7 @@ use std::io::Cursor;
 
 use memchr::{memchr, memchr_iter};
 
-use super::{line_too_long, strip_cr, Ctx, Layout, MAX_LINE_BYTES};
+use super::{fields, line_too_long, strip_cr, Ctx, Layout, MAX_LINE_BYTES};
 use crate::data::error::Found;
 use crate::data::DataError;
 
@@ -104,7 +104,7 @@ pub(super) fn parse_line<'a>(
     if line.is_empty() {
         return Err(Fault::FieldCount(0));
     }
-    match parse_plain(line, layout, px, label) {
+    match parse_plain(line, layout, px, label, fields::vector_fields()) {
         Ok(()) => Ok(()),
         Err(_) if memchr(b'"', line).is_some() => parse_quoted(line, layout, px, label, quoted),
         Err(fault) => Err(fault),
@@ -122,9 +122,17 @@ fn max_value(layout: Layout, index: usize) -> u32 {
 
 /// The fast path: plain `digits,digits,...` with no allocation. Any
 /// surprise (a quote included) ends it with the fault a full parse would
-/// report, found by [`classify_fault`].
+/// report, found by [`classify_fault`]. With `vector`, whole blocks of
+/// valid fields are read at once ([`fields::blocks`]) wherever they fit,
+/// and this loop reads the rest, with the same results.
 #[inline]
-fn parse_plain(line: &[u8], layout: Layout, px: &mut [u8], label: &mut u8) -> Result<(), Fault> {
+fn parse_plain(
+    line: &[u8],
+    layout: Layout,
+    px: &mut [u8],
+    label: &mut u8,
+    vector: bool,
+) -> Result<(), Fault> {
     let mut pos = 0;
     if layout.labeled() {
         let (value, end) = scan_uint(line, pos);
@@ -138,6 +146,12 @@ fn parse_plain(line: &[u8], layout: Layout, px: &mut [u8], label: &mut u8) -> Re
     let last = px.len().saturating_sub(1);
     let mut k = 0;
     while k < px.len() {
+        if vector {
+            (pos, k) = fields::blocks(line, pos, px, k);
+            if k == px.len() {
+                break;
+            }
+        }
         // Four in five MNIST pixels are 0: take eight "0," fields at once
         // when they are there (never the last field, which has no comma).
         if k + ZERO_RUN_FIELDS <= last && line.get(pos..pos + ZERO_RUN.len()) == Some(ZERO_RUN) {
@@ -225,4 +239,131 @@ fn parse_quoted<'a>(
 fn parse_value(field: &[u8], max: u32) -> Option<u8> {
     let (value, end) = scan_uint(field, 0);
     (end == field.len() && end > 0 && value <= max).then_some(value as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::sample::TRAIN_SAMPLE_GZ;
+    use crate::data::source::maybe_gunzip;
+    use crate::rng::{SeededRng, Stream};
+    use std::path::Path;
+    use crate::data::FEATURES;
+
+    /// The fast path with and without the vector blocks: the same outcome,
+    /// and on success the same pixels and label.
+    fn assert_paths_agree(line: &[u8], layout: Layout) {
+        let (mut a, mut b) = ([0u8; FEATURES], [0u8; FEATURES]);
+        let (mut la, mut lb) = (0u8, 0u8);
+        let bytes = parse_plain(line, layout, &mut a, &mut la, false);
+        let vector = parse_plain(line, layout, &mut b, &mut lb, true);
+        let text = String::from_utf8_lossy(line);
+        assert_eq!(
+            format!("{bytes:?}"),
+            format!("{vector:?}"),
+            "outcome of {text:?}"
+        );
+        if bytes.is_ok() {
+            assert_eq!(a, b, "pixels of {text:?}");
+            assert_eq!(la, lb, "label of {text:?}");
+        }
+    }
+
+    /// One field, mostly what MNIST holds, sometimes what it must not.
+    fn field(rng: &mut SeededRng) -> String {
+        const ODD: [&str; 22] = [
+            "", " ", "a", "\"", "-1", "+3", "2 5", "0255", "1000", "00000", "256", "260", "300",
+            "999", "255", "250", "199", "007", "00", "09", "1.5", "\r",
+        ];
+        match rng.below(100) {
+            0..=59 => "0".to_string(),
+            60..=89 => rng.below(256).to_string(),
+            90..=95 => format!("{:03}", rng.below(256)),
+            _ => ODD[rng.below(ODD.len())].to_string(),
+        }
+    }
+
+    #[test]
+    fn vector_blocks_read_what_the_byte_loop_reads() {
+        if !fields::cpu_has_avx2() {
+            eprintln!("skipped: this CPU has no AVX2");
+            return;
+        }
+        let mut rng = SeededRng::new(14, Stream::Split);
+        for layout in [Layout::Train, Layout::Test] {
+            for case in 0..3000 {
+                // Mostly the right field count, sometimes one off either way.
+                let count = layout.fields() + [0, 0, 0, 0, 1].get(case % 5).unwrap()
+                    - (case % 7 == 3) as usize;
+                let mut parts: Vec<String> = (0..count)
+                    .map(|_| {
+                        if case % 3 == 0 {
+                            rng.below(256).to_string()
+                        } else {
+                            field(&mut rng)
+                        }
+                    })
+                    .collect();
+                if layout.labeled() && case % 4 != 0 {
+                    parts[0] = rng.below(10).to_string();
+                }
+                // Some lines are all valid, so the blocks run to the tail.
+                if case % 2 == 0 {
+                    for p in parts.iter_mut().skip(1) {
+                        if p.parse::<u32>().map_or(true, |v| v > 255 || p.len() > 3) {
+                            *p = "0".to_string();
+                        }
+                    }
+                }
+                let line = parts.join(",");
+                assert_paths_agree(line.as_bytes(), layout);
+            }
+        }
+    }
+
+    #[test]
+    fn vector_blocks_read_real_digits_and_every_value() {
+        if !fields::cpu_has_avx2() {
+            eprintln!("skipped: this CPU has no AVX2");
+            return;
+        }
+        let text = maybe_gunzip(TRAIN_SAMPLE_GZ.to_vec(), Path::new("sample")).unwrap();
+        let mut checked = 0;
+        for line in text
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .take(2000)
+        {
+            let (mut px, mut label) = ([0u8; FEATURES], 0u8);
+            parse_plain(line, Layout::Train, &mut px, &mut label, true).expect("a valid row");
+            let plain: Vec<u8> = line
+                .split(|&b| b == b',')
+                .map(|f| std::str::from_utf8(f).unwrap().parse().unwrap())
+                .collect();
+            assert_eq!(label, plain[0]);
+            assert_eq!(&px[..], &plain[1..]);
+            checked += 1;
+        }
+        assert_eq!(checked, 2000);
+        // Every value 0-999 with and without leading zeros, at every offset
+        // of a block, between zeros.
+        for value in 0..1000u32 {
+            for form in [format!("{value}"), format!("{value:03}")] {
+                for at in 0..40 {
+                    let mut parts = vec!["0".to_string(); FEATURES];
+                    parts[at] = form.clone();
+                    let line = parts.join(",");
+                    assert_paths_agree(line.as_bytes(), Layout::Test);
+                    let (mut px, mut label) = ([0u8; FEATURES], 0u8);
+                    let read =
+                        parse_plain(line.as_bytes(), Layout::Test, &mut px, &mut label, true);
+                    assert_eq!(read.is_ok(), value <= 255, "{form} at field {at}");
+                    if value <= 255 {
+                        assert_eq!(u32::from(px[at]), value, "{form} at field {at}");
+                    }
+                }
+            }
+        }
+    }
 }

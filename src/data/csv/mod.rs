@@ -21,10 +21,12 @@
 //!
 //! One concern per file: this one holds the public entry points, the column
 //! [`Layout`] and everything decided by the header; `chunks` splits the
-//! body and fills the output in parallel; `line` parses one data line;
+//! body and fills the output in parallel; `line` parses one data line, and
+//! `fields` reads whole blocks of its fields at once with AVX2;
 //! `stream` feeds a file through the same parser block by block.
 
 mod chunks;
+mod fields;
 mod line;
 mod stream;
 

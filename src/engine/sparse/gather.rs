@@ -14,7 +14,7 @@
 use crate::data::FEATURES;
 use crate::engine::pixel_table;
 #[cfg(target_arch = "x86_64")]
-use crate::simd::Level;
+use crate::simd::{Level, PACK_SET_BITS};
 
 /// Room for one row's non-zero pixels, plus slack for the vector gather,
 /// which stores whole 32-lane blocks past the last non-zero.
@@ -139,27 +139,6 @@ fn cpu_gathers() -> (bool, bool) {
     let vbmi2 = has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vbmi2");
     (vbmi2 && popcnt, has!("avx2") && popcnt)
 }
-
-/// For each byte `m`, the positions of its set bits, ascending, packed into
-/// the low bytes of a word (the rest zero): the `pshufb` control that moves
-/// an 8-pixel group's non-zero pixels to the front ([`gather_avx2`]).
-const PACK_SET_BITS: [u64; 256] = {
-    let mut table = [0u64; 256];
-    let mut m = 0;
-    while m < 256 {
-        let (mut word, mut n, mut bit) = (0u64, 0, 0);
-        while bit < 8 {
-            if m & (1 << bit) != 0 {
-                word |= (bit as u64) << (8 * n);
-                n += 1;
-            }
-            bit += 1;
-        }
-        table[m] = word;
-        m += 1;
-    }
-    table
-};
 
 /// AVX2 gather, 16 pixels at a time: a mask of the non-zero bytes, skipped
 /// when empty (the image's blank top and bottom rows); else for each half
