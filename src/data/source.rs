@@ -90,7 +90,9 @@ const FILE_BUFFER_BYTES: usize = 256 * 1024;
 /// compressed file (truncation and corruption surface mid-stream, where the
 /// decoder meets them), [`DataError::Io`] otherwise.
 pub struct DataReader {
-    inner: Box<dyn Read>,
+    /// `Send`, so the next block can be read on another thread while the
+    /// last one parses.
+    inner: Box<dyn Read + Send>,
     gzip: bool,
     path: PathBuf,
     size_hint: usize,
@@ -114,7 +116,7 @@ impl DataReader {
         };
         let mut buffered = BufReader::with_capacity(FILE_BUFFER_BYTES, file);
         let gzip = is_gzip(buffered.fill_buf().map_err(io_error)?);
-        let (inner, size_hint): (Box<dyn Read>, usize) = if gzip {
+        let (inner, size_hint): (Box<dyn Read + Send>, usize) = if gzip {
             (Box::new(MultiGzDecoder::new(buffered)), isize_hint)
         } else {
             (Box::new(buffered), usize::try_from(file_len).unwrap_or(0))
@@ -133,7 +135,7 @@ impl DataReader {
         let gzip = is_gzip(&bytes);
         let size_hint = if gzip { size_hint(&bytes) } else { bytes.len() };
         let cursor = std::io::Cursor::new(bytes);
-        let inner: Box<dyn Read> = if gzip {
+        let inner: Box<dyn Read + Send> = if gzip {
             Box::new(MultiGzDecoder::new(cursor))
         } else {
             Box::new(cursor)

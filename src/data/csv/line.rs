@@ -246,9 +246,9 @@ mod tests {
     use super::*;
     use crate::data::sample::TRAIN_SAMPLE_GZ;
     use crate::data::source::maybe_gunzip;
+    use crate::data::FEATURES;
     use crate::rng::{SeededRng, Stream};
     use std::path::Path;
-    use crate::data::FEATURES;
 
     /// The fast path with and without the vector blocks: the same outcome,
     /// and on success the same pixels and label.

@@ -1,8 +1,10 @@
 //! The streaming reader: a file too large to hold whole is read block by
 //! block, each block's complete lines parsed with the in-memory parallel
-//! parser and the line a block cut carried into the next, so only about one
-//! block of text is in memory at a time. Everything here is about keeping
-//! that bound (and the results of the whole-file parser) on absurd input.
+//! parser and the line a block cut carried into the next, so only about two
+//! blocks of text are in memory at a time (the next is read, or gunzipped,
+//! on a thread of its own while the last one parses). Everything here is
+//! about keeping that bound (and the results of the whole-file parser) on
+//! absurd input.
 
 use std::path::Path;
 
@@ -25,7 +27,8 @@ pub const STREAM_BLOCK_BYTES: usize = 8 << 20;
 pub(crate) const MIN_BLOCK_BYTES: usize = 16;
 
 /// Parses a Kaggle CSV read from `input` in blocks of `block_bytes`, keeping
-/// only one block of text (plus the line it cut) in memory at a time.
+/// only two blocks of text (plus the line one cut) in memory at a time: the
+/// one parsing and the next, read meanwhile.
 /// `first` is what the caller already read (at least one block unless
 /// `ended`; it sniffed the content from it), `ended` whether that was all.
 ///
@@ -64,6 +67,8 @@ pub fn parse_csv_stream(
     let mut buf = first;
     buf.drain(..header_end);
     let mut next_line: u64 = 2;
+    // The block being read while `buf`'s lines parse.
+    let mut next = Vec::new();
     let mode = Mode::Parallel(rayon::current_num_threads().max(1) * CHUNKS_PER_THREAD);
     loop {
         if pending_no_labels && last_content(&buf).is_some() {
@@ -76,6 +81,42 @@ pub fn parse_csv_stream(
         } else {
             complete_lines_end(&buf)
         };
+        if !ended && buf.len() - parse_end <= MAX_LINE_BYTES + 1 {
+            // The carry is short (`check_carry` has nothing to say): read
+            // the next block behind it while these lines parse.
+            next.clear();
+            next.extend_from_slice(&buf[parse_end..]);
+            let (parsed, read) = std::thread::scope(|s| {
+                let reader = std::thread::Builder::new()
+                    .spawn_scoped(s, || input.read_block(&mut next, block_bytes));
+                let parsed = match parse_end {
+                    0 => Ok(0),
+                    _ => parse_lines_into(
+                        &buf[..parse_end],
+                        next_line,
+                        &ctx,
+                        mode,
+                        &mut pixels,
+                        &mut labels,
+                    ),
+                };
+                let read = reader.ok().map(|reader| {
+                    reader
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                });
+                (parsed, read)
+            });
+            // A bad line comes before whatever the read met further on.
+            next_line += parsed? as u64;
+            ended = match read {
+                Some(read) => read?,
+                // No thread to be had: read now.
+                None => input.read_block(&mut next, block_bytes)?,
+            };
+            std::mem::swap(&mut buf, &mut next);
+            continue;
+        }
         if parse_end > 0 {
             let lines = &buf[..parse_end];
             next_line +=
