@@ -276,6 +276,8 @@ fn gather_vbmi2<const SCALE: bool>(
 /// either way).
 pub(super) trait PixelValue: Copy + Default + Send + Sync {
     fn scaled(self, table: &[f32; 256]) -> f32;
+    /// A pixel byte in this form (`table` scales it to f32).
+    fn from_byte(byte: u8, table: &[f32; 256]) -> Self;
     /// Gather `row`'s non-zero pixels into `nz`, values in this form.
     fn gather(nz: &mut NonZeros, row: &[u8]);
     /// The values [`PixelValue::gather`] left in `nz`.
@@ -286,6 +288,10 @@ impl PixelValue for f32 {
     #[inline(always)]
     fn scaled(self, _: &[f32; 256]) -> f32 {
         self
+    }
+    #[inline(always)]
+    fn from_byte(byte: u8, table: &[f32; 256]) -> f32 {
+        table[usize::from(byte)]
     }
     #[inline(always)]
     fn gather(nz: &mut NonZeros, row: &[u8]) {
@@ -300,6 +306,10 @@ impl PixelValue for u8 {
     #[inline(always)]
     fn scaled(self, table: &[f32; 256]) -> f32 {
         table[self as usize]
+    }
+    #[inline(always)]
+    fn from_byte(byte: u8, _: &[f32; 256]) -> u8 {
+        byte
     }
     #[inline(always)]
     fn gather(nz: &mut NonZeros, row: &[u8]) {

@@ -7,6 +7,7 @@
 //! rows in order, so a pass gives the bits of the generic path on the raw
 //! rows.
 
+use super::gather::PixelValue;
 use super::head_block::{class_major, head_block, unit_major, BLOCK};
 use super::kernels::{backward_head, forward_from_sums, sum_over, LossSum};
 use super::layout::{
@@ -26,7 +27,10 @@ use std::ops::Range;
 ///
 /// Pixels and rows are kept as byte offsets (`64 i` for pixel or row `i`):
 /// with up to 16 hidden units, the offset of a pixel's weights in `w1t` and
-/// of a row's `dz1` in its table ([`chunk_at`]).
+/// of a row's `dz1` in its table ([`chunk_at`]). Values are the pixel
+/// bytes, scaled by the pixel table where they are used: 3 bytes a non-zero
+/// in each order instead of 6, since every pass streams all of a step's
+/// shards through the caches.
 ///
 /// Grouped by pixel, `dw1`'s column for pixel `i` is one running sum over
 /// the rows that have `i` lit, kept in a register and stored once, instead
@@ -39,7 +43,7 @@ pub struct SparseRows {
     /// values the same range of `value`.
     start: Vec<u32>,
     at: Vec<u16>,
-    value: Vec<f32>,
+    value: Vec<u8>,
     /// The non-zeros grouped by pixel, rows ascending, in groups of four
     /// pixels `group_pixels[g]`: while all four have entries left, one entry
     /// of each, side by side (`quad_row[k][j]` is the k-th row of the
@@ -53,10 +57,10 @@ pub struct SparseRows {
     group_pixels: Vec<[u16; 4]>,
     group_start: Vec<u32>,
     quad_row: Vec<[u16; 4]>,
-    quad_value: Vec<[f32; 4]>,
+    quad_value: Vec<[u8; 4]>,
     tail_start: Vec<u32>,
     tail_row: Vec<u16>,
-    tail_value: Vec<f32>,
+    tail_value: Vec<u8>,
 }
 
 /// Most rows a [`SparseRows`] holds: as many as a `u16` byte offset can
@@ -71,7 +75,7 @@ impl SparseRows {
         if rows > MAX_ROWS {
             return None;
         }
-        Some(SparseRows::of(&RowSet::gather(x)))
+        Some(SparseRows::of(&RowSet::<u8>::gather(x)))
     }
 
     /// Rows `range` of a row set gathered already (a resident trainer's
@@ -79,12 +83,12 @@ impl SparseRows {
     /// rows' pixels. At most [`MAX_ROWS`] rows.
     pub(super) fn select(from: &RowSet<u8>, range: Range<usize>) -> SparseRows {
         assert!(range.len() <= MAX_ROWS, "rows are u16 offsets");
-        let mut by_row = RowSet::default();
+        let mut by_row = RowSet::<u8>::default();
         by_row.select(from, &range.collect::<Vec<_>>());
         SparseRows::of(&by_row)
     }
 
-    fn of(by_row: &RowSet<f32>) -> SparseRows {
+    fn of(by_row: &RowSet<u8>) -> SparseRows {
         let rows = by_row.len();
         assert!(rows <= MAX_ROWS, "rows are u16 offsets");
         let columns = Columns::of(by_row);
@@ -114,7 +118,7 @@ impl SparseRows {
     }
 
     /// Fill the groups of four pixels from `columns` (see the fields).
-    fn interleave(&mut self, columns: &Columns) {
+    fn interleave(&mut self, columns: &Columns<u8>) {
         // Most entries first; a stable sort, so ties keep pixel order.
         let mut by_count: Vec<u16> = (0..FEATURES as u16).collect();
         by_count.sort_by_key(|&i| std::cmp::Reverse(columns.span(i as usize).len()));
@@ -150,25 +154,26 @@ impl SparseRows {
 
     /// Row `r`'s pixels (as offsets) and their values.
     #[inline(always)]
-    fn row(&self, r: usize) -> (&[u16], &[f32]) {
+    fn row(&self, r: usize) -> (&[u16], &[u8]) {
         let span = self.start[r] as usize..self.start[r + 1] as usize;
         (&self.at[span.clone()], &self.value[span])
     }
 }
 
 /// A row set's non-zeros sorted by pixel: pixel `i`'s rows, ascending, are
-/// `row[span(i)]`, and their values `value[span(i)]`.
+/// `row[span(i)]`, and their values `value[span(i)]` (as the row set holds
+/// them: bytes for [`SparseRows`], f32 for the deep path).
 #[derive(Default)]
-pub(super) struct Columns {
+pub(super) struct Columns<V = f32> {
     start: Vec<u32>,
     row: Vec<u16>,
-    value: Vec<f32>,
+    value: Vec<V>,
     /// Where each pixel's next entry goes, while sorting.
     next: Vec<u32>,
 }
 
-impl Columns {
-    fn of(by_row: &RowSet<f32>) -> Columns {
+impl<V: PixelValue> Columns<V> {
+    fn of(by_row: &RowSet<V>) -> Columns<V> {
         let mut columns = Columns::default();
         columns.sort(by_row);
         columns
@@ -177,7 +182,7 @@ impl Columns {
     /// Replace these columns with `by_row`'s non-zeros (at most 65,536
     /// rows), reusing the buffers. A counting sort by pixel; walking the
     /// rows in order keeps each pixel's rows ascending.
-    pub(super) fn sort(&mut self, by_row: &RowSet<f32>) {
+    pub(super) fn sort(&mut self, by_row: &RowSet<V>) {
         let rows = by_row.len();
         assert!(rows <= u16::MAX as usize + 1, "row numbers are u16");
         let per_pixel = &mut self.next;
@@ -198,7 +203,7 @@ impl Columns {
         per_pixel.copy_from_slice(&self.start[..FEATURES]);
         let next = per_pixel;
         self.row.resize(total, 0);
-        self.value.resize(total, 0.0);
+        self.value.resize(total, V::default());
         for r in 0..rows {
             let (index, values, _) = by_row.row(r);
             for (&i, &v) in index.iter().zip(values) {
@@ -217,7 +222,7 @@ impl Columns {
 
     /// Pixel `i`'s rows, ascending, and their values.
     #[inline(always)]
-    pub(super) fn column(&self, i: usize) -> (&[u16], &[f32]) {
+    pub(super) fn column(&self, i: usize) -> (&[u16], &[V]) {
         let span = self.span(i);
         (&self.row[span.clone()], &self.value[span])
     }
@@ -257,7 +262,13 @@ impl Dz1Rows for OneChunk<'_> {
 /// independent sums hide the adds' latency; each sum's own order is
 /// unchanged.
 #[inline(always)]
-fn first_layer_gradient(g_w1t: &mut [Chunk], dz1: &impl Dz1Rows, s: &SparseRows, chunks: usize) {
+fn first_layer_gradient(
+    g_w1t: &mut [Chunk],
+    dz1: &impl Dz1Rows,
+    s: &SparseRows,
+    chunks: usize,
+    table: &[f32; 256],
+) {
     let g_w1t = &mut g_w1t[..FEATURES * chunks];
     for (g, pixels) in s.group_pixels.iter().enumerate() {
         let quads = s.group_start[g] as usize..s.group_start[g + 1] as usize;
@@ -267,15 +278,22 @@ fn first_layer_gradient(g_w1t: &mut [Chunk], dz1: &impl Dz1Rows, s: &SparseRows,
             // an array would live on the stack, one store per multiply-add.
             let (mut a0, mut a1, mut a2, mut a3) = (ZERO, ZERO, ZERO, ZERO);
             for (r, v) in rows.iter().zip(values) {
-                axpy(&mut a0, v[0], &dz1.at(r[0], c));
-                axpy(&mut a1, v[1], &dz1.at(r[1], c));
-                axpy(&mut a2, v[2], &dz1.at(r[2], c));
-                axpy(&mut a3, v[3], &dz1.at(r[3], c));
+                axpy(&mut a0, v[0].scaled(table), &dz1.at(r[0], c));
+                axpy(&mut a1, v[1].scaled(table), &dz1.at(r[1], c));
+                axpy(&mut a2, v[2].scaled(table), &dz1.at(r[2], c));
+                axpy(&mut a3, v[3].scaled(table), &dz1.at(r[3], c));
             }
             for (j, acc) in [a0, a1, a2, a3].into_iter().enumerate() {
                 let t = 4 * g + j;
                 let tail = s.tail_start[t] as usize..s.tail_start[t + 1] as usize;
-                let sum = column_sum(acc, &s.tail_row[tail.clone()], &s.tail_value[tail], dz1, c);
+                let sum = column_sum(
+                    acc,
+                    &s.tail_row[tail.clone()],
+                    &s.tail_value[tail],
+                    dz1,
+                    c,
+                    table,
+                );
                 // Every entry is written here, so the buffer needs no
                 // clearing first; and a running sum that starts at +0 never
                 // becomes -0, so the sum is exactly `0 + sum`, what the
@@ -288,9 +306,16 @@ fn first_layer_gradient(g_w1t: &mut [Chunk], dz1: &impl Dz1Rows, s: &SparseRows,
 
 /// `acc + sum of value * dz1[row]` over one column's pairs, in order.
 #[inline(always)]
-fn column_sum(mut acc: Chunk, rows: &[u16], values: &[f32], dz1: &impl Dz1Rows, c: usize) -> Chunk {
+fn column_sum(
+    mut acc: Chunk,
+    rows: &[u16],
+    values: &[u8],
+    dz1: &impl Dz1Rows,
+    c: usize,
+    table: &[f32; 256],
+) -> Chunk {
     for (&r, &v) in rows.iter().zip(values) {
-        axpy(&mut acc, v, &dz1.at(r, c));
+        axpy(&mut acc, v.scaled(table), &dz1.at(r, c));
     }
     acc
 }
@@ -339,7 +364,7 @@ multiversion! {
                 dz1_rows[r] = s.dz1[0];
             }
             let dz1 = OneChunk(dz1_rows[..OFFSET_TABLE].try_into().expect("a whole table"));
-            first_layer_gradient(&mut s.g_w1t, &dz1, rows, 1);
+            first_layer_gradient(&mut s.g_w1t, &dz1, rows, 1, table);
         } else {
             let w1t = &w1t[..PIXEL_SLOTS * chunks];
             for (r, &label) in y.iter().enumerate() {
@@ -353,7 +378,7 @@ multiversion! {
                 dz1_rows[r * chunks..(r + 1) * chunks].copy_from_slice(&s.dz1[..chunks]);
             }
             let dz1 = Strided { rows: &dz1_rows, chunks };
-            first_layer_gradient(&mut s.g_w1t, &dz1, rows, chunks);
+            first_layer_gradient(&mut s.g_w1t, &dz1, rows, chunks, table);
         }
         s.dz1_rows = dz1_rows;
         stats.loss_sum = loss.finish();

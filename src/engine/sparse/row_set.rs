@@ -1,8 +1,8 @@
 //! Many rows as their non-zero pixels, gathered once and read many times.
 //!
 //! A [`RowSet`] stores rows one after another as compressed sparse rows:
-//! the resident trainers keep the whole training set this way (values as
-//! bytes) and a prepared full-batch shard its rows (values as f32). Each row
+//! the resident trainers keep the whole training set this way, values as
+//! bytes, and the deep sparse path a batch's rows, values as f32. Each row
 //! also records where its pixels cross [`PIXEL_SPLIT`], so the halves
 //! trainer can take either part without searching.
 
@@ -14,9 +14,8 @@ use crate::engine::prefetch_lines;
 /// Rows as their non-zero pixels, one after another (compressed sparse
 /// rows): row `r`'s pixels are `index[start[r]..start[r + 1]]` and their
 /// values the same range of `value`, in pixel order; the first `split[r]`
-/// of them are below [`PIXEL_SPLIT`]. Values are pixel bytes for the whole
-/// training set (a quarter of the memory, so more of it stays in cache) and
-/// scaled f32 for a full-batch shard, read hundreds of times.
+/// of them are below [`PIXEL_SPLIT`]. Values are pixel bytes (a quarter of
+/// the memory of f32, so more of it stays in cache) or scaled f32.
 #[derive(Default)]
 pub(super) struct RowSet<V = u8> {
     start: Vec<u32>,
@@ -143,9 +142,10 @@ impl<V: PixelValue> RowSet<V> {
     }
 }
 
-impl RowSet<f32> {
-    /// Rows `batch` of `from`, in that order, their values scaled to f32,
-    /// replacing what this set held (a resident trainer's batch).
+impl<V: PixelValue> RowSet<V> {
+    /// Rows `batch` of `from`, in that order, their values in this set's
+    /// form, replacing what this set held (a resident trainer's batch or
+    /// shard).
     pub(super) fn select(&mut self, from: &RowSet<u8>, batch: &[usize]) {
         let table = crate::engine::pixel_table();
         self.start.clear();
@@ -156,7 +156,8 @@ impl RowSet<f32> {
         for &r in batch {
             let (index, value, split) = from.row(r);
             self.index.extend_from_slice(index);
-            self.value.extend(value.iter().map(|&v| v.scaled(table)));
+            self.value
+                .extend(value.iter().map(|&v| V::from_byte(v, table)));
             self.start.push(self.index.len() as u32);
             self.split.push(split as u16);
         }
