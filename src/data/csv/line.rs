@@ -293,8 +293,11 @@ mod tests {
         for layout in [Layout::Train, Layout::Test] {
             for case in 0..3000 {
                 // Mostly the right field count, sometimes one off either way.
-                let count = layout.fields() + [0, 0, 0, 0, 1].get(case % 5).unwrap()
-                    - (case % 7 == 3) as usize;
+                let count = match case % 7 {
+                    3 => layout.fields() - 1,
+                    5 => layout.fields() + 1,
+                    _ => layout.fields(),
+                };
                 let mut parts: Vec<String> = (0..count)
                     .map(|_| {
                         if case % 3 == 0 {
@@ -343,6 +346,12 @@ mod tests {
                 .collect();
             assert_eq!(label, plain[0]);
             assert_eq!(&px[..], &plain[1..]);
+            // The blocks alone, from the first pixel (after a one-digit
+            // label): they read all but the last few dozen fields.
+            let mut blocks_px = [0u8; FEATURES];
+            let (_, k) = fields::blocks(line, 2, &mut blocks_px, 0);
+            assert!(k > FEATURES - 60, "the blocks read {k} fields");
+            assert_eq!(&blocks_px[..k], &plain[1..=k]);
             checked += 1;
         }
         assert_eq!(checked, 2000);
