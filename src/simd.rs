@@ -133,6 +133,19 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// Whether this CPU has AVX2 and popcnt, whatever level is allowed: what
+/// the loops that pack bytes with [`PACK_SET_BITS`] need (their tests run
+/// them whenever the CPU can).
+pub(crate) fn cpu_has_avx2_popcnt() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx2") && has!("popcnt")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// For each byte `m`, the positions of its set bits, ascending, packed into
 /// the low bytes of a word (the rest zero): the `pshufb` control that moves
 /// the selected bytes of an 8-byte group to the front, in order (the sparse

@@ -13,25 +13,13 @@
 //! `MNIST_BLAS_SIMD=baseline` turns it off, as it does the engines' vector
 //! loops.
 
-use crate::simd::Level;
+use crate::simd::{cpu_has_avx2_popcnt, Level};
 
 /// Whether [`blocks`] can run here: AVX2 (and popcnt) on this CPU, and the
 /// SIMD level not capped below AVX2.
 pub(super) fn vector_fields() -> bool {
     static WHICH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WHICH.get_or_init(|| crate::simd::level() >= Level::Avx2 && cpu_has_avx2())
-}
-
-/// Whether this CPU has what [`blocks_avx2`] needs, whatever level is
-/// allowed (the tests run it whenever it can).
-pub(super) fn cpu_has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        has!("avx2") && has!("popcnt")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    *WHICH.get_or_init(|| crate::simd::level() >= Level::Avx2 && cpu_has_avx2_popcnt())
 }
 
 /// Bytes per block.
@@ -53,7 +41,7 @@ const SLACK: usize = 20;
 pub(super) fn blocks(line: &[u8], pos: usize, px: &mut [u8], k: usize) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        debug_assert!(cpu_has_avx2());
+        debug_assert!(cpu_has_avx2_popcnt());
         // SAFETY: the caller checked `vector_fields`, which detected AVX2
         // and popcnt on this CPU.
         unsafe { blocks_avx2(line, pos, px, k) }

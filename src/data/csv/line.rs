@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn vector_blocks_read_what_the_byte_loop_reads() {
-        if !fields::cpu_has_avx2() {
+        if !crate::simd::cpu_has_avx2_popcnt() {
             eprintln!("skipped: this CPU has no AVX2");
             return;
         }
@@ -326,7 +326,7 @@ mod tests {
 
     #[test]
     fn vector_blocks_read_real_digits_and_every_value() {
-        if !fields::cpu_has_avx2() {
+        if !crate::simd::cpu_has_avx2_popcnt() {
             eprintln!("skipped: this CPU has no AVX2");
             return;
         }

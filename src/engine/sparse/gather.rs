@@ -135,9 +135,8 @@ fn vector_gather() -> Option<Level> {
 #[cfg(target_arch = "x86_64")]
 fn cpu_gathers() -> (bool, bool) {
     use std::arch::is_x86_feature_detected as has;
-    let popcnt = has!("popcnt");
     let vbmi2 = has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vbmi2");
-    (vbmi2 && popcnt, has!("avx2") && popcnt)
+    (vbmi2 && has!("popcnt"), crate::simd::cpu_has_avx2_popcnt())
 }
 
 /// AVX2 gather, 16 pixels at a time: a mask of the non-zero bytes, skipped
